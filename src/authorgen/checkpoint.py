@@ -1,0 +1,158 @@
+"""The only module that reads or writes a run directory.
+
+```
+checkpoints/<run>/
+  config.json        model, tokenizer, train and corpus settings, seed, versions, best result
+  model.safetensors  weights only (no pickle), best by validation
+  tokenizer.json
+  last/              model.safetensors + state.pt (optimizer, step, RNG): the latest state
+  metrics.jsonl      one JSON object per evaluation
+```
+A run directory is self-contained: copy it anywhere (CPU or GPU) and generate from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from authorgen import __version__
+from authorgen.config import ModelConfig
+from authorgen.errors import DataError, UsageError
+from authorgen.files import atomic_write, atomic_write_json, check_name, existing_dir, replace_dir
+from authorgen.models import build_model
+from authorgen.tokenizer import CharTokenizer
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+METRICS = "metrics.jsonl"
+FORMAT = 1  # run-directory layout version; bump when old runs can no longer be read
+
+
+def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> Path:
+    """Make an empty run directory.
+
+    Raises:
+        UsageError: when the run exists and `force` is not set.
+    """
+    check_name(name, "run")
+    run_dir = Path(checkpoints_dir) / name
+    if run_dir.exists():
+        if not force:
+            raise UsageError(
+                f"run {name!r} already exists in {checkpoints_dir}; pick another --name "
+                "or add --force to replace it"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def save_config(run_dir: Path, config: dict) -> None:
+    config = {"format": FORMAT, "authorgen": __version__, "torch": torch.__version__, **config}
+    atomic_write_json(Path(run_dir) / CONFIG, config)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_weights(run_dir: Path, model) -> None:
+    """The best-so-far weights, as safetensors."""
+    atomic_write(Path(run_dir) / WEIGHTS, lambda tmp: save_file(_weights(model), str(tmp)))
+
+
+def save_last(run_dir: Path, model, state: dict) -> None:
+    """The latest weights and training state (optimizer, step, RNG), swapped in as one folder."""
+    staged = Path(run_dir) / "last.tmp"
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir()
+    atomic_write(staged / WEIGHTS, lambda tmp: save_file(_weights(model), str(tmp)))
+    atomic_write(staged / STATE, lambda tmp: torch.save(state, tmp))
+    replace_dir(staged, Path(run_dir) / "last")
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def resolve_run(ref: str, checkpoints_dir: Path) -> Path:
+    """A run given by name (under `checkpoints_dir`) or by the path of its folder.
+
+    Raises:
+        DataError: when there is no such run.
+    """
+    by_name = Path(checkpoints_dir) / ref
+    if "/" not in ref and os.sep not in ref and (by_name / CONFIG).is_file():
+        return by_name
+    if (Path(ref) / CONFIG).is_file():
+        return Path(ref)
+    raise DataError(
+        f"no run named {ref!r} in {checkpoints_dir}; train one with `authorgen train CORPUS` "
+        "or give the path of a run folder"
+    )
+
+
+@dataclass
+class Run:
+    """A trained run, loaded for generation."""
+
+    path: Path
+    config: dict
+    model: torch.nn.Module
+    tokenizer: CharTokenizer
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or "model" not in config:
+            raise ValueError("no model section")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is missing or damaged ({exc}); train the run again") from None
+    if config.get("format", 0) > FORMAT:
+        raise DataError(
+            f"{run_dir} was written by a newer authorgen "
+            f"({config.get('authorgen')}); upgrade authorgen to read it"
+        )
+    return config
+
+
+def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = False) -> Run:
+    """Read the config, tokenizer and weights of a run (the best weights, or the latest).
+
+    Raises:
+        DataError: when a file is missing, damaged or does not fit the config.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+    except (TypeError, UsageError) as exc:
+        raise DataError(f"{run_dir / CONFIG} has a bad model section ({exc})") from None
+    tokenizer = CharTokenizer.load(run_dir)
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise DataError(f"{run_dir}: tokenizer and model disagree on the vocabulary size")
+    folder = existing_dir(run_dir / "last") if last else run_dir
+    weights = (folder or run_dir / "last") / WEIGHTS
+    model = build_model(model_config)
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot load {weights} ({first_line}); train the run again") from None
+    model.to(device).eval()
+    return Run(run_dir, config, model, tokenizer)

@@ -1,0 +1,229 @@
+"""Turn raw bytes into clean text: decode, normalise, strip Project Gutenberg boilerplate.
+
+Pure functions, no I/O. `clean_text(raw)` is what the corpus uses; `strip_boilerplate(text)`
+returns the body and a report of what it cut, stored in corpus.json as the audit trail.
+
+Gutenberg files come in several eras (see ../shared/corpora/README.md):
+- new (2020s) and old (2002-2012): the body sits between `*** START OF THE/THIS PROJECT GUTENBERG
+  EBOOK ... ***` and `*** END OF ... ***` (the END line may be indented); old files often put an
+  `End of the Project Gutenberg EBook of ...` line, sometimes wrapped over two lines, before END;
+- 1990s: a long legal header that ends with `*END*THE SMALL PRINT! ...*END*` and a one-line
+  footer `End of The Project Gutenberg Etext of ...`.
+A "Produced by ..." credit paragraph usually opens the body; it is cut too.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+
+from authorgen.errors import DataError
+
+_START_RES = [
+    re.compile(r"^\s*\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG E-?BOOK", re.I),
+    re.compile(r"^\s*\*+\s*END\s*\**\s*THE SMALL PRINT", re.I),
+]
+_END_RES = [
+    re.compile(r"^\s*\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG E-?BOOK", re.I),
+    re.compile(r"^\s*End of (the )?Project Gutenberg", re.I),
+]
+# Credits that open the body: "Produced by ...", "E-text prepared by ...", "Transcribed by ...".
+_CREDIT_RE = re.compile(
+    r"^\s*(Produced by|E-?text prepared by|This e-?text was (produced|prepared) by|"
+    r"Transcribed (from .* )?by)\b",
+    re.I,
+)
+_CREDIT_SEARCH_PARAGRAPHS = 3
+
+_LANGUAGES = {
+    "english": "en",
+    "french": "fr",
+    "german": "de",
+    "polish": "pl",
+    "spanish": "es",
+    "italian": "it",
+    "portuguese": "pt",
+    "dutch": "nl",
+    "latin": "la",
+    "finnish": "fi",
+    "russian": "ru",
+    "swedish": "sv",
+    "danish": "da",
+    "norwegian": "no",
+    "greek": "el",
+    "czech": "cs",
+    "hungarian": "hu",
+    "esperanto": "eo",
+    "chinese": "zh",
+    "japanese": "ja",
+    "catalan": "ca",
+    "welsh": "cy",
+    "irish": "ga",
+    "tagalog": "tl",
+}
+_HEADER_ENCODING_RE = re.compile(rb"Character set encoding:\s*([A-Za-z0-9_\-]+)", re.I)
+
+
+@dataclass
+class CleaningReport:
+    """What `strip_boilerplate` removed; saved per work in corpus.json."""
+
+    cut_head_lines: int = 0
+    cut_tail_lines: int = 0
+    markers: list[str] = field(default_factory=list)
+    credits: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """Decode `raw` as UTF-8 (a BOM is dropped) or the encoding its Gutenberg header declares.
+
+    Returns:
+        The text and the encoding used.
+
+    Raises:
+        DataError: when the bytes are neither.
+    """
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        declared = _HEADER_ENCODING_RE.search(raw[:5000])
+        if declared:
+            name = declared.group(1).decode("ascii").lower()
+            try:
+                return raw.decode(name), name
+            except (LookupError, UnicodeDecodeError):
+                pass
+        raise DataError(
+            f"text is not UTF-8 (bad byte at offset {exc.start}) and declares no usable "
+            "encoding; convert it first, e.g. iconv -f cp1252 -t utf-8 FILE"
+        ) from None
+
+
+def normalize(text: str) -> str:
+    """LF line endings, no BOM, Unicode NFC (so "é" is always one code point)."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return unicodedata.normalize("NFC", text)
+
+
+def _find(lines: list[str], patterns: list[re.Pattern], start: int, stop: int) -> int | None:
+    for i in range(start, stop):
+        if any(p.match(lines[i]) for p in patterns):
+            return i
+    return None
+
+
+def _trim_blank(lines: list[str], lo: int, hi: int) -> tuple[int, int]:
+    while lo < hi and not lines[lo].strip():
+        lo += 1
+    while hi > lo and not lines[hi - 1].strip():
+        hi -= 1
+    return lo, hi
+
+
+def _credit_paragraph(lines: list[str], lo: int, hi: int) -> tuple[int, int] | None:
+    """The span of a "Produced by" paragraph among the first few paragraphs, if any."""
+    i, seen = lo, 0
+    while i < hi and seen < _CREDIT_SEARCH_PARAGRAPHS:
+        while i < hi and not lines[i].strip():
+            i += 1
+        end = i
+        while end < hi and lines[end].strip():
+            end += 1
+        if i < hi and _CREDIT_RE.match(lines[i]):
+            return i, end
+        i, seen = end, seen + 1
+    return None
+
+
+def strip_boilerplate(text: str) -> tuple[str, CleaningReport]:
+    """Remove the Project Gutenberg header, footer and licence from normalised `text`.
+
+    Text without Gutenberg markers comes back unchanged except for trimmed blank lines at both
+    ends and trailing spaces on each line.
+
+    Returns:
+        The body and a report of what was cut.
+    """
+    lines = [line.rstrip() for line in text.split("\n")]
+    if lines and not lines[-1]:
+        lines.pop()  # the final newline ends the last line; it does not start another
+    report = CleaningReport()
+    lo, hi = 0, len(lines)
+
+    # The START marker is in the head of the file; take the last one there (some files repeat it).
+    head_limit = max(1, len(lines) // 2)
+    start = None
+    i = _find(lines, _START_RES, 0, head_limit)
+    while i is not None:
+        start = i
+        i = _find(lines, _START_RES, i + 1, head_limit)
+    if start is not None:
+        report.markers.append(lines[start].strip())
+        lo = start + 1
+    end = _find(lines, _END_RES, lo, hi)
+    if end is not None:
+        report.markers.append(lines[end].strip())
+        hi = end
+
+    lo, hi = _trim_blank(lines, lo, hi)
+    if start is not None:
+        credit = _credit_paragraph(lines, lo, hi)
+        if credit is not None:
+            report.credits = " ".join(line.strip() for line in lines[credit[0] : credit[1]])
+            del lines[credit[0] : credit[1]]
+            hi -= credit[1] - credit[0]
+            lo, hi = _trim_blank(lines, lo, hi)
+            report.cut_head_lines += credit[1] - credit[0]
+    report.cut_head_lines += lo
+    report.cut_tail_lines = len(lines) - hi
+    return "\n".join(lines[lo:hi]) + "\n" if hi > lo else "", report
+
+
+def read_header(text: str) -> dict[str, str | None]:
+    """Title, author, language (ISO 639-1 where known) and ebook number from a Gutenberg header."""
+    head = text[:20000]
+    meta: dict[str, str | None] = {"title": None, "author": None, "language": None, "ebook": None}
+    for key in ("title", "author", "language"):
+        m = re.search(rf"^{key}:[ \t]*(.+(?:\n[ \t]+\S.*)*)", head, re.I | re.M)
+        if m:
+            meta[key] = " ".join(m.group(1).split())
+    if not meta["title"]:  # 1990s files: "The Project Gutenberg Etext of TITLE[, by AUTHOR]"
+        m = re.search(
+            r"Project Gutenberg(?:'s)? E-?(?:text|book) of (.+?)(?:, by (.+))?$", head, re.I | re.M
+        )
+        if m:
+            meta["title"] = m.group(1).strip()
+            meta["author"] = meta["author"] or (m.group(2) or "").strip() or None
+    if not meta["author"]:
+        m = re.search(r"in our series by (.+)$", head, re.I | re.M)
+        if m:
+            meta["author"] = m.group(1).strip()
+    if meta["language"]:
+        meta["language"] = _LANGUAGES.get(meta["language"].lower(), meta["language"])
+    m = re.search(r"\[(?:e-?book|etext)\s*#(\d+)\]", head, re.I)
+    if m:
+        meta["ebook"] = m.group(1)
+    return meta
+
+
+def clean_text(raw: bytes) -> tuple[str, CleaningReport, dict[str, str | None]]:
+    """Decode, normalise and strip `raw`.
+
+    Returns:
+        The clean body, the cleaning report and the header metadata (see `read_header`).
+
+    Raises:
+        DataError: when the bytes cannot be decoded or hold no text once cleaned.
+    """
+    if b"\x00" in raw[:8192]:
+        raise DataError("this looks like a binary file, not text; give a plain .txt file")
+    text, _ = decode(raw)
+    text = normalize(text)
+    body, report = strip_boilerplate(text)
+    if not body.strip():
+        raise DataError("no text left after cleaning (the file is empty or only boilerplate)")
+    return body, report, read_header(text)

@@ -1,0 +1,159 @@
+"""Typed configurations, validated on creation and saved as JSON beside the weights. No torch here.
+
+Each `__post_init__` says how to fix a bad value, so the command line can pass options straight
+through and show the message as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from authorgen.errors import UsageError
+
+MODELS = ("lstm", "gru", "rnn")
+BATCHING = ("stream", "windows")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"--{name} must be a whole number of at least 1 (got {value!r})")
+
+
+def _finite(
+    name: str, value: float, low: float, high: float | None = None, *, low_open: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        bound = f"above {low}" if low_open else f"at least {low}"
+        if high is not None:
+            bound += f" and at most {high}"
+        raise UsageError(f"--{name} must be a finite number {bound} (got {value!r})")
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "5m", "1h30m" or "1.5h".
+
+    Raises:
+        UsageError: when the text is not such a duration or is not positive.
+    """
+    s = text.strip().replace(" ", "")
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            break
+        unit = (m.group(2) or "s").lower()
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[unit]
+        pos = m.end()
+    if not s or pos != len(s) or not math.isfinite(total) or total <= 0:
+        raise UsageError(f"--time wants a duration such as 90s, 5m or 1h30m (got {text!r})")
+    return total
+
+
+class _Saved:
+    """JSON round trip shared by the configs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class ModelConfig(_Saved):
+    """Embedding -> stacked recurrent layers -> linear softmax head.
+
+    The defaults are the classic char-rnn network (2 x 256 LSTM): on a 2-core CPU it is the best
+    model that still sees the corpus about three times in a five-minute budget.
+    """
+
+    model: str = "lstm"  # lstm | gru | rnn (Elman SimpleRNN, tanh)
+    vocab_size: int = 0  # filled in from the tokenizer
+    embedding_dim: int = 64
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.0  # between recurrent layers and before the head
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise UsageError(f"--model must be one of {', '.join(MODELS)} (got {self.model!r})")
+        for name in ("embedding_dim", "hidden", "layers"):
+            _positive_int(name.replace("_", "-"), getattr(self, name))
+        if self.vocab_size < 0:
+            raise UsageError("vocab_size cannot be negative")
+        _finite("dropout", self.dropout, 0.0, 0.9)
+
+
+@dataclass
+class TrainConfig(_Saved):
+    """How to train. `steps` and `time_s` are both budgets; training ends at whichever comes first.
+
+    The learning-rate schedule (linear warmup, then cosine down to `min_lr_ratio * lr`) is fitted
+    to that budget, so a time-limited run still ends with a small learning rate.
+    """
+
+    context: int = 128  # characters of backpropagation through time per window
+    batch_size: int = 64
+    batching: str = "stream"  # stream: stateful truncated BPTT; windows: random windows
+    lr: float = 3e-3  # AdamW peak; recurrent nets on characters like a larger rate than 3e-4
+    steps: int | None = None
+    time_s: float | None = None
+    eval_every: int = 250
+    seed: int = 1337
+    device: str = "auto"
+    grad_clip: float = 1.0  # max global gradient norm: the cure for exploding gradients
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("context", "batch_size", "eval_every"):
+            _positive_int(name.replace("_", "-"), getattr(self, name))
+        if self.steps is not None:
+            _positive_int("steps", self.steps)
+        if self.time_s is not None:
+            _finite("time", self.time_s, 0.0, low_open=True)
+        if self.steps is None and self.time_s is None:
+            raise UsageError("give a budget: --steps N or --time DURATION (e.g. --time 5m)")
+        _finite("lr", self.lr, 0.0, 10.0, low_open=True)
+        _finite("grad-clip", self.grad_clip, 0.0, low_open=True)
+        _finite("weight-decay", self.weight_decay, 0.0, 1.0)
+        _finite("min-lr-ratio", self.min_lr_ratio, 0.0, 1.0)
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise UsageError(f"warmup_steps must be 0 or more (got {self.warmup_steps!r})")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"--seed must be a whole number of 0 or more (got {self.seed!r})")
+        if self.batching not in BATCHING:
+            raise UsageError(
+                f"--batching must be one of {', '.join(BATCHING)} (got {self.batching!r})"
+            )
+        if self.device not in DEVICES:
+            raise UsageError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+
+
+@dataclass
+class SampleConfig(_Saved):
+    """How to sample. temperature 0 means greedy (always the most likely character)."""
+
+    temperature: float = 0.8
+    length: int = 500  # characters generated per sample, the prompt not counted
+    n: int = 1
+    seed: int | None = None  # None: a fresh seed is drawn, reported and saved with the output
+
+    def __post_init__(self) -> None:
+        _finite("temperature", self.temperature, 0.0, 100.0)
+        _positive_int("length", self.length)
+        _positive_int("n", self.n)
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise UsageError(f"--seed must be a whole number of 0 or more (got {self.seed!r})")

@@ -1,0 +1,198 @@
+"""A corpus on disk: `corpora/<name>/` with raw bytes, cleaned works and a corpus.json manifest.
+
+```
+corpora/<name>/
+  corpus.json              name, created, version, works[...] (provenance + cleaning audit)
+  raw/<id>.txt             bytes exactly as downloaded or read
+  works/<id>-<slug>.txt    cleaned UTF-8 text, LF, NFC
+```
+Each file is written atomically and the manifest last, so an interrupted fetch keeps every work
+that was finished and the corpus never lists a file it does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from authorgen import __version__
+from authorgen.clean import clean_text
+from authorgen.errors import DataError
+from authorgen.files import atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
+
+MANIFEST = "corpus.json"
+VAL_FRACTION = 0.1  # single-work corpora: the last 10% of characters, as nanoGPT splits
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Corpus:
+    """One author's (or one user's) collection of cleaned works."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def works(self) -> list[dict]:
+        return self.manifest["works"]
+
+    @classmethod
+    def open(cls, corpora_dir: Path, name: str) -> Corpus:
+        """Open an existing corpus.
+
+        Raises:
+            DataError: when there is no such corpus or its manifest is unreadable.
+        """
+        path = Path(corpora_dir) / name
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(
+                f"no corpus named {name!r} in {corpora_dir}; create it with "
+                f"`authorgen fetch --id N --name {name}` or `authorgen fetch FILE --name {name}`"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(manifest.get("works"), list):
+                raise ValueError("no works list")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{manifest_path} is damaged ({exc}); fetch the corpus again") from None
+        return cls(path, manifest)
+
+    @classmethod
+    def open_or_new(cls, corpora_dir: Path, name: str) -> Corpus:
+        """Open the corpus, or a new empty one that is written to disk with its first work."""
+        if (Path(corpora_dir) / name / MANIFEST).exists():
+            return cls.open(corpora_dir, name)
+        manifest = {"name": name, "created": _now(), "authorgen": __version__, "works": []}
+        return cls(Path(corpora_dir) / name, manifest)
+
+    def find(self, work_id: str) -> dict | None:
+        return next((w for w in self.works if w["id"] == work_id), None)
+
+    def has_verified(self, work_id: str) -> bool:
+        """True when the work is listed and its cleaned file is present and intact."""
+        record = self.find(work_id)
+        if record is None:
+            return False
+        path = self.path / record["file"]
+        return path.is_file() and _sha256(path.read_bytes()) == record["sha256_clean"]
+
+    def add_work(
+        self,
+        raw: bytes,
+        *,
+        source: str,
+        work_id: str | None = None,
+        url: str | None = None,
+        title: str | None = None,
+        force: bool = False,
+    ) -> tuple[dict, bool]:
+        """Clean `raw`, store it and its raw bytes, and list it in the manifest.
+
+        Args:
+            raw: the bytes as downloaded or read.
+            source: "gutenberg" or "local".
+            work_id: the id to store it under; by default `pg<N>` when the text names its
+                Gutenberg ebook number, else `local-<first 12 hex digits of its sha256>`.
+            url: where it came from (a URL or a file path).
+            title: used when the text has no Gutenberg header.
+            force: replace a work already stored under the same id; without it that work is
+                kept as it is.
+
+        Returns:
+            The manifest record of the work, and whether it was written (False: kept as it was).
+        """
+        body, report, meta = clean_text(raw)
+        sha_raw = _sha256(raw)
+        if work_id is None:
+            work_id = f"pg{meta['ebook']}" if meta["ebook"] else f"local-{sha_raw[:12]}"
+        if not force and self.has_verified(work_id):
+            return self.find(work_id), False
+        title = meta["title"] or title or work_id
+        clean_bytes = body.encode("utf-8")
+        record = {
+            "id": work_id,
+            "source": source,
+            "title": title,
+            "authors": [meta["author"]] if meta["author"] else [],
+            "language": meta["language"],
+            "url": url,
+            "file": f"works/{work_id}-{slugify(title, 40) or 'text'}.txt",
+            "sha256_raw": sha_raw,
+            "sha256_clean": _sha256(clean_bytes),
+            "chars": len(body),
+            "added": _now(),
+            "cleaning": report.to_dict(),
+        }
+        atomic_write_bytes(self.path / "raw" / f"{work_id}.txt", raw)
+        atomic_write_text(self.path / record["file"], body)
+        old = self.find(work_id)
+        if old is not None:
+            self.works.remove(old)
+            if old["file"] != record["file"]:
+                (self.path / old["file"]).unlink(missing_ok=True)
+        self.works.append(record)
+        self.save()
+        return record, True
+
+    def save(self) -> None:
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def read(self, record: dict) -> str:
+        """The cleaned text of one work."""
+        path = self.path / record["file"]
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path} ({exc}); fetch the work again") from None
+
+    def sha256(self) -> str:
+        """One hash for the whole corpus: its works' clean hashes, in order."""
+        return _sha256("\n".join(w["sha256_clean"] for w in self.works).encode())
+
+
+@dataclass
+class Split:
+    """Training and validation text, and how they were chosen (saved with the run)."""
+
+    train: str
+    val: str
+    description: str
+
+
+def split_text(text: str, val_fraction: float = VAL_FRACTION) -> Split:
+    """First (1 - val_fraction) of the characters for training, the rest for validation."""
+    cut = int(len(text) * (1 - val_fraction))
+    return Split(text[:cut], text[cut:], f"last {val_fraction:.0%} of the characters held out")
+
+
+def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:
+    """Hold out a whole work when there are several (the smallest, or `holdout`), else the last 10%.
+
+    Raises:
+        DataError: when the corpus has no works or `holdout` names none of them.
+    """
+    if not corpus.works:
+        raise DataError(f"corpus {corpus.name!r} has no works; add some with `authorgen fetch`")
+    if holdout is not None and corpus.find(holdout) is None:
+        ids = ", ".join(w["id"] for w in corpus.works)
+        raise DataError(f"--holdout {holdout!r} is not a work of {corpus.name!r} (works: {ids})")
+    if len(corpus.works) == 1:
+        return split_text(corpus.read(corpus.works[0]))
+    held = corpus.find(holdout) if holdout else min(corpus.works, key=lambda w: w["chars"])
+    train = "\n\n".join(corpus.read(w) for w in corpus.works if w is not held)
+    return Split(train, corpus.read(held), f"work {held['id']} ({held['title']}) held out")

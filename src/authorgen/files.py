@@ -1,0 +1,144 @@
+"""Small file-system helpers shared by the corpus and checkpoint modules.
+
+Every write goes through `atomic_write`: the data lands in `name.tmp` in the same folder, is
+flushed and fsynced, and only then replaces `name` with `os.replace`, so a crash leaves either
+the old file or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+from authorgen.errors import UsageError
+
+HOME_ENV = "AUTHORGEN_HOME"
+
+
+def default_dir(kind: str) -> Path:
+    """`./corpora` or `./checkpoints`, or the same folder under $AUTHORGEN_HOME when it is set."""
+    home = os.environ.get(HOME_ENV)
+    return (Path(home) if home else Path.cwd()) / kind
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Make the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp_path)`, fsync the result and move it onto `path` in one step.
+
+    `write` may be any function that writes a file by path (safetensors, torch.save, ...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 `text` (LF line endings, as given) to `path` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    """Write `obj` as indented UTF-8 JSON to `path` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def replace_dir(staged: Path, dest: Path) -> None:
+    """Put the fully written folder `staged` in place of `dest`.
+
+    Folders cannot be swapped in one system call, so `dest` is first renamed to `dest.old`;
+    a reader that finds no `dest` but a `dest.old` uses that (see `existing_dir`).
+    """
+    old = dest.with_name(dest.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(staged, dest)
+    _fsync_dir(dest.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def existing_dir(dest: Path) -> Path | None:
+    """`dest`, or the `dest.old` a crash in `replace_dir` left behind, or None."""
+    if dest.is_dir():
+        return dest
+    old = dest.with_name(dest.name + ".old")
+    return old if old.is_dir() else None
+
+
+# Letters NFKD does not take apart (Polish ł, Danish ø, ...), so slugs of names stay readable.
+_FOLD = str.maketrans(
+    {
+        "ł": "l",
+        "Ł": "L",
+        "ø": "o",
+        "Ø": "O",
+        "đ": "d",
+        "Đ": "D",
+        "ß": "ss",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "þ": "th",
+        "ı": "i",
+    }
+)
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """A lowercase ASCII slug: "Żeromski, Stefan" -> "zeromski-stefan"; "" when nothing is left."""
+    folded = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    ascii_text = "".join(c for c in folded if not unicodedata.combining(c))
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_len].rstrip("-")
+
+
+_NAME_RE = re.compile(r"^[\w][\w.\-]*$")
+
+
+def check_name(name: str, what: str) -> str:
+    """Return `name` if it is safe as one folder name under corpora/ or checkpoints/.
+
+    Raises:
+        UsageError: for empty names, path separators, `..` or leading dots.
+    """
+    if not name or not _NAME_RE.match(name) or ".." in name or len(name) > 100:
+        raise UsageError(
+            f"invalid {what} name {name!r}: use letters, digits, '-', '_' or '.' "
+            "(no path separators, no '..', not starting with '.')"
+        )
+    return name

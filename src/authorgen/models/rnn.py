@@ -1,0 +1,62 @@
+"""Character-level recurrent language model: Embedding -> SimpleRNN | LSTM | GRU -> Linear.
+
+The network of the course this tool grew from, and of Karpathy's char-rnn:
+
+    idx (B, T) --embedding--> (B, T, E) --L stacked recurrent layers--> (B, T, H)
+        --dropout--> --linear--> logits (B, T, V)
+
+It takes and returns its recurrent state, so generation feeds one character at a time and can
+run for any length, and evaluation can carry the state along a long text. The layers are
+PyTorch's fused kernels (oneDNN on CPU, cuDNN on CUDA), not Python loops over time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from authorgen.config import ModelConfig
+
+# state: (h, c) for an LSTM, h for a GRU or SimpleRNN; each (layers, B, hidden)
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RNNLanguageModel(nn.Module):
+    """Predicts the next token from the ones before it, one recurrent step per token."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.rnn = _CELLS[config.model](
+            input_size=config.embedding_dim,
+            hidden_size=config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.model == "lstm":
+            # Forget-gate bias 1: start by remembering (Jozefowicz et al., 2015). PyTorch orders
+            # the gates input, forget, cell, output, and adds bias_ih and bias_hh.
+            h = config.hidden
+            for name, param in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    with torch.no_grad():
+                        param[h : 2 * h].fill_(1.0)
+
+    def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """idx (B, T) token ids -> logits (B, T, V) and the state after the last token."""
+        x = self.embedding(idx)  # (B, T, E)
+        out, state = self.rnn(x, state)  # (B, T, H)
+        return self.head(self.dropout(out)), state
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a window boundary (truncated backpropagation through time)."""
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()

@@ -1,0 +1,69 @@
+"""Sampling: turn a model's logits into text, one character at a time, as a stream.
+
+`sample_next` knows nothing of models; `generate` knows nothing of the screen. The seed fixes
+the text: each sample draws from its own `torch.Generator`, seeded `seed + i` for sample i, so
+sample i is the same whether it is generated alone or among others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from authorgen.config import SampleConfig
+from authorgen.errors import DataError
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Next ids (B,) from logits (B, V): greedy at temperature 0, else softmax(logits / T) draws."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt: str,
+    config: SampleConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> Iterator[str]:
+    """An iterator over the continuation of `prompt`, piece by piece, `config.length` characters.
+
+    Without a prompt the model starts as at the beginning of a paragraph (after a newline).
+    The prompt is checked here, before anything is generated.
+
+    Raises:
+        DataError: when the prompt has characters the model never saw.
+    """
+    if prompt:
+        ids = tokenizer.encode_strict(prompt)
+    else:
+        start = "\n" if "\n" in tokenizer.index else tokenizer.chars[0]
+        ids = tokenizer.encode(start)
+    if not ids:
+        raise DataError("the prompt is empty after encoding; give some text")
+    return _stream(model, tokenizer, ids, config, seed, torch.device(device))
+
+
+@torch.no_grad()
+def _stream(
+    model, tokenizer, ids: list[int], config: SampleConfig, seed: int, device: torch.device
+) -> Iterator[str]:
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    logits, state = model(torch.tensor([ids], device=device))
+    produced = 0
+    while produced < config.length:
+        last = logits[:, -1, :].float().cpu()
+        last[:, tokenizer.unk_id] = -float("inf")  # never emit <unk>
+        next_id = sample_next(last, config.temperature, generator)
+        piece = tokenizer.decode(next_id.tolist())
+        produced += len(piece)
+        yield piece
+        logits, state = model(next_id.view(1, 1).to(device), state)

@@ -1,0 +1,309 @@
+"""Training and generation end to end: real corpora, real checkpoints, fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from authorgen.checkpoint import load_run
+from authorgen.config import SampleConfig
+from authorgen.sample import generate
+from helpers import run_cli, shared_file
+
+TINY = (
+    "--hidden",
+    "48",
+    "--embedding-dim",
+    "16",
+    "--batch-size",
+    "16",
+    "--context",
+    "48",
+    "--device",
+    "cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A corpus from Alice plus a tiny LSTM run trained for 60 steps (module-wide)."""
+    home = tmp_path_factory.mktemp("home")
+    alice = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    assert run_cli("fetch", str(alice), "--name", "alice", home=home).returncode == 0
+    result = run_cli(
+        "train", "alice", *TINY, "--steps", "60", "--eval-every", "10", "--lr", "1e-2", home=home
+    )
+    assert result.returncode == 0, result.stderr
+    return home, home / "checkpoints" / "alice-lstm", result
+
+
+def test_val_loss_falls_within_60_steps(trained):
+    _, run_dir, _ = trained
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.4
+    for row in rows:
+        assert row["val_bpc"] == pytest.approx(row["val_loss"] / 0.6931471805599453)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["status"] == "finished"
+    assert config["best"]["val_loss"] == min(r["val_loss"] for r in rows)
+    assert config["data"]["split"].startswith("last 10%")
+
+
+def test_run_directory_is_complete_and_train_prints_nothing_on_stdout(trained):
+    _, run_dir, result = trained
+    assert result.stdout == ""
+    assert "nats/char" in result.stderr
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "last/model.safetensors",
+        "last/state.pt",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.rglob("*.tmp"))
+    state = torch.load(run_dir / "last" / "state.pt", weights_only=True)
+    assert state["step"] == 60
+
+
+def test_generation_is_reproducible_in_fresh_processes(trained):
+    home, _, _ = trained
+    args = ("generate", "alice-lstm", "--length", "120", "--temperature", "1.0")
+    first = run_cli(*args, "--seed", "7", home=home)
+    second = run_cli(*args, "--seed", "7", home=home)
+    other = run_cli(*args, "--seed", "8", home=home)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout != other.stdout
+    assert "seed 7" in first.stderr
+
+
+def test_stdout_holds_only_the_sample(trained):
+    home, _, _ = trained
+    result = run_cli(
+        "generate",
+        "alice-lstm",
+        "--prompt",
+        "Alice was",
+        "--length",
+        "80",
+        "--seed",
+        "1",
+        home=home,
+    )
+    assert result.returncode == 0, result.stderr
+    body = result.stdout.removesuffix("\n")
+    assert body.startswith("Alice was")
+    assert len(body) == len("Alice was") + 80
+    assert "seed" not in result.stdout and "seed 1" in result.stderr
+    quiet = run_cli(
+        "generate",
+        "alice-lstm",
+        "--prompt",
+        "Alice was",
+        "--length",
+        "80",
+        "--seed",
+        "1",
+        "--quiet",
+        "--no-echo",
+        home=home,
+    )
+    assert quiet.stderr == ""
+    assert quiet.stdout == result.stdout[len("Alice was") :]
+
+
+def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
+    home, run_dir, _ = trained
+    a = run_cli(
+        "generate",
+        "alice-lstm",
+        "--temperature",
+        "0",
+        "--seed",
+        "1",
+        "--length",
+        "60",
+        "--prompt",
+        "The Queen",
+        home=home,
+    )
+    b = run_cli(
+        "generate",
+        "alice-lstm",
+        "--temperature",
+        "0",
+        "--seed",
+        "2",
+        "--length",
+        "60",
+        "--prompt",
+        "The Queen",
+        home=home,
+    )
+    assert a.stdout == b.stdout
+    run = load_run(run_dir)  # in this process, by hand: feed the prompt, then always the argmax
+    ids = run.tokenizer.encode("The Queen")
+    with torch.no_grad():
+        logits, state = run.model(torch.tensor([ids]))
+        out = []
+        for _ in range(60):
+            masked = logits[0, -1].clone()
+            masked[run.tokenizer.unk_id] = -float("inf")
+            nxt = int(masked.argmax())
+            out.append(nxt)
+            logits, state = run.model(torch.tensor([[nxt]]), state)
+    assert a.stdout == "The Queen" + run.tokenizer.decode(out) + "\n"
+
+
+def test_samples_are_separated_and_each_equals_its_own_seed(trained):
+    home, run_dir, _ = trained
+    both = run_cli(
+        "generate",
+        "alice-lstm",
+        "-n",
+        "2",
+        "--seed",
+        "5",
+        "--length",
+        "50",
+        "--no-echo",
+        "--prompt",
+        "x",
+        home=home,
+    )
+    assert both.returncode == 0, both.stderr
+    run = load_run(run_dir)
+    config = SampleConfig(temperature=0.8, length=50)
+    expected = ["".join(generate(run.model, run.tokenizer, "x", config, seed)) for seed in (5, 6)]
+    assert both.stdout == expected[0] + "\n%\n" + expected[1] + "\n"
+
+
+def test_prompt_from_stdin(trained):
+    home, _, _ = trained
+    piped = run_cli(
+        "generate", "alice-lstm", "--length", "30", "--seed", "3", home=home, stdin="Down the"
+    )
+    dash = run_cli(
+        "generate",
+        "alice-lstm",
+        "--length",
+        "30",
+        "--seed",
+        "3",
+        "--prompt",
+        "-",
+        home=home,
+        stdin="Down the",
+    )
+    assert piped.stdout.startswith("Down the") and piped.stdout == dash.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("generate", "alice-lstm", "--prompt", "Żółw"), 4, "never saw in training: 'ó', 'ł', 'Ż'"),
+        (("generate", "no-such-run"), 4, "no run named 'no-such-run'"),
+        (("generate", "alice-lstm", "--temperature", "-1"), 2, "--temperature"),
+        (("generate", "alice-lstm", "--temperature", "nan"), 2, "--temperature"),
+        (("generate", "alice-lstm", "--length", "0"), 2, "--length"),
+        (("train", "no-such-corpus", "--steps", "1"), 4, "no corpus named 'no-such-corpus'"),
+        (("train", "alice", "--steps", "1", "--lr", "0"), 2, "--lr"),
+        (("train", "alice", "--steps", "1", "--model", "transformerx"), 2, "--model"),
+        (("train", "alice", "--time", "soon"), 2, "--time"),
+        (("train", "alice", "--steps", "1", "--name", "alice-lstm"), 2, "already exists"),
+        (
+            ("train", "alice", "--steps", "1", "--context", "10000000", "--name", "big"),
+            4,
+            "too few for --context",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_with_its_exit_code(trained, args, code, message):
+    home, _, _ = trained
+    before = sorted(p.name for p in (home / "checkpoints").iterdir())
+    result = run_cli(*args, home=home)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert sorted(p.name for p in (home / "checkpoints").iterdir()) == before  # nothing left
+
+
+@pytest.mark.parametrize("model", ["gru", "rnn"])
+def test_gru_and_simple_rnn_train_and_generate(tmp_path, model):
+    text = shared_file("tinyshakespeare.txt").read_text()[:40_000]
+    (tmp_path / "s.txt").write_text(text)
+    assert run_cli("fetch", str(tmp_path / "s.txt"), "--name", "s", home=tmp_path).returncode == 0
+    result = run_cli(
+        "train",
+        "s",
+        "--model",
+        model,
+        *TINY,
+        "--steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--lr",
+        "1e-2",
+        home=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [
+        json.loads(x)
+        for x in (tmp_path / "checkpoints" / f"s-{model}" / "metrics.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    out = run_cli("generate", f"s-{model}", "--length", "40", "--seed", "0", home=tmp_path)
+    assert out.returncode == 0 and len(out.stdout) == 41
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_state_and_exits_130(tmp_path):
+    (tmp_path / "s.txt").write_text(shared_file("tinyshakespeare.txt").read_text()[:40_000])
+    assert run_cli("fetch", str(tmp_path / "s.txt"), "--name", "s", home=tmp_path).returncode == 0
+    env = {**os.environ, "AUTHORGEN_HOME": str(tmp_path), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "authorgen",
+            "train",
+            "s",
+            *TINY,
+            "--steps",
+            "1000000",
+            "--eval-every",
+            "5",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    metrics = tmp_path / "checkpoints" / "s-lstm" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err and out == ""
+    run_dir = metrics.parent
+    state = torch.load(run_dir / "last" / "state.pt", weights_only=True)
+    assert state["step"] >= 10
+    assert json.loads((run_dir / "config.json").read_text())["status"] == "interrupted"
+    assert load_run(run_dir, last=True).model is not None

@@ -1,0 +1,173 @@
+"""Small pure pieces: configs, names, atomic writes, tokenizer, batches, the loss, the schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from authorgen.config import ModelConfig, SampleConfig, TrainConfig, parse_duration
+from authorgen.corpus import Corpus, split_corpus, split_text
+from authorgen.data import IGNORE, eval_streams, random_windows
+from authorgen.errors import DataError, UsageError
+from authorgen.evaluate import validation_loss
+from authorgen.files import atomic_write, atomic_write_text, check_name, slugify
+from authorgen.models import build_model
+from authorgen.sample import sample_next
+from authorgen.tokenizer import UNK_TEXT, CharTokenizer
+from authorgen.train import learning_rate
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("1.5h", 5400),
+        ("2m 30s", 150),
+    ],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5x", "0s", "m5", "-5m", "inf"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(UsageError, match="--time"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "option"),
+    [
+        (ModelConfig, {"hidden": 0}, "--hidden"),
+        (ModelConfig, {"dropout": float("nan")}, "--dropout"),
+        (ModelConfig, {"model": "transformer"}, "--model"),
+        (TrainConfig, {"steps": 10, "lr": float("inf")}, "--lr"),
+        (TrainConfig, {"steps": -1}, "--steps"),
+        (TrainConfig, {}, "--steps N or --time"),
+        (TrainConfig, {"steps": 1, "device": "tpu"}, "--device"),
+        (SampleConfig, {"temperature": -0.1}, "--temperature"),
+        (SampleConfig, {"n": 0}, "-n"),
+    ],
+)
+def test_configs_say_which_option_is_wrong(cls, kwargs, option):
+    with pytest.raises(UsageError, match=option):
+        cls(**kwargs)
+
+
+def test_config_round_trip():
+    config = TrainConfig(steps=5, lr=1e-3)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_slugify_and_names():
+    assert slugify("Żeromski, Stefan") == "zeromski-stefan"
+    assert slugify("Łódź — Émile Zola!") == "lodz-emile-zola"
+    assert slugify("★") == ""
+    assert check_name("jane-austen_2.0", "corpus") == "jane-austen_2.0"
+    for bad in ("", "../x", "a/b", ".hidden", "a..b", "a\\b"):
+        with pytest.raises(UsageError):
+            check_name(bad, "corpus")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, failing)
+    assert path.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_char_tokenizer_round_trip_unk_and_save(tmp_path):
+    tok = CharTokenizer.train("zażółć gęślą\njaźń")
+    text = "gęś\nza"
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.encode("Q") == [tok.unk_id] and tok.decode([tok.unk_id]) == UNK_TEXT
+    with pytest.raises(DataError, match="'Q'"):
+        tok.encode_strict("Qa")
+    tok.save(tmp_path)
+    assert CharTokenizer.load(tmp_path).chars == tok.chars
+
+
+def test_random_windows_targets_are_inputs_shifted():
+    ids = torch.arange(100)
+    x, y = random_windows(ids, 8, 10, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (8, 10)
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y, x + 1)
+
+
+@pytest.mark.parametrize(("n", "streams", "context"), [(101, 4, 7), (50, 64, 8), (2, 3, 5)])
+def test_eval_streams_predict_every_token_once(n, streams, context):
+    ids = torch.arange(n)
+    seen = []
+    chunks = list(eval_streams(ids, streams, context))
+    rows = len(chunks[0][1])
+    for r in range(rows):
+        for x, y in chunks:
+            keep = y[r] != IGNORE
+            assert torch.equal(y[r][keep], x[r][keep] + 1)  # target follows its input
+            seen.extend(y[r][keep].tolist())
+    assert seen == list(range(1, n))
+
+
+def test_validation_loss_of_a_uniform_model_is_log_vocab_per_char():
+    config = ModelConfig(vocab_size=10, hidden=8, embedding_dim=4, layers=1)
+    model = build_model(config)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    ids = torch.randint(0, 10, (500,))
+    # 499 predicted tokens; counted as 998 characters (as if every token were 2 characters)
+    assert validation_loss(model, ids, 499, "cpu") == pytest.approx(math.log(10))
+    assert validation_loss(model, ids, 998, "cpu") == pytest.approx(math.log(10) / 2)
+
+
+def test_sample_next_greedy_and_temperature():
+    logits = torch.tensor([[0.0, 3.0, 1.0]])
+    assert sample_next(logits, 0.0).tolist() == [1]
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, 1.0, gen) for _ in range(4000)])
+    freq = torch.bincount(draws.flatten(), minlength=3).float() / 4000
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
+    cold = torch.stack([sample_next(logits, 0.1, gen) for _ in range(200)])
+    assert (cold == 1).all()
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(config, 0, 0.0) == pytest.approx(0.1)
+    assert learning_rate(config, 9, 0.09) < 1.0
+    assert learning_rate(config, 50, 0.5) == pytest.approx(0.55)
+    assert learning_rate(config, 100, 1.0) == pytest.approx(0.1)
+
+
+def test_split_holds_out_the_smallest_work(tmp_path):
+    corpus = Corpus.open_or_new(tmp_path, "c")
+    corpus.add_work(b"a long work\n" * 50, source="local", title="long")
+    corpus.add_work(b"short one\n", source="local", title="short")
+    split = split_corpus(corpus)
+    assert split.val == "short one\n" and "short" not in split.train
+    with pytest.raises(DataError, match="--holdout"):
+        split_corpus(corpus, "nope")
+    single = split_text("0123456789" * 10)
+    assert single.train == ("0123456789" * 9) and single.val == "0123456789"
+
+
+def test_add_work_keeps_existing_unless_forced(tmp_path):
+    corpus = Corpus.open_or_new(tmp_path, "c")
+    record, written = corpus.add_work(b"text\n", source="local", work_id="w")
+    assert written
+    again, written = corpus.add_work(b"other\n", source="local", work_id="w")
+    assert not written and again["sha256_clean"] == record["sha256_clean"]
+    _, written = corpus.add_work(b"other\n", source="local", work_id="w", force=True)
+    assert written and Corpus.open(tmp_path, "c").read(corpus.find("w")) == "other\n"
