@@ -6,7 +6,6 @@ Keep torch out of this module's imports: `authorgen --help` must start fast.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import sys
 import traceback
@@ -16,6 +15,7 @@ from typing import Annotated
 import typer
 
 from authorgen import __version__
+from authorgen.config import ModelConfig, SampleConfig, TrainConfig, parse_duration
 from authorgen.errors import AuthorgenError
 
 EPILOG = (
@@ -32,7 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,  # plain help: 0.15 s instead of 0.31 s with rich, and pipes cleanly
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -107,8 +107,11 @@ def fetch(
     Text is decoded (UTF-8, BOM, CRLF), NFC-normalised, and stripped of the Gutenberg header,
     licence and credits; the raw bytes and an audit of what was cut stay in the corpus.
 
-    Examples: authorgen fetch --id 1342 --id 161 --name jane-austen;
-    authorgen fetch ~/books/dickens/ --name dickens
+    Examples:
+
+    \b
+        authorgen fetch --id 1342 --id 161 --name jane-austen
+        authorgen fetch ~/books/dickens/ --name dickens
     """
     from authorgen.console import make_console
     from authorgen.sources import fetch_works
@@ -138,21 +141,32 @@ def train(
     corpus: Annotated[
         str, typer.Argument(metavar="CORPUS", help="Name of a corpus made by `authorgen fetch`.")
     ],
-    model: Annotated[str, typer.Option(help="lstm, gru or rnn (SimpleRNN).")] = "lstm",
-    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 2,
-    hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 256,
-    embedding_dim: Annotated[int, typer.Option(help="Size of the character embedding.")] = 64,
+    model: Annotated[str, typer.Option(help="lstm, gru or rnn (SimpleRNN).")] = ModelConfig.model,
+    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = ModelConfig.layers,
+    hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = ModelConfig.hidden,
+    embedding_dim: Annotated[
+        int, typer.Option(help="Size of the character embedding.")
+    ] = ModelConfig.embedding_dim,
     dropout: Annotated[
         float,
         typer.Option(
             help="Dropout between layers and before the output; try 0.2 on small corpora."
         ),
-    ] = 0.0,
+    ] = ModelConfig.dropout,
     context: Annotated[
-        int, typer.Option(help="Characters per training window (BPTT length).")
-    ] = 128,
-    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 3e-3,
+        int, typer.Option(help="Characters per step of each stream or window (BPTT length).")
+    ] = TrainConfig.context,
+    batch_size: Annotated[
+        int, typer.Option(help="Streams or windows per step.")
+    ] = TrainConfig.batch_size,
+    batching: Annotated[
+        str,
+        typer.Option(
+            help="stream: contiguous streams, the state carried between steps (truncated BPTT); "
+            "windows: independent random windows."
+        ),
+    ] = TrainConfig.batching,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = TrainConfig.lr,
     steps: Annotated[
         int | None, typer.Option(help="Stop after this many steps.", show_default=False)
     ] = None,
@@ -160,18 +174,22 @@ def train(
         str | None,
         typer.Option(
             "--time",
-            help="Wall-clock budget such as 90s, 5m or 1h (default: 5m when --steps is not given].",
+            help="Wall-clock budget such as 90s, 5m or 1h (default: 5m when --steps is not given).",
             show_default=False,
         ),
     ] = None,
-    eval_every: Annotated[int, typer.Option(help="Validate every this many steps.")] = 250,
-    seed: Annotated[int, typer.Option(min=0, help="Random seed for weights and batches.")] = 1337,
+    eval_every: Annotated[
+        int, typer.Option(help="Validate every this many steps.")
+    ] = TrainConfig.eval_every,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed for weights and batches.")
+    ] = TrainConfig.seed,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     holdout: Annotated[
         str | None,
         typer.Option(
             help="Work id to validate on (default: the smallest work; the last 10% of the text "
-            "when there is one work].",
+            "when there is one work).",
             show_default=False,
         ),
     ] = None,
@@ -189,7 +207,6 @@ def train(
     (checkpoints/NAME) keeps the best weights by validation, the latest state, the tokenizer,
     the config and metrics.jsonl; it is all `authorgen generate` needs.
     """
-    from authorgen.config import ModelConfig, TrainConfig, parse_duration
     from authorgen.console import TrainProgress, make_console
 
     model_config = ModelConfig(
@@ -199,6 +216,7 @@ def train(
     train_config = TrainConfig(
         context=context,
         batch_size=batch_size,
+        batching=batching,
         lr=lr,
         steps=steps,
         time_s=time_s,
@@ -263,11 +281,11 @@ def generate(
             help="Randomness: 0 always picks the likeliest character; 1 samples the model as is; "
             "higher is wilder."
         ),
-    ] = 0.8,
+    ] = SampleConfig.temperature,
     length: Annotated[
         int, typer.Option(help="Characters to generate per sample, the prompt not counted.")
-    ] = 500,
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 1,
+    ] = SampleConfig.length,
+    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = SampleConfig.n,
     seed: Seed = None,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the continuation.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -279,7 +297,6 @@ def generate(
     Only the text goes to stdout; the seed and other notes go to stderr. With -n above 1 the
     samples are separated by a line holding a single '%' (as in fortune files).
     """
-    from authorgen.config import SampleConfig
     from authorgen.console import make_console
 
     config = SampleConfig(temperature=temperature, length=length, n=n, seed=seed)
@@ -292,6 +309,8 @@ def generate(
 
     dev = resolve_device(device)
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
+    import secrets
+
     base_seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     console.print(f"seed {base_seed} (--seed {base_seed} gives this text again)")
     out = sys.stdout

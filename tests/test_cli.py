@@ -1,0 +1,47 @@
+"""The command itself: help, exit codes documented, torch kept out of what does not need it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import run_cli, shared_file
+
+
+def test_help_lists_commands_and_exit_codes(tmp_path):
+    result = run_cli("--help", home=tmp_path)
+    assert result.returncode == 0
+    for word in ("fetch", "train", "generate", "Exit codes", "130 interrupted"):
+        assert word in result.stdout
+
+
+def test_version(tmp_path):
+    from authorgen import __version__
+
+    assert run_cli("--version", home=tmp_path).stdout == f"authorgen {__version__}\n"
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    result = run_cli("train", home=tmp_path)
+    assert result.returncode == 2 and "Missing argument" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_fetch_do_not_import_torch(tmp_path):
+    book = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    code = (
+        "import sys\n"
+        "from authorgen.cli import app\n"
+        "for args in (['--help'], ['fetch', sys.argv[1], '--name', 'a', '--corpora-dir',"
+        " sys.argv[2], '-q']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), exc.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(book), str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a" / "corpus.json").is_file()
