@@ -88,35 +88,14 @@ def test_generation_is_reproducible_in_fresh_processes(trained):
 
 def test_stdout_holds_only_the_sample(trained):
     home, _, _ = trained
-    result = run_cli(
-        "generate",
-        "alice-lstm",
-        "--prompt",
-        "Alice was",
-        "--length",
-        "80",
-        "--seed",
-        "1",
-        home=home,
-    )
+    args = ("generate", "alice-lstm", "--prompt", "Alice was", "--length", "80", "--seed", "1")
+    result = run_cli(*args, home=home)
     assert result.returncode == 0, result.stderr
     body = result.stdout.removesuffix("\n")
     assert body.startswith("Alice was")
     assert len(body) == len("Alice was") + 80
     assert "seed" not in result.stdout and "seed 1" in result.stderr
-    quiet = run_cli(
-        "generate",
-        "alice-lstm",
-        "--prompt",
-        "Alice was",
-        "--length",
-        "80",
-        "--seed",
-        "1",
-        "--quiet",
-        "--no-echo",
-        home=home,
-    )
+    quiet = run_cli(*args, "--quiet", "--no-echo", home=home)
     assert quiet.stderr == ""
     assert quiet.stdout == result.stdout[len("Alice was") :]
 
@@ -220,6 +199,11 @@ def test_prompt_from_stdin(trained):
         (("train", "alice", "--steps", "1", "--model", "transformerx"), 2, "--model"),
         (("train", "alice", "--time", "soon"), 2, "--time"),
         (("train", "alice", "--steps", "1", "--name", "alice-lstm"), 2, "already exists"),
+        (  # --force must not lose the old run when the new one fails before its first save
+            ("train", "alice", "--steps", "1", "--context", "10000000", "--force"),
+            4,
+            "too few for --context",
+        ),
         (
             ("train", "alice", "--steps", "1", "--context", "10000000", "--name", "big"),
             4,
@@ -236,6 +220,7 @@ def test_bad_input_is_one_line_with_its_exit_code(trained, args, code, message):
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert sorted(p.name for p in (home / "checkpoints").iterdir()) == before  # nothing left
+    assert (home / "checkpoints" / "alice-lstm" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("model", ["gru", "rnn"])

@@ -171,3 +171,15 @@ def test_add_work_keeps_existing_unless_forced(tmp_path):
     assert not written and again["sha256_clean"] == record["sha256_clean"]
     _, written = corpus.add_work(b"other\n", source="local", work_id="w", force=True)
     assert written and Corpus.open(tmp_path, "c").read(corpus.find("w")) == "other\n"
+
+
+def test_generate_normalises_the_prompt_and_never_emits_unk():
+    from authorgen.sample import generate
+
+    tok = CharTokenizer.train("café au lait\n")
+    model = build_model(ModelConfig(vocab_size=tok.vocab_size, hidden=8, embedding_dim=4, layers=1))
+    with torch.no_grad():
+        model.head.bias[tok.unk_id] = 50.0  # the model all but insists on <unk>
+    text = "".join(generate(model, tok, "cafe\u0301", SampleConfig(length=40), seed=0))
+    assert len(text) == 40 and UNK_TEXT not in text
+    assert set(text) <= set("café au lait\n")

@@ -37,23 +37,44 @@ METRICS = "metrics.jsonl"
 FORMAT = 1  # run-directory layout version; bump when old runs can no longer be read
 
 
-def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> Path:
+def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> tuple[Path, Path | None]:
     """Make an empty run directory.
+
+    With `force`, an existing run of that name is moved aside, not deleted: call
+    `finish_create` once the new run holds weights (or failed) to drop or restore it.
+
+    Returns:
+        The new run directory, and where the replaced run was moved (None if there was none).
 
     Raises:
         UsageError: when the run exists and `force` is not set.
     """
     check_name(name, "run")
     run_dir = Path(checkpoints_dir) / name
+    replaced = None
     if run_dir.exists():
         if not force:
             raise UsageError(
                 f"run {name!r} already exists in {checkpoints_dir}; pick another --name "
                 "or add --force to replace it"
             )
-        shutil.rmtree(run_dir)
+        replaced = run_dir.with_name(f".{name}.replaced")
+        if replaced.exists():
+            shutil.rmtree(replaced)
+        os.replace(run_dir, replaced)
     run_dir.mkdir(parents=True)
-    return run_dir
+    return run_dir, replaced
+
+
+def finish_create(run_dir: Path, replaced: Path | None) -> None:
+    """Keep the new run if it has weights (dropping the run it replaced), else undo it."""
+    if (Path(run_dir) / WEIGHTS).exists():
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if replaced is not None:
+        os.replace(replaced, run_dir)
 
 
 def save_config(run_dir: Path, config: dict) -> None:

@@ -249,17 +249,19 @@ def train(
 
 
 def _read_prompt(prompt: str | None) -> str:
-    """--prompt TEXT, or stdin when --prompt is '-' or stdin is a pipe or a file."""
+    """--prompt TEXT, or stdin when --prompt is '-' or stdin is a pipe or a file; normalised."""
+    from authorgen.clean import normalize
+
     if prompt == "-":
-        return sys.stdin.read()
+        return normalize(sys.stdin.read())
     if prompt is not None:
-        return prompt
+        return normalize(prompt)
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode
     except (OSError, ValueError, AttributeError):
         return ""
     if stat.S_ISFIFO(mode) or stat.S_ISREG(mode):
-        return sys.stdin.read()
+        return normalize(sys.stdin.read())
     return ""
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from authorgen.clean import normalize
 from authorgen.config import SampleConfig
 from authorgen.errors import DataError
 
@@ -41,6 +42,7 @@ def generate(
     Raises:
         DataError: when the prompt has characters the model never saw.
     """
+    prompt = normalize(prompt)  # NFC and LF, as the training text was
     if prompt:
         ids = tokenizer.encode_strict(prompt)
     else:

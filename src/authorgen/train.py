@@ -8,7 +8,6 @@ and the command line decides how to draw it.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import threading
 import time
@@ -340,12 +339,12 @@ def train_corpus(
 ) -> TrainResult:
     """Split corpus `corpus_name`, create run `run_name` and train it (see `train`).
 
-    A run that fails before its first checkpoint is removed again, so a failed command leaves
-    no half-made run behind.
+    A run that fails before its first checkpoint is removed again (and a run it was to replace
+    comes back), so a failed command leaves no half-made run behind.
     """
     corpus = Corpus.open(corpora_dir, corpus_name)
     split = split_corpus(corpus, holdout)
-    run_dir = checkpoint.create_run(checkpoints_dir, run_name, force=force)
+    run_dir, replaced = checkpoint.create_run(checkpoints_dir, run_name, force=force)
     info = {
         "corpus": corpus.name,
         "corpus_sha256": corpus.sha256(),
@@ -353,7 +352,5 @@ def train_corpus(
     }
     try:
         return train(split, model_config, train_config, run_dir, info, callback)
-    except Exception as exc:
-        if not isinstance(exc, Interrupted) and not (run_dir / checkpoint.WEIGHTS).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    finally:
+        checkpoint.finish_create(run_dir, replaced)

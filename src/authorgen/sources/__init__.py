@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,16 +10,46 @@ from pathlib import Path
 from authorgen.corpus import Corpus
 from authorgen.errors import AuthorgenError, DataError, UsageError
 from authorgen.files import check_name, slugify
+from authorgen.sources.gutenberg import book_url, resolve_mirror
 from authorgen.sources.local import list_text_files
 
 
 @dataclass
 class FetchResult:
-    """What `fetch_works` did."""
+    """What `fetch_works` did, and where: the corpus it filled."""
 
+    corpora_dir: Path
+    force: bool = False
+    report: Callable[[str], None] = print
     corpus: Corpus | None = None
     added: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    def has(self, work_id: str) -> bool:
+        """True when the work is already stored intact and `force` is off."""
+        return not self.force and self.corpus is not None and self.corpus.has_verified(work_id)
+
+    def skip(self, work_id: str, hint: str) -> None:
+        self.skipped.append(work_id)
+        self.report(f"skipped {work_id}: already in corpus {self.corpus.name!r} ({hint})")
+
+    def add(self, raw: bytes, fallback_name: str, **work) -> None:
+        """Store one work; the first one names the corpus when no name was given."""
+        if self.corpus is None:
+            from authorgen.clean import clean_text
+
+            try:
+                author = clean_text(raw)[2]["author"]
+            except AuthorgenError:
+                author = None
+            name = slugify(author or "") or slugify(fallback_name) or "corpus"
+            self.corpus = Corpus.open_or_new(self.corpora_dir, name)
+        record, written = self.corpus.add_work(raw, force=self.force, **work)
+        if not written:
+            self.skip(record["id"], "--force replaces it")
+            return
+        self.added.append(record)
+        self.report(f"added {record['id']}: {record['title']} ({record['chars']:,} characters)")
 
 
 def fetch_works(
@@ -32,52 +63,30 @@ def fetch_works(
     force: bool = False,
     report: Callable[[str], None] = lambda message: None,
 ) -> FetchResult:
-    """Download Gutenberg ebooks `ids` and read local `paths` into corpus `name`.
+    """Read local `paths` and download Gutenberg ebooks `ids` into corpus `name`.
 
     The corpus name defaults to a slug of the first work's author (or of the file or folder
-    name). Works already in the corpus and intact are skipped unless `force`.
+    name). Works already in the corpus and intact are skipped, and not downloaded again,
+    unless `force`. Each work is saved as soon as it is read, so a failure keeps the ones before.
 
     Raises:
-        UsageError: for a bad name, mirror or delay, or when nothing is asked for.
-        SourceError: when a download fails after retries (works finished before stay).
-        DataError: for unreadable local files.
+        UsageError: for a bad name, mirror, delay or id, or when nothing is asked for.
+        SourceError: when a download fails after retries.
+        DataError: for missing, empty, binary or undecodable text.
     """
-    from authorgen.sources.gutenberg import book_url, resolve_mirror
-
     if not ids and not paths:
         raise UsageError("say what to fetch: --id N (a Gutenberg ebook number) or a PATH")
     if name is not None:
         check_name(name, "corpus")
-    if not delay >= 0 or delay == float("inf"):
+    if not (delay >= 0 and math.isfinite(delay)):
         raise UsageError(f"--delay must be 0 or more seconds (got {delay!r})")
-    for ebook in ids:
-        if ebook < 1:
-            raise UsageError(f"--id must be a positive ebook number (got {ebook})")
-    result = FetchResult()
+    if any(ebook < 1 for ebook in ids):
+        raise UsageError(f"--id must be a positive ebook number (got {min(ids)})")
+    base = resolve_mirror(mirror) if ids else None
+
+    result = FetchResult(Path(corpora_dir), force, report)
     if name is not None:
         result.corpus = Corpus.open_or_new(corpora_dir, name)
-
-    def add(raw: bytes, fallback_name: str, **kwargs) -> None:
-        if result.corpus is None:
-            from authorgen.clean import clean_text
-
-            try:
-                author = clean_text(raw)[2]["author"]
-            except AuthorgenError:
-                author = None
-            auto = slugify(author or "") or slugify(fallback_name) or "corpus"
-            result.corpus = Corpus.open_or_new(corpora_dir, auto)
-        record, written = result.corpus.add_work(raw, force=force, **kwargs)
-        if written:
-            result.added.append(record)
-            report(f"added {record['id']}: {record['title']} ({record['chars']:,} characters)")
-        else:
-            result.skipped.append(record["id"])
-            report(
-                f"skipped {record['id']}: already in corpus {result.corpus.name!r} "
-                "(--force replaces it)"
-            )
-
     for path in paths:
         for file in list_text_files(path):
             try:
@@ -85,29 +94,24 @@ def fetch_works(
             except OSError as exc:
                 raise DataError(f"cannot read {file}: {exc.strerror}") from None
             try:
-                add(raw, Path(path).stem, source="local", url=str(file.resolve()), title=file.stem)
+                result.add(
+                    raw, Path(path).stem, source="local", url=str(file.resolve()), title=file.stem
+                )
             except DataError as exc:
                 raise DataError(f"{file}: {exc}") from None
-
     if ids:
         from authorgen.sources.http import PoliteSession
 
-        base = resolve_mirror(mirror)
         session = PoliteSession(delay=delay)
         for ebook in ids:
-            work_id = f"pg{ebook}"
-            if not force and result.corpus is not None and result.corpus.has_verified(work_id):
-                result.skipped.append(work_id)
-                report(
-                    f"skipped {work_id}: already in corpus {result.corpus.name!r} "
-                    "(--force downloads it again)"
-                )
+            if result.has(f"pg{ebook}"):
+                result.skip(f"pg{ebook}", "--force downloads it again")
                 continue
             url = book_url(base, ebook)
             report(f"downloading {url}")
             raw = session.get_bytes(url)
             try:
-                add(raw, f"pg{ebook}", source="gutenberg", work_id=work_id, url=url)
+                result.add(raw, f"pg{ebook}", source="gutenberg", work_id=f"pg{ebook}", url=url)
             except DataError as exc:
                 raise DataError(f"{url}: {exc}") from None
     return result
