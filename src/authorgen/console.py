@@ -34,6 +34,7 @@ class TrainProgress:
         self.progress: Progress | None = None
         self.task = None
         self.val: float | None = None
+        self.smooth: float | None = None  # moving average of the step loss, for display
 
     def __enter__(self) -> TrainProgress:
         return self
@@ -78,11 +79,12 @@ class TrainProgress:
     def on_step(self, step: int, loss: float, progress: float, tokens_per_s: float) -> None:
         if self.progress is None:
             return
+        self.smooth = loss if self.smooth is None else 0.98 * self.smooth + 0.02 * loss
         val = f"val {self.val:.3f}" if self.val is not None else "val -"
         self.progress.update(
             self.task,
             completed=min(progress, 1.0),
-            description=f"step {step:,}  loss {loss:.3f}  {val}  {tokens_per_s:,.0f} tok/s",
+            description=f"step {step:,}  loss {self.smooth:.3f}  {val}  {tokens_per_s:,.0f} tok/s",
         )
 
     def on_eval(self, row: dict) -> None:
