@@ -183,3 +183,16 @@ def test_generate_normalises_the_prompt_and_never_emits_unk():
     text = "".join(generate(model, tok, "cafe\u0301", SampleConfig(length=40), seed=0))
     assert len(text) == 40 and UNK_TEXT not in text
     assert set(text) <= set("café au lait\n")
+
+
+def test_atomic_write_gives_files_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    atomic_write(path, lambda tmp: save_file({"w": torch.zeros(2)}, str(tmp)))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

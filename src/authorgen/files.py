@@ -18,6 +18,8 @@ from pathlib import Path
 from authorgen.errors import UsageError
 
 HOME_ENV = "AUTHORGEN_HOME"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def default_dir(kind: str) -> Path:
@@ -50,6 +52,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
+        # Some writers (safetensors) create files readable by their owner only; give every file
+        # the permissions the user's umask asks for, like any other file they make.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
