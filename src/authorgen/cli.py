@@ -249,19 +249,17 @@ def train(
 
 
 def _read_prompt(prompt: str | None) -> str:
-    """--prompt TEXT, or stdin when --prompt is '-' or stdin is a pipe or a file; normalised."""
-    from authorgen.clean import normalize
-
+    """--prompt TEXT, or stdin when --prompt is '-' or stdin is a pipe or a file."""
     if prompt == "-":
-        return normalize(sys.stdin.read())
+        return sys.stdin.read()
     if prompt is not None:
-        return normalize(prompt)
+        return prompt
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode
     except (OSError, ValueError, AttributeError):
         return ""
     if stat.S_ISFIFO(mode) or stat.S_ISREG(mode):
-        return normalize(sys.stdin.read())
+        return sys.stdin.read()
     return ""
 
 
@@ -299,10 +297,11 @@ def generate(
     Only the text goes to stdout; the seed and other notes go to stderr. With -n above 1 the
     samples are separated by a line holding a single '%' (as in fortune files).
     """
+    from authorgen.clean import normalize
     from authorgen.console import make_console
 
     config = SampleConfig(temperature=temperature, length=length, n=n, seed=seed)
-    text = _read_prompt(prompt)
+    text = normalize(_read_prompt(prompt))  # echoed as the model reads it: NFC, LF
     console = make_console(quiet)
 
     from authorgen.checkpoint import load_run, resolve_run

@@ -20,7 +20,7 @@ class FetchResult:
 
     corpora_dir: Path
     force: bool = False
-    report: Callable[[str], None] = print
+    report: Callable[[str], None] = lambda message: None  # stderr notes; never stdout
     corpus: Corpus | None = None
     added: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -35,11 +35,11 @@ class FetchResult:
 
     def add(self, raw: bytes, fallback_name: str, **work) -> None:
         """Store one work; the first one names the corpus when no name was given."""
-        if self.corpus is None:
-            from authorgen.clean import clean_text
+        if self.corpus is None:  # the header's Author line is enough; add_work does the cleaning
+            from authorgen.clean import decode, normalize, read_header
 
             try:
-                author = clean_text(raw)[2]["author"]
+                author = read_header(normalize(decode(raw)[0][:20000]))["author"]
             except AuthorgenError:
                 author = None
             name = slugify(author or "") or slugify(fallback_name) or "corpus"
@@ -104,14 +104,15 @@ def fetch_works(
 
         session = PoliteSession(delay=delay)
         for ebook in ids:
-            if result.has(f"pg{ebook}"):
-                result.skip(f"pg{ebook}", "--force downloads it again")
+            work_id = f"pg{ebook}"
+            if result.has(work_id):
+                result.skip(work_id, "--force downloads it again")
                 continue
             url = book_url(base, ebook)
             report(f"downloading {url}")
             raw = session.get_bytes(url)
             try:
-                result.add(raw, f"pg{ebook}", source="gutenberg", work_id=f"pg{ebook}", url=url)
+                result.add(raw, work_id, source="gutenberg", work_id=work_id, url=url)
             except DataError as exc:
                 raise DataError(f"{url}: {exc}") from None
     return result
