@@ -1,4 +1,4 @@
-"""Shared fixtures: an empty AUTHORGEN_HOME and a Gutenberg-like mirror on 127.0.0.1."""
+"""Shared fixtures: an empty AUTHORGEN_HOME and a Gutenberg mirror on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,27 +7,44 @@ from pathlib import Path
 import pytest
 
 from helpers import SHARED, manifest_rows
+from mirror import CATALOG_PATH, Mirror, catalog_csv, catalog_rows, gzip_bytes, synthetic_book
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """An empty AUTHORGEN_HOME, so corpora/ and checkpoints/ land in a temporary folder."""
+    """An empty AUTHORGEN_HOME, so corpora/, checkpoints/ and the cache land in a temporary
+    folder."""
     monkeypatch.setenv("AUTHORGEN_HOME", str(tmp_path))
     monkeypatch.delenv("AUTHORGEN_MIRROR", raising=False)
+    monkeypatch.delenv("AUTHORGEN_CACHE", raising=False)
     return tmp_path
 
 
 @pytest.fixture
-def mirror(httpserver):
-    """A real HTTP server on 127.0.0.1 laid out like a Gutenberg mirror's cache/epub folder,
-    serving the books of ../shared/corpora byte for byte. Yields the mirror's base URL."""
+def gutenberg():
+    """A real HTTP server on 127.0.0.1 laid out like a Gutenberg mirror: the test catalog
+    (tests/mirror.py) at cache/epub/feeds/pg_catalog.csv.gz, the books of ../shared/corpora
+    byte for byte, and a small synthetic ebook for every other text in the catalog."""
     rows = [r for r in manifest_rows() if r["gutenberg_id"]]
     if not rows:
         pytest.skip("needs ../shared/corpora/MANIFEST.tsv beside the repository")
-    httpserver.no_handler_status_code = 404  # like a real mirror, not the test server's 500
-    for row in rows:
-        n = row["gutenberg_id"]
-        httpserver.expect_request(f"/cache/epub/{n}/pg{n}.txt").respond_with_data(
-            (SHARED / row["file"]).read_bytes(), content_type="text/plain; charset=utf-8"
-        )
-    return httpserver.url_for("/").rstrip("/")
+    with Mirror() as server:
+        catalog = catalog_rows()
+        server.files[CATALOG_PATH] = gzip_bytes(catalog_csv(catalog))
+        for row in catalog:
+            if row["Type"] == "Text":
+                n = row["Text#"]
+                author = row["Authors"].split(";")[0]
+                server.files[f"/cache/epub/{n}/pg{n}.txt"] = synthetic_book(
+                    n, row["Title"].split("\n")[0], author, row["Language"]
+                )
+        for row in rows:
+            n = row["gutenberg_id"]
+            server.files[f"/cache/epub/{n}/pg{n}.txt"] = (SHARED / row["file"]).read_bytes()
+        yield server
+
+
+@pytest.fixture
+def mirror(gutenberg) -> str:
+    """The base URL of the `gutenberg` mirror."""
+    return gutenberg.url

@@ -6,7 +6,15 @@ import unicodedata
 
 import pytest
 
-from authorgen.clean import clean_text, decode, normalize, read_header, strip_boilerplate
+from authorgen.clean import (
+    clean_text,
+    decode,
+    normalize,
+    read_header,
+    remove_illustrations,
+    strip_boilerplate,
+    unwrap_paragraphs,
+)
 from authorgen.errors import DataError
 from helpers import shared_file
 
@@ -37,7 +45,11 @@ BODIES = [
         "A TALE OF TWO CITIES",
         "far, far better rest that I go to than I have ever known.”",
     ),  # new, LF
-    ("pg1400-great-expectations.txt", "[Illustration]", "from her."),  # new, LF
+    (
+        "pg1400-great-expectations.txt",
+        "Great Expectations",
+        "from her.",
+    ),  # new, LF; [Illustration] went
     (
         "pg51060-the-narrative-of-arthur-gordon-pym.txt",
         "THE NARRATIVE OF ARTHUR GORDON PYM.",
@@ -137,3 +149,67 @@ def test_indented_end_marker_and_trailing_licence():
     assert body == "Body line\n"
     assert report.cut_head_lines == 3  # header, START marker, blank line
     assert report.cut_tail_lines == 3  # blank line, END marker, licence
+
+
+def test_illustration_markers_go_with_their_blank_line():
+    text = (
+        "First paragraph.\n\n[Illustration: A caption\nover two lines]\n\nSecond, with an "
+        "inline [Illustration] marker.\n\n[Illustration]\n"
+    )
+    cleaned, count = remove_illustrations(text)
+    assert count == 3
+    assert cleaned == "First paragraph.\n\nSecond, with an inline marker.\n"
+    assert remove_illustrations("[not an illustration]\n") == ("[not an illustration]\n", 0)
+
+
+def test_illustrations_are_removed_and_counted_in_real_books():
+    body, report, _ = clean_text(shared_file("pg1400-great-expectations.txt").read_bytes())
+    assert report.illustrations == 16  # grep -c Illustration pg1400 says 16
+    assert "[Illustration" not in body
+    # the paragraphs around a marker stay one blank line apart
+    assert "bread ravenously.\n\n“You young dog,”" in body
+
+
+PROSE = (
+    "It is a truth universally acknowledged, that a single man in possession\n"
+    "of a good fortune, must be in want of a wife. However little known the\n"
+    "feelings or views of such a man may be on his first entering a\n"
+    "neighbourhood, this truth is so well fixed in the minds of the\n"
+    "surrounding families, that he is considered the rightful property of\n"
+    "some one or other of their daughters.\n"
+)
+VERSE = (
+    "Litwo! Ojczyzno moja! ty jesteś jak zdrowie:\n"
+    "Ile cię trzeba cenić, ten tylko się dowie,\n"
+    "Kto cię stracił. Dziś piękność twą w całej ozdobie\n"
+    "Widzę i opisuję, bo tęsknię po tobie.\n"
+)
+
+
+def test_unwrap_joins_prose_and_keeps_verse_and_paragraph_breaks():
+    text = "\n".join([PROSE] * 6) + "\n" + VERSE + "\n" + "   An indented\n   quotation.\n"
+    unwrapped, joined = unwrap_paragraphs(text)
+    paragraphs = unwrapped.split("\n\n")
+    assert joined == 6
+    assert paragraphs[0] == " ".join(PROSE.split("\n")).strip()
+    assert "\n" not in paragraphs[0]
+    assert paragraphs[6] == VERSE.rstrip("\n")  # verse lines stay lines
+    assert paragraphs[7] == "   An indented\n   quotation.\n"
+    assert unwrapped.count("\n\n") == text.count("\n\n")  # every paragraph break kept
+
+
+def test_unwrap_leaves_short_line_texts_alone_and_joins_hyphens():
+    assert unwrap_paragraphs(VERSE * 10) == (VERSE * 10, 0)
+    hyphen = "word " * 12 + "well-\nknown " + "word " * 12 + "\nend\n"
+    text = "\n".join([PROSE] * 5) + "\n" + hyphen
+    unwrapped, _ = unwrap_paragraphs(text)
+    assert "well-known" in unwrapped
+
+
+def test_unwrap_on_a_real_book_is_recorded():
+    raw = shared_file("pg1342-pride-and-prejudice.txt").read_bytes()
+    plain, _, _ = clean_text(raw)
+    body, report, _ = clean_text(raw, unwrap=True)
+    assert report.unwrap and report.unwrapped_paragraphs > 1000
+    assert body.split() == plain.split()  # only line breaks changed into spaces
+    assert body.count("\n\n") == plain.count("\n\n")

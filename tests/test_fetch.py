@@ -19,7 +19,7 @@ def _manifest_row(ebook: str) -> dict:
     return next(r for r in manifest_rows() if r["gutenberg_id"] == ebook)
 
 
-def test_fetch_by_id_builds_a_corpus_with_provenance(mirror, home, httpserver):
+def test_fetch_by_id_builds_a_corpus_with_provenance(mirror, home, gutenberg):
     result = run_cli(
         "fetch",
         "--id",
@@ -54,18 +54,18 @@ def test_fetch_by_id_builds_a_corpus_with_provenance(mirror, home, httpserver):
     pride = manifest["works"][0]
     assert pride["title"] == "Pride and Prejudice" and pride["authors"] == ["Jane Austen"]
     assert (corpus / pride["file"]).read_text().startswith("PRIDE AND PREJUDICE\n")
-    agents = {req.headers["User-Agent"] for req, _ in httpserver.log}
+    agents = {headers["User-Agent"] for _, headers in gutenberg.log}
     assert len(agents) == 1 and agents.pop().startswith("authorgen/")
 
 
-def test_refetch_skips_verified_works_without_downloading(mirror, home, httpserver):
+def test_refetch_skips_verified_works_without_downloading(mirror, home, gutenberg):
     args = ("fetch", "--id", "11", "--name", "carroll", "--delay", "0", "--mirror", mirror)
     assert run_cli(*args, home=home).returncode == 0
-    requests_before = len(httpserver.log)
+    requests_before = len(gutenberg.log)
     again = run_cli(*args, home=home)
     assert again.returncode == 0
     assert "skipped pg11" in again.stderr
-    assert len(httpserver.log) == requests_before
+    assert len(gutenberg.log) == requests_before
 
 
 def test_default_name_is_the_author_and_env_sets_the_mirror(mirror, home):

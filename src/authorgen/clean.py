@@ -9,11 +9,13 @@ Gutenberg files come in several eras (see ../shared/corpora/README.md):
   `End of the Project Gutenberg EBook of ...` line, sometimes wrapped over two lines, before END;
 - 1990s: a long legal header that ends with `*END*THE SMALL PRINT! ...*END*` and a one-line
   footer `End of The Project Gutenberg Etext of ...`.
-A "Produced by ..." credit paragraph usually opens the body; it is cut too.
+A "Produced by ..." credit paragraph usually opens the body; it is cut too. Illustration markers
+(`[Illustration: ...]`) go as well, and `unwrap=True` joins hard-wrapped prose lines.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -63,6 +65,9 @@ _LANGUAGES = {
     "tagalog": "tl",
 }
 _HEADER_ENCODING_RE = re.compile(rb"Character set encoding:\s*([A-Za-z0-9_\-]+)", re.I)
+# Transcribers' notes of pictures: "[Illustration]", "[Illustration: caption\n over lines]".
+_ILLUSTRATION_RE = re.compile(r"\[(?:Illustration|Frontispiece)\b[^\[\]]{0,2000}\]", re.I)
+_GONE = "\x00"  # stands where a marker was, until its line is tidied
 
 
 @dataclass
@@ -73,6 +78,9 @@ class CleaningReport:
     cut_tail_lines: int = 0
     markers: list[str] = field(default_factory=list)
     credits: str | None = None
+    illustrations: int = 0  # [Illustration] markers removed
+    unwrap: bool = False  # whether hard-wrapped paragraphs were joined (fetch --unwrap)
+    unwrapped_paragraphs: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,6 +191,103 @@ def strip_boilerplate(text: str) -> tuple[str, CleaningReport]:
     return "\n".join(lines[lo:hi]) + "\n" if hi > lo else "", report
 
 
+def remove_illustrations(text: str) -> tuple[str, int]:
+    """Remove `[Illustration...]` markers; a line that held only markers goes, with one of the
+    blank lines around it, so paragraphs stay one blank line apart.
+
+    Returns:
+        The text and the number of markers removed.
+    """
+    text, count = _ILLUSTRATION_RE.subn(_GONE, text)
+    if not count:
+        return text, 0
+    lines = text.split("\n")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if _GONE not in line:
+            kept.append(line)
+            continue
+        rest = " ".join(line.replace(_GONE, " ").split()) if line.strip(_GONE + " \t") else ""
+        if rest:
+            kept.append(line[: len(line) - len(line.lstrip())] + rest)
+        elif kept and not kept[-1].strip() and (i + 1 == len(lines) or not lines[i + 1].strip()):
+            kept.pop()  # the marker was a paragraph of its own: drop one of its blank lines
+    text = "\n".join(kept).strip("\n")  # a marker that opened or closed the text leaves no gap
+    return (text + "\n" if text else ""), count
+
+
+def _wrap_width(paragraphs: list[list[str]]) -> int:
+    """The width the text was hard-wrapped at: a high percentile of the lengths of lines
+    inside multi-line paragraphs (0 when there are too few to tell)."""
+    lengths = sorted(len(line) for para in paragraphs if len(para) > 1 for line in para[:-1])
+    if len(lengths) < 20:
+        return 0
+    return lengths[int(len(lengths) * 0.95)]
+
+
+def _is_wrapped(para: list[str], width: int) -> bool:
+    """True when every line but the last ends only because the next word would not fit.
+
+    Verse fails this test: its lines end early although the next word would have fitted.
+    """
+    slack = max(4, width // 8)
+    for line, following in itertools.pairwise(para):
+        if line[:1].isspace() or following[:1].isspace():
+            return False  # indented lines: verse, block quotes, tables
+        if len(line) + 1 + len(following.split()[0]) <= width - slack:
+            return False
+    return True
+
+
+def unwrap_paragraphs(text: str) -> tuple[str, int]:
+    """Join the hard-wrapped lines of prose paragraphs into one line each.
+
+    Blank lines (paragraph breaks) are kept, and so is every paragraph that does not look
+    hard-wrapped: verse, indented quotes, tables, headings. A text whose lines are too short to
+    have been wrapped (under 50 characters at the 95th percentile) is left as it is.
+
+    Returns:
+        The text and the number of paragraphs joined.
+    """
+    lines = text.split("\n")
+    paragraphs: list[list[str]] = []
+    current: list[str] = []
+    for line in lines:
+        if line.strip():
+            current.append(line)
+        elif current:
+            paragraphs.append(current)
+            current = []
+    if current:
+        paragraphs.append(current)
+    width = _wrap_width(paragraphs)
+    if width < 50:
+        return text, 0
+    out: list[str] = []
+    joined = 0
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            out.append(lines[i])
+            i += 1
+            continue
+        end = i
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        para = lines[i:end]
+        if len(para) > 1 and _is_wrapped(para, width):
+            merged = para[0]
+            for line in para[1:]:
+                # "well-" + "known", "said--" + "and": a line-final hyphen joins without a space
+                merged += line if merged.endswith("-") else " " + line
+            out.append(merged)
+            joined += 1
+        else:
+            out.extend(para)
+        i = end
+    return "\n".join(out), joined
+
+
 def read_header(text: str) -> dict[str, str | None]:
     """Title, author, language (ISO 639-1 where known) and ebook number from a Gutenberg header."""
     head = text[:20000]
@@ -210,8 +315,11 @@ def read_header(text: str) -> dict[str, str | None]:
     return meta
 
 
-def clean_text(raw: bytes) -> tuple[str, CleaningReport, dict[str, str | None]]:
-    """Decode, normalise and strip `raw`.
+def clean_text(
+    raw: bytes, unwrap: bool = False
+) -> tuple[str, CleaningReport, dict[str, str | None]]:
+    """Decode, normalise and strip `raw`, remove illustration markers, and with `unwrap` join
+    hard-wrapped paragraphs.
 
     Returns:
         The clean body, the cleaning report and the header metadata (see `read_header`).
@@ -224,6 +332,10 @@ def clean_text(raw: bytes) -> tuple[str, CleaningReport, dict[str, str | None]]:
     text, _ = decode(raw)
     text = normalize(text)
     body, report = strip_boilerplate(text)
+    body, report.illustrations = remove_illustrations(body)
+    if unwrap:
+        body, report.unwrapped_paragraphs = unwrap_paragraphs(body)
+        report.unwrap = True
     if not body.strip():
         raise DataError("no text left after cleaning (the file is empty or only boilerplate)")
     return body, report, read_header(text)

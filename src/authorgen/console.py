@@ -11,7 +11,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 
 def make_console(quiet: bool = False) -> Console:
-    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
+    # markup off: titles, names and paths are printed as they are, brackets and all
+    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True, markup=False)
 
 
 def _duration(seconds: float) -> str:
@@ -54,7 +55,7 @@ class TrainProgress:
             if part
         )
         self.console.print(
-            f"run [bold]{info['name']}[/] -> {info['run_dir']}\n"
+            f"run {info['name']} -> {info['run_dir']}\n"
             f"  model {m['model']} {m['layers']}x{m['hidden']} (embedding {m['embedding_dim']}, "
             f"dropout {m['dropout']}), {info['params']:,} parameters, vocabulary "
             f"{m['vocab_size']}, device {info['device']}\n"
@@ -93,4 +94,68 @@ class TrainProgress:
         self.console.print(
             f"step {row['step']:>6,}  train {train}  val {row['val_loss']:.4f} nats/char "
             f"({row['val_bpc']:.4f} bpc)  lr {row['lr']:.2e}  {_duration(row['elapsed_s'])}"
+        )
+
+
+def print_table(
+    console: Console, columns: list[str], rows: list[list[str]], right: tuple[str, ...] = ()
+) -> None:
+    """A plain table on the console (stderr); the columns named in `right` are right-aligned."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def describe_selection(console: Console, selection, table: bool) -> None:
+    """What `fetch AUTHOR` chose (a `sources.catalog.Selection`), and what it left out and why."""
+    sel = selection
+    others = ", ".join(
+        f"{lang} {n}" for lang, n in sel.languages.most_common() if lang != sel.language
+    )
+    also = f" (other languages: {others}; --lang chooses)" if others else ""
+    console.print(
+        f"{sel.author.display} ({sel.author.key}): {len(sel.books)} works in {sel.language}{also}"
+    )
+    for person in sel.set_aside:
+        console.print(f"  not {person.key}: write that name to fetch them instead")
+    for reason, books in sel.left_out.items():
+        console.print(f"  left out {len(books)} {'work' if len(books) == 1 else 'works'}: {reason}")
+    if table:
+        rows = [
+            [str(b.id), b.title, "; ".join(b.languages), "; ".join(b.authors)] for b in sel.books
+        ]
+        print_table(console, ["id", "title", "language", "authors"], rows, right=("id",))
+
+
+def describe_corpus(console: Console, corpus) -> None:
+    """A corpus's works with their provenance and what cleaning did, one block per work."""
+    summary = corpus.summary()
+    console.print(
+        f"{summary['name']}: {summary['works']} works, {summary['chars']:,} characters, "
+        f"in {corpus.path}"
+    )
+    for w in corpus.works:
+        cleaning = w.get("cleaning", {})
+        done = [
+            f"cut {cleaning.get('cut_head_lines', 0)} head and "
+            f"{cleaning.get('cut_tail_lines', 0)} tail lines"
+        ]
+        if cleaning.get("credits"):
+            done.append("credits")
+        if cleaning.get("illustrations"):
+            done.append(f"{cleaning['illustrations']} [Illustration] markers")
+        if cleaning.get("unwrap"):
+            done.append(f"{cleaning.get('unwrapped_paragraphs', 0):,} paragraphs unwrapped")
+        authors = ", ".join(w.get("authors") or []) or "unknown author"
+        console.print(
+            f"{w['id']}  {w['title']} ({authors}; {w.get('language') or '?'}; "
+            f"{w['chars']:,} characters)\n"
+            f"    from {w['url']} ({w['source']}), added {w.get('added', '?')}\n"
+            f"    sha256 raw {w['sha256_raw'][:16]}…, clean {w['sha256_clean'][:16]}…; "
+            f"{', '.join(done)}"
         )

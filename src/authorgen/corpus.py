@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from authorgen import __version__
 from authorgen.clean import clean_text
 from authorgen.errors import DataError
-from authorgen.files import atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
+from authorgen.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    slugify,
+    utc_now,
+)
 
 MANIFEST = "corpus.json"
 VAL_FRACTION = 0.1  # single-work corpora: the last 10% of characters, as nanoGPT splits
@@ -29,10 +35,6 @@ VAL_FRACTION = 0.1  # single-work corpora: the last 10% of characters, as nanoGP
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Corpus:
@@ -77,19 +79,31 @@ class Corpus:
         """Open the corpus, or a new empty one that is written to disk with its first work."""
         if (Path(corpora_dir) / name / MANIFEST).exists():
             return cls.open(corpora_dir, name)
-        manifest = {"name": name, "created": _now(), "authorgen": __version__, "works": []}
+        manifest = {"name": name, "created": utc_now(), "authorgen": __version__, "works": []}
         return cls(Path(corpora_dir) / name, manifest)
 
     def find(self, work_id: str) -> dict | None:
         return next((w for w in self.works if w["id"] == work_id), None)
 
-    def has_verified(self, work_id: str) -> bool:
-        """True when the work is listed and its cleaned file is present and intact."""
+    def has_verified(self, work_id: str, unwrap: bool | None = None) -> bool:
+        """True when the work is listed and its cleaned file is present and intact (and, when
+        `unwrap` is given, was cleaned with that option)."""
         record = self.find(work_id)
         if record is None:
             return False
+        if unwrap is not None and record["cleaning"].get("unwrap", False) != unwrap:
+            return False
         path = self.path / record["file"]
         return path.is_file() and _sha256(path.read_bytes()) == record["sha256_clean"]
+
+    def stored_raw(self, work_id: str) -> bytes | None:
+        """The raw bytes of a listed work when they are stored intact, else None."""
+        record = self.find(work_id)
+        path = self.path / "raw" / f"{work_id}.txt"
+        if record is None or not path.is_file():
+            return None
+        raw = path.read_bytes()
+        return raw if _sha256(raw) == record["sha256_raw"] else None
 
     def add_work(
         self,
@@ -99,6 +113,8 @@ class Corpus:
         work_id: str | None = None,
         url: str | None = None,
         title: str | None = None,
+        catalog: dict | None = None,
+        unwrap: bool = False,
         force: bool = False,
     ) -> tuple[dict, bool]:
         """Clean `raw`, store it and its raw bytes, and list it in the manifest.
@@ -110,35 +126,40 @@ class Corpus:
                 Gutenberg ebook number, else `local-<first 12 hex digits of its sha256>`.
             url: where it came from (a URL or a file path).
             title: used when the text has no Gutenberg header.
+            catalog: title, authors and language from the Gutenberg catalog; they take the
+                place of what the text's header says.
+            unwrap: join hard-wrapped paragraphs (see `clean.unwrap_paragraphs`).
             force: replace a work already stored under the same id; without it that work is
                 kept as it is.
 
         Returns:
             The manifest record of the work, and whether it was written (False: kept as it was).
         """
-        body, report, meta = clean_text(raw)
+        body, report, meta = clean_text(raw, unwrap=unwrap)
         sha_raw = _sha256(raw)
         if work_id is None:
             work_id = f"pg{meta['ebook']}" if meta["ebook"] else f"local-{sha_raw[:12]}"
-        if not force and self.has_verified(work_id):
+        if not force and self.has_verified(work_id, unwrap):
             return self.find(work_id), False
-        title = meta["title"] or title or work_id
+        catalog = catalog or {}
+        title = catalog.get("title") or meta["title"] or title or work_id
         clean_bytes = body.encode("utf-8")
         record = {
             "id": work_id,
             "source": source,
             "title": title,
-            "authors": [meta["author"]] if meta["author"] else [],
-            "language": meta["language"],
+            "authors": catalog.get("authors") or ([meta["author"]] if meta["author"] else []),
+            "language": catalog.get("language") or meta["language"],
             "url": url,
             "file": f"works/{work_id}-{slugify(title, 40) or 'text'}.txt",
             "sha256_raw": sha_raw,
             "sha256_clean": _sha256(clean_bytes),
             "chars": len(body),
-            "added": _now(),
+            "added": utc_now(),
             "cleaning": report.to_dict(),
         }
-        atomic_write_bytes(self.path / "raw" / f"{work_id}.txt", raw)
+        if self.stored_raw(work_id) != raw:
+            atomic_write_bytes(self.path / "raw" / f"{work_id}.txt", raw)
         atomic_write_text(self.path / record["file"], body)
         old = self.find(work_id)
         if old is not None:
@@ -160,9 +181,34 @@ class Corpus:
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {path} ({exc}); fetch the work again") from None
 
+    def summary(self) -> dict:
+        """Name, number of works, characters and languages (most works first)."""
+        languages = Counter(w["language"] or "?" for w in self.works)
+        return {
+            "name": self.name,
+            "works": len(self.works),
+            "chars": sum(w["chars"] for w in self.works),
+            "languages": [lang for lang, _ in languages.most_common()],
+            "path": str(self.path),
+        }
+
     def sha256(self) -> str:
         """One hash for the whole corpus: its works' clean hashes, in order."""
         return _sha256("\n".join(w["sha256_clean"] for w in self.works).encode())
+
+
+def list_corpora(corpora_dir: Path) -> tuple[list[Corpus], list[str]]:
+    """Every corpus in `corpora_dir`, by name, and a line for each damaged one."""
+    found, damaged = [], []
+    folder = Path(corpora_dir)
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.name.startswith(".") or not (path / MANIFEST).is_file():
+            continue
+        try:
+            found.append(Corpus.open(folder, path.name))
+        except DataError as exc:
+            damaged.append(str(exc))
+    return found, damaged
 
 
 @dataclass

@@ -13,19 +13,37 @@ import re
 import shutil
 import unicodedata
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from authorgen.errors import UsageError
 
 HOME_ENV = "AUTHORGEN_HOME"
+CACHE_ENV = "AUTHORGEN_CACHE"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second, in ISO 8601: "2026-11-26T21:31:06+00:00"."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def default_dir(kind: str) -> Path:
     """`./corpora` or `./checkpoints`, or the same folder under $AUTHORGEN_HOME when it is set."""
     home = os.environ.get(HOME_ENV)
     return (Path(home) if home else Path.cwd()) / kind
+
+
+def cache_dir() -> Path:
+    """Where downloads in progress and the Gutenberg catalog are kept: $AUTHORGEN_CACHE, else
+    $AUTHORGEN_HOME/cache, else $XDG_CACHE_HOME/authorgen (~/.cache/authorgen)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]) / "cache"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "authorgen"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -124,11 +142,15 @@ _FOLD = str.maketrans(
 )
 
 
+def fold_ascii(text: str) -> str:
+    """Letters without their accents: "Żeromski" -> "Zeromski", "Łódź" -> "Lodz"."""
+    folded = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    return "".join(c for c in folded if not unicodedata.combining(c))
+
+
 def slugify(text: str, max_len: int = 60) -> str:
     """A lowercase ASCII slug: "Żeromski, Stefan" -> "zeromski-stefan"; "" when nothing is left."""
-    folded = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    ascii_text = "".join(c for c in folded if not unicodedata.combining(c))
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", fold_ascii(text).lower()).strip("-")
     return slug[:max_len].rstrip("-")
 
 

@@ -12,7 +12,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from authorgen.corpus import Corpus, Split, split_corpus
 from authorgen.data import StreamBatches, random_windows
 from authorgen.errors import AuthorgenError, DataError, Interrupted, UsageError
 from authorgen.evaluate import bits, validation_loss
+from authorgen.files import utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.models.rnn import detach_state
 from authorgen.tokenizer import CharTokenizer
@@ -130,7 +130,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.config = {
             "name": self.run_dir.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_now(),
             "status": "training",
             "model": model_config.to_dict(),
             "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},

@@ -1,4 +1,8 @@
-"""Where text comes from: Project Gutenberg mirrors and local files. `fetch_works` is the entry."""
+"""Where text comes from: Project Gutenberg mirrors and local files.
+
+`Fetcher.select_author` turns an author's name into a list of ebooks (through the catalog);
+`Fetcher.fetch` downloads ebooks and reads local files into a corpus.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from authorgen.corpus import Corpus
+from authorgen.corpus import Corpus, list_corpora
 from authorgen.errors import AuthorgenError, DataError, UsageError
-from authorgen.files import check_name, slugify
-from authorgen.sources.gutenberg import book_url, resolve_mirror
+from authorgen.files import cache_dir, check_name, slugify
+from authorgen.sources.catalog import Book, Selection, read_catalog, select_works
+from authorgen.sources.gutenberg import book_url, load_catalog, resolve_mirror
 from authorgen.sources.local import list_text_files
 
 
 @dataclass
 class FetchResult:
-    """What `fetch_works` did, and where: the corpus it filled."""
+    """What a fetch did, and where: the corpus it filled."""
 
     corpora_dir: Path
-    force: bool = False
+    refresh: bool = False
+    unwrap: bool = False
     report: Callable[[str], None] = lambda message: None  # stderr notes; never stdout
     corpus: Corpus | None = None
     added: list[dict] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
 
     def has(self, work_id: str) -> bool:
-        """True when the work is already stored intact and `force` is off."""
-        return not self.force and self.corpus is not None and self.corpus.has_verified(work_id)
+        """True when the work is already stored intact, cleaned the same way, and no refresh."""
+        return (
+            not self.refresh
+            and self.corpus is not None
+            and self.corpus.has_verified(work_id, self.unwrap)
+        )
 
     def skip(self, work_id: str, hint: str) -> None:
-        self.skipped.append(work_id)
+        self.skipped.append(self.corpus.find(work_id))
         self.report(f"skipped {work_id}: already in corpus {self.corpus.name!r} ({hint})")
 
     def add(self, raw: bytes, fallback_name: str, **work) -> None:
@@ -44,12 +54,197 @@ class FetchResult:
                 author = None
             name = slugify(author or "") or slugify(fallback_name) or "corpus"
             self.corpus = Corpus.open_or_new(self.corpora_dir, name)
-        record, written = self.corpus.add_work(raw, force=self.force, **work)
+        record, written = self.corpus.add_work(raw, force=self.refresh, unwrap=self.unwrap, **work)
         if not written:
-            self.skip(record["id"], "--force replaces it")
+            self.skip(record["id"], "--refresh replaces it")
             return
         self.added.append(record)
         self.report(f"added {record['id']}: {record['title']} ({record['chars']:,} characters)")
+
+
+class Fetcher:
+    """Fetches into `corpora_dir`, politely: one HTTP session, so `delay` holds between all
+    requests to a host, the catalog's included.
+
+    Args:
+        corpora_dir: the folder of corpora.
+        mirror: Gutenberg mirror URL (default: $AUTHORGEN_MIRROR, else the default mirror).
+        delay: seconds between requests to one host.
+        refresh: download again works (and the catalog) already present.
+        unwrap: join hard-wrapped paragraphs when cleaning.
+        report: where notes go (stderr); never stdout.
+        session: a `PoliteSession` to use (default: one with `delay`).
+
+    Raises:
+        UsageError: for a bad mirror URL or delay.
+    """
+
+    def __init__(
+        self,
+        corpora_dir: Path,
+        *,
+        mirror: str | None = None,
+        delay: float = 2.0,
+        refresh: bool = False,
+        unwrap: bool = False,
+        report: Callable[[str], None] = lambda message: None,
+        session=None,
+    ):
+        if not (delay >= 0 and math.isfinite(delay)):
+            raise UsageError(f"--delay must be 0 or more seconds (got {delay!r})")
+        self.corpora_dir = Path(corpora_dir)
+        self.mirror_arg = mirror
+        self.delay = delay
+        self.refresh = refresh
+        self.unwrap = unwrap
+        self.report = report
+        self._session = session
+
+    @property
+    def mirror(self) -> str:
+        return resolve_mirror(self.mirror_arg)
+
+    @property
+    def session(self):
+        if self._session is None:
+            from authorgen.sources.http import PoliteSession
+
+            self._session = PoliteSession(delay=self.delay)
+        return self._session
+
+    def read_catalog(self, catalog: Path | None = None) -> list[Book]:
+        """The Gutenberg catalog: the local file `catalog`, else the mirror's (cached).
+
+        Raises:
+            DataError: when the file is missing or not a catalog.
+            SourceError: when the mirror cannot give it and there is no cached copy.
+        """
+        if catalog is not None:
+            try:
+                data = Path(catalog).read_bytes()
+            except OSError as exc:
+                raise DataError(f"cannot read the catalog {catalog}: {exc.strerror}") from None
+        else:
+            data = load_catalog(
+                self.session, self.mirror, cache_dir(), refresh=self.refresh, report=self.report
+            )
+        return read_catalog(data)
+
+    def select_author(
+        self,
+        books: list[Book],
+        query: str,
+        *,
+        language: str | None = None,
+        include_roles: bool = False,
+        limit: int | None = None,
+    ) -> Selection:
+        """The works of the author `query` names (see `catalog.select_works`)."""
+        if limit is not None and limit < 1:
+            raise UsageError(f"--limit must be 1 or more (got {limit})")
+        return select_works(
+            books, query, language=language, include_roles=include_roles, limit=limit
+        )
+
+    def fetch(
+        self,
+        *,
+        ids: list[int] = (),
+        paths: list[Path] = (),
+        name: str | None = None,
+        catalog: dict[int, Book] | None = None,
+    ) -> FetchResult:
+        """Read local `paths` and download Gutenberg ebooks `ids` into corpus `name`.
+
+        The corpus name defaults to a slug of the first work's author (or of the file or folder
+        name). Works already in the corpus and intact are skipped, and not downloaded again,
+        unless `refresh`; a work cleaned with other options is cleaned again from its stored
+        raw bytes. Each work is saved as soon as it is read, so a failure keeps the ones before,
+        and a download cut off midway resumes on the next run.
+
+        Args:
+            catalog: catalog rows of the ids, whose title, authors and language are recorded.
+
+        Raises:
+            UsageError: for a bad name, mirror or id, or when nothing is asked for.
+            SourceError: when a download fails after retries.
+            DataError: for missing, empty, binary or undecodable text.
+        """
+        if not ids and not paths:
+            raise UsageError(
+                'say what to fetch: an author ("Jane Austen"), --id N (a Gutenberg ebook '
+                "number) or a PATH"
+            )
+        if name is not None:
+            check_name(name, "corpus")
+        if any(ebook < 1 for ebook in ids):
+            raise UsageError(f"--id must be a positive ebook number (got {min(ids)})")
+        base = self.mirror if ids else None
+
+        result = FetchResult(self.corpora_dir, self.refresh, self.unwrap, self.report)
+        if name is not None:
+            result.corpus = Corpus.open_or_new(self.corpora_dir, name)
+        for path in paths:
+            for file in list_text_files(path):
+                try:
+                    raw = file.read_bytes()
+                except OSError as exc:
+                    raise DataError(f"cannot read {file}: {exc.strerror}") from None
+                try:
+                    result.add(
+                        raw,
+                        Path(path).stem,
+                        source="local",
+                        url=str(file.resolve()),
+                        title=file.stem,
+                    )
+                except DataError as exc:
+                    raise DataError(f"{file}: {exc}") from None
+        for ebook in ids:
+            self._fetch_ebook(result, ebook, base, (catalog or {}).get(ebook))
+        return result
+
+    def _fetch_ebook(self, result: FetchResult, ebook: int, base: str, book: Book | None) -> None:
+        from authorgen.sources.http import NotFound
+
+        work_id = f"pg{ebook}"
+        if result.corpus is None:  # no --name: the corpus that already holds it, if one does
+            holders = [c for c in list_corpora(self.corpora_dir)[0] if c.find(work_id)]
+            if len(holders) == 1:
+                result.corpus = holders[0]
+        if result.has(work_id):
+            result.skip(work_id, "--refresh downloads it again")
+            return
+        url = book_url(base, ebook)
+        work = {"source": "gutenberg", "work_id": work_id, "url": url}
+        if book is not None:
+            work["catalog"] = {
+                "title": book.title,
+                "authors": book.authors,
+                "language": book.languages[0] if book.languages else None,
+            }
+        stored = (
+            None if self.refresh or result.corpus is None else result.corpus.stored_raw(work_id)
+        )
+        if stored is not None:  # cleaned with other options: clean again, no download
+            work["url"] = result.corpus.find(work_id)["url"]
+            result.add(stored, work_id, **work)
+            return
+        dest = cache_dir() / "downloads" / f"{work_id}.txt"
+        if self.refresh:
+            dest.unlink(missing_ok=True)
+        if not dest.exists():  # only a whole, checked download is ever renamed to dest
+            self.report(f"downloading {url}")
+            try:
+                self.session.download(url, dest)
+            except NotFound as exc:
+                raise type(exc)(f"{exc}; check the ebook number") from None
+        try:
+            result.add(dest.read_bytes(), work_id, **work)
+        except DataError as exc:
+            dest.unlink(missing_ok=True)
+            raise DataError(f"{url}: {exc}") from None
+        dest.unlink(missing_ok=True)
 
 
 def fetch_works(
@@ -60,59 +255,17 @@ def fetch_works(
     name: str | None = None,
     mirror: str | None = None,
     delay: float = 2.0,
-    force: bool = False,
+    refresh: bool = False,
+    unwrap: bool = False,
     report: Callable[[str], None] = lambda message: None,
 ) -> FetchResult:
-    """Read local `paths` and download Gutenberg ebooks `ids` into corpus `name`.
+    """Fetch ebooks `ids` and local `paths` into corpus `name` (see `Fetcher.fetch`)."""
+    fetcher = Fetcher(
+        corpora_dir, mirror=mirror, delay=delay, refresh=refresh, unwrap=unwrap, report=report
+    )
+    return fetcher.fetch(ids=ids, paths=paths, name=name)
 
-    The corpus name defaults to a slug of the first work's author (or of the file or folder
-    name). Works already in the corpus and intact are skipped, and not downloaded again,
-    unless `force`. Each work is saved as soon as it is read, so a failure keeps the ones before.
 
-    Raises:
-        UsageError: for a bad name, mirror, delay or id, or when nothing is asked for.
-        SourceError: when a download fails after retries.
-        DataError: for missing, empty, binary or undecodable text.
-    """
-    if not ids and not paths:
-        raise UsageError("say what to fetch: --id N (a Gutenberg ebook number) or a PATH")
-    if name is not None:
-        check_name(name, "corpus")
-    if not (delay >= 0 and math.isfinite(delay)):
-        raise UsageError(f"--delay must be 0 or more seconds (got {delay!r})")
-    if any(ebook < 1 for ebook in ids):
-        raise UsageError(f"--id must be a positive ebook number (got {min(ids)})")
-    base = resolve_mirror(mirror) if ids else None
-
-    result = FetchResult(Path(corpora_dir), force, report)
-    if name is not None:
-        result.corpus = Corpus.open_or_new(corpora_dir, name)
-    for path in paths:
-        for file in list_text_files(path):
-            try:
-                raw = file.read_bytes()
-            except OSError as exc:
-                raise DataError(f"cannot read {file}: {exc.strerror}") from None
-            try:
-                result.add(
-                    raw, Path(path).stem, source="local", url=str(file.resolve()), title=file.stem
-                )
-            except DataError as exc:
-                raise DataError(f"{file}: {exc}") from None
-    if ids:
-        from authorgen.sources.http import PoliteSession
-
-        session = PoliteSession(delay=delay)
-        for ebook in ids:
-            work_id = f"pg{ebook}"
-            if result.has(work_id):
-                result.skip(work_id, "--force downloads it again")
-                continue
-            url = book_url(base, ebook)
-            report(f"downloading {url}")
-            raw = session.get_bytes(url)
-            try:
-                result.add(raw, work_id, source="gutenberg", work_id=work_id, url=url)
-            except DataError as exc:
-                raise DataError(f"{url}: {exc}") from None
-    return result
+def corpus_name_for(selection: Selection) -> str:
+    """The default corpus name of an author: "Austen, Jane, 1775-1817" -> "jane-austen"."""
+    return slugify(selection.author.display) or "corpus"
