@@ -116,3 +116,20 @@ def test_title_key_ignores_case_accents_punctuation_and_asides():
     assert title_key("Pride and Prejudice") == title_key("PRIDE AND PREJUDICE (Illustrated)")
     assert title_key("Orgueil et préjugés") == "orgueil et prejuges"
     assert title_key("Poems: Series One") != title_key("Poems: Series Two")
+
+
+def test_real_catalog_quirks_multi_language_cells_missing_authors_and_partial_dates():
+    csv_text = (
+        "Text#,Type,Issued,Title,Language,Authors,Subjects,LoCC,Bookshelves\n"
+        "10,Text,1989-08-01,The King James Version of the Bible,en,,Bible,BS,\n"
+        '70000,Text,2023-02-05,"A Reader in Two\nLanguages",en; la,'
+        '"Chaucer, Geoffrey, -1400",,PA,\n'
+        '2600,Text,2001-04-01,War and Peace,en,"Tolstoy, Leo, graf, 1828-1910; Maude, Aylmer, '
+        '1858-1938 [Translator]",,PG,\n'
+    )
+    books = read_catalog(csv_text.encode())
+    assert books[0].people == [] and books[1].languages == ["en", "la"]
+    assert books[1].title == "A Reader in Two Languages"
+    assert _ids(select_works(books, "Chaucer", language="la")) == [70000]
+    assert _ids(select_works(books, "Leo Tolstoy")) == [2600]
+    assert select_works(books, "Tolstoy").author.display == "Leo Tolstoy"

@@ -213,3 +213,21 @@ def test_unwrap_on_a_real_book_is_recorded():
     assert report.unwrap and report.unwrapped_paragraphs > 1000
     assert body.split() == plain.split()  # only line breaks changed into spaces
     assert body.count("\n\n") == plain.count("\n\n")
+
+
+def test_markers_wrapped_over_two_lines_are_cut_whole():
+    text = (
+        "header\n*** START OF THE PROJECT GUTENBERG EBOOK THE COMPLETE WORKS OF\n"
+        "WILLIAM SHAKESPEARE ***\n\nBody\n\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK THE COMPLETE WORKS OF\nWILLIAM SHAKESPEARE ***\n"
+    )
+    body, report = strip_boilerplate(text)
+    assert body == "Body\n"
+    assert report.markers[0].endswith("OF WILLIAM SHAKESPEARE ***")
+
+
+def test_a_long_paragraph_that_opens_like_credits_is_the_books_own():
+    paragraph = "Produced by the committee, which met\n" + "and met again\n" * 7
+    text = "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n" + paragraph + "\nBody\n"
+    body, report = strip_boilerplate(text)
+    assert body.startswith("Produced by the committee") and report.credits is None

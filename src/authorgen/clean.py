@@ -37,6 +37,7 @@ _CREDIT_RE = re.compile(
     re.I,
 )
 _CREDIT_SEARCH_PARAGRAPHS = 3
+_CREDIT_MAX_LINES = 6  # a longer paragraph that opens "Produced by" is the book's own text
 
 _LANGUAGES = {
     "english": "en",
@@ -132,6 +133,14 @@ def _trim_blank(lines: list[str], lo: int, hi: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _marker_continues(lines: list[str], i: int) -> int:
+    """1 when the `*** START/END ... ***` marker on line i wraps onto the next line, else 0."""
+    line = lines[i].strip()
+    if not line.startswith("***") or line.endswith("***") or i + 1 >= len(lines):
+        return 0
+    return 1 if lines[i + 1].strip().endswith("***") else 0
+
+
 def _credit_paragraph(lines: list[str], lo: int, hi: int) -> tuple[int, int] | None:
     """The span of a "Produced by" paragraph among the first few paragraphs, if any."""
     i, seen = lo, 0
@@ -141,7 +150,7 @@ def _credit_paragraph(lines: list[str], lo: int, hi: int) -> tuple[int, int] | N
         end = i
         while end < hi and lines[end].strip():
             end += 1
-        if i < hi and _CREDIT_RE.match(lines[i]):
+        if i < hi and _CREDIT_RE.match(lines[i]) and end - i <= _CREDIT_MAX_LINES:
             return i, end
         i, seen = end, seen + 1
     return None
@@ -170,11 +179,12 @@ def strip_boilerplate(text: str) -> tuple[str, CleaningReport]:
         start = i
         i = _find(lines, _START_RES, i + 1, head_limit)
     if start is not None:
-        report.markers.append(lines[start].strip())
-        lo = start + 1
+        lo = start + 1 + _marker_continues(lines, start)
+        report.markers.append(" ".join(line.strip() for line in lines[start:lo]))
     end = _find(lines, _END_RES, lo, hi)
     if end is not None:
-        report.markers.append(lines[end].strip())
+        stop = end + 1 + _marker_continues(lines, end)
+        report.markers.append(" ".join(line.strip() for line in lines[end:stop]))
         hi = end
 
     lo, hi = _trim_blank(lines, lo, hi)
