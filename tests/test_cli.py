@@ -27,13 +27,14 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_help_and_fetch_do_not_import_torch(tmp_path):
+def test_help_fetch_and_corpora_do_not_import_torch(tmp_path):
     book = shared_file("pg11-alices-adventures-in-wonderland.txt")
     code = (
         "import sys\n"
         "from authorgen.cli import app\n"
         "for args in (['--help'], ['fetch', sys.argv[1], '--name', 'a', '--corpora-dir',"
-        " sys.argv[2], '-q']):\n"
+        " sys.argv[2], '-q'], ['corpora', '--corpora-dir', sys.argv[2]],"
+        " ['corpora', 'show', 'a', '--corpora-dir', sys.argv[2]]):\n"
         "    try:\n"
         "        app(args)\n"
         "    except SystemExit as exc:\n"
@@ -45,3 +46,12 @@ def test_help_and_fetch_do_not_import_torch(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "a" / "corpus.json").is_file()
+
+
+def test_corpora_with_none_yet_says_how_to_make_one(tmp_path):
+    listing = run_cli("corpora", home=tmp_path)
+    assert listing.returncode == 0 and listing.stdout == ""
+    assert 'authorgen fetch "Jane Austen"' in listing.stderr
+    assert run_cli("corpora", "--json", home=tmp_path).stdout == "[]\n"
+    missing = run_cli("corpora", "show", "nobody", home=tmp_path)
+    assert missing.returncode == 4 and "no corpus named 'nobody'" in missing.stderr

@@ -55,7 +55,7 @@ def test_newcomer_session_dry_run_fetch_and_corpora(gutenberg, home):
     dry = run_cli("fetch", "Charles Dickens", "--dry-run", "--mirror", url, home=home)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout == ""  # the table goes to stderr
-    assert "Charles Dickens (Dickens, Charles, 1812-1870): 4 works in en" in dry.stderr
+    assert "Charles Dickens (Dickens, Charles, 1812-1870): 4 works in en (their most" in dry.stderr
     assert "Great Expectations" in dry.stderr and "Household Words" not in dry.stderr
     assert [p for p, _ in gutenberg.log] == [CATALOG_PATH]  # no book downloaded
     assert not (home / "corpora").exists()
@@ -90,9 +90,13 @@ def test_newcomer_session_dry_run_fetch_and_corpora(gutenberg, home):
     assert "16 [Illustration] markers" in show.stderr
 
     before = len(gutenberg.log)
-    again = run_cli("fetch", "Charles Dickens", "--mirror", url, home=home)
+    again = run_cli("fetch", "Charles Dickens", "--json", "--mirror", url, home=home)
     assert again.returncode == 0 and "(0 added, 4 already there)" in again.stderr
     assert len(gutenberg.log) == before  # verified works and a fresh catalog: no request
+    records = json.loads(again.stdout)
+    assert [(r["id"], r["status"], r["corpus"]) for r in records] == [
+        (w, "skipped", "charles-dickens") for w in DICKENS
+    ]
 
 
 def test_the_catalog_is_cached_for_a_week_then_checked_with_a_conditional_get(gutenberg, home):

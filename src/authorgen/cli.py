@@ -19,10 +19,11 @@ from authorgen.config import ModelConfig, SampleConfig, TrainConfig, parse_durat
 from authorgen.errors import AuthorgenError
 
 EPILOG = (
-    "Exit codes: 0 ok; 1 unexpected failure; 2 usage error; 3 network or source failure "
-    "after retries; 4 bad input data (empty or undecodable text, unknown corpus or run, "
-    "damaged checkpoint); 130 interrupted (training saves its state first). "
-    "Set AUTHORGEN_HOME to move ./corpora and ./checkpoints, AUTHORGEN_DEBUG=1 for tracebacks."
+    "Exit codes: 0 ok; 1 unexpected failure; 2 usage error (also: a name matching several "
+    "authors); 3 network or source failure after retries (run again to resume); 4 bad input "
+    "data (empty or undecodable text, no such author, unknown corpus or run, damaged "
+    "checkpoint); 130 interrupted (training saves its state first). Set AUTHORGEN_HOME to move "
+    "./corpora, ./checkpoints and the cache, AUTHORGEN_DEBUG=1 for tracebacks."
 )
 
 app = typer.Typer(
@@ -126,13 +127,16 @@ def fetch(
     ] = None,
     include_roles: Annotated[
         bool,
-        typer.Option(help="Also fetch works the author only translated, edited or illustrated."),
+        typer.Option(
+            "--include-roles",
+            help="Also fetch works the author only translated, edited or illustrated.",
+        ),
     ] = False,
     limit: Annotated[
         int | None, typer.Option(help="Fetch at most this many works.", show_default=False)
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option(help="Show what would be fetched and download no book.")
+        bool, typer.Option("--dry-run", help="Show what would be fetched and download no book.")
     ] = False,
     json_out: Annotated[
         bool,
@@ -145,8 +149,9 @@ def fetch(
     unwrap: Annotated[
         bool,
         typer.Option(
+            "--unwrap",
             help="Join hard-wrapped lines inside prose paragraphs (paragraph breaks and verse "
-            "are kept)."
+            "are kept).",
         ),
     ] = False,
     catalog: Annotated[

@@ -117,9 +117,11 @@ def describe_selection(console: Console, selection, table: bool) -> None:
     others = ", ".join(
         f"{lang} {n}" for lang, n in sel.languages.most_common() if lang != sel.language
     )
-    also = f" (other languages: {others}; --lang chooses)" if others else ""
+    why = "their most common language" if sel.language_was_default else "--lang"
+    also = f"; other languages: {others} (--lang chooses)" if others else ""
     console.print(
-        f"{sel.author.display} ({sel.author.key}): {len(sel.books)} works in {sel.language}{also}"
+        f"{sel.author.display} ({sel.author.key}): {len(sel.books)} works in {sel.language} "
+        f"({why}{also})"
     )
     for person in sel.set_aside:
         console.print(f"  not {person.key}: write that name to fetch them instead")

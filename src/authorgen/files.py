@@ -123,29 +123,33 @@ def existing_dir(dest: Path) -> Path | None:
 
 
 # Letters NFKD does not take apart (Polish ł, Danish ø, ...), so slugs of names stay readable.
-_FOLD = str.maketrans(
-    {
-        "ł": "l",
-        "Ł": "L",
-        "ø": "o",
-        "Ø": "O",
-        "đ": "d",
-        "Đ": "D",
-        "ß": "ss",
-        "æ": "ae",
-        "Æ": "AE",
-        "œ": "oe",
-        "Œ": "OE",
-        "þ": "th",
-        "ı": "i",
-    }
-)
+_FOLD = {
+    "ł": "l",
+    "Ł": "L",
+    "ø": "o",
+    "Ø": "O",
+    "đ": "d",
+    "Đ": "D",
+    "ß": "ss",
+    "æ": "ae",
+    "Æ": "AE",
+    "œ": "oe",
+    "Œ": "OE",
+    "þ": "th",
+    "ı": "i",
+}
+_FOLD_RE = re.compile("[" + "".join(_FOLD) + "]")
+# The combining-mark blocks of Unicode: what NFKD splits accents off into.
+_COMBINING_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 def fold_ascii(text: str) -> str:
     """Letters without their accents: "Żeromski" -> "Zeromski", "Łódź" -> "Lodz"."""
-    folded = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    return "".join(c for c in folded if not unicodedata.combining(c))
+    if text.isascii():
+        return text
+    # regular expressions, not str.translate: this runs on the whole catalog at once
+    text = _FOLD_RE.sub(lambda m: _FOLD[m.group()], text)
+    return _COMBINING_RE.sub("", unicodedata.normalize("NFKD", text))
 
 
 def slugify(text: str, max_len: int = 60) -> str:

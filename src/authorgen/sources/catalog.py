@@ -17,6 +17,7 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from authorgen.errors import DataError, UsageError
 from authorgen.files import fold_ascii
@@ -43,15 +44,24 @@ class Person:
     name_tokens: frozenset[str]  # the same without the dates
 
 
-@dataclass
+@dataclass(eq=False)
 class Book:
-    """One catalog row."""
+    """One catalog row. Its people are parsed when first asked for: a search parses only the
+    rows whose Authors cell could match."""
 
     id: int
     type: str
     title: str
-    languages: list[str]
-    people: list[Person]
+    language_cell: str  # "en", or "en; la"
+    authors_cell: str
+
+    @cached_property
+    def languages(self) -> list[str]:
+        return [x.strip() for x in self.language_cell.split(";") if x.strip()]
+
+    @cached_property
+    def people(self) -> list[Person]:
+        return [parse_person(a) for a in self.authors_cell.split(";") if a.strip()]
 
     @property
     def authors(self) -> list[str]:
@@ -77,6 +87,7 @@ class Selection:
     languages: Counter  # language -> works of the author in it
     left_out: dict[str, list[Book]] = field(default_factory=dict)  # reason -> books
     set_aside: list[Person] = field(default_factory=list)  # other matches, not chosen
+    language_was_default: bool = False  # chosen as the author's most common language
 
 
 def _words(text: str) -> list[str]:
@@ -120,28 +131,40 @@ def read_catalog(data: bytes) -> list[Book]:
         text = data.decode("utf-8-sig")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataError(f"the catalog is damaged ({exc}); fetch it again with --refresh") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    missing = [c for c in _COLUMNS if c not in header]
     if missing:
         raise DataError(
             f"the catalog lacks the columns {', '.join(missing)}; it is not pg_catalog.csv"
         )
+    ebook_i, type_i, title_i, lang_i, authors_i = (header.index(c) for c in _COLUMNS)
+    width = max(ebook_i, type_i, title_i, lang_i, authors_i) + 1
     books = []
     for row in reader:
-        try:
-            ebook = int(row["Text#"])
-        except (TypeError, ValueError):
+        if len(row) < width or not row[ebook_i].isdigit():
             continue
+        title = row[title_i]
         books.append(
             Book(
-                id=ebook,
-                type=(row["Type"] or "").strip(),
-                title=" ".join((row["Title"] or "").split()),
-                languages=[x.strip() for x in (row["Language"] or "").split(";") if x.strip()],
-                people=[parse_person(a) for a in (row["Authors"] or "").split(";") if a.strip()],
+                id=int(row[ebook_i]),
+                type=row[type_i].strip(),
+                title=" ".join(title.split()) if "\n" in title or "  " in title else title,
+                language_cell=row[lang_i],
+                authors_cell=row[authors_i],
             )
         )
     return books
+
+
+def _might_credit(books: list[Book], words: list[str]) -> list[Book]:
+    """The books whose Authors cell contains every one of `words` (see `_words`) once folded,
+    lowercased and without hyphens and apostrophes: a superset of the books that credit a
+    person matching `words`, found with a few whole-catalog string operations."""
+    cells = "\n".join(b.authors_cell.replace("\n", " ") for b in books)
+    folded = fold_ascii(cells).lower().replace("-", "").replace("'", "").replace("’", "")
+    lines = folded.split("\n")
+    return [b for b, line in zip(books, lines, strict=True) if all(w in line for w in words)]
 
 
 def _credited(book: Book, person: Person, include_roles: bool) -> bool:
@@ -236,6 +259,7 @@ def select_works(
         DataError: when nobody matches, or nothing is left in `language`.
         UsageError: when several authors match.
     """
+    books = _might_credit(books, _words(query))  # a few rows of the whole catalog
     person, set_aside = _resolve(query, books, include_roles)
     mine = [b for b in books if b.type == "Text" and _credited(b, person, include_roles)]
     left_out: dict[str, list[Book]] = {}
@@ -251,6 +275,7 @@ def select_works(
     if other_types:
         left_out["not text (sound, images, ...)"] = other_types
     languages = Counter(lang for b in mine for lang in b.languages)
+    language_was_default = language is None
     if language is None:
         # most works first; ties go to the language of the lowest ebook number
         first = {lang: i for i, b in reversed(list(enumerate(mine))) for lang in b.languages}
@@ -280,4 +305,4 @@ def select_works(
     if limit is not None and len(chosen) > limit:
         left_out["over --limit"] = chosen[limit:]
         chosen = chosen[:limit]
-    return Selection(person, language, chosen, languages, left_out, set_aside)
+    return Selection(person, language, chosen, languages, left_out, set_aside, language_was_default)

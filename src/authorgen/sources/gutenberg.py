@@ -91,7 +91,11 @@ def load_catalog(
                     raise
     except SourceError as exc:
         if not meta:
-            raise SourceError(f"cannot get the catalog: {exc}; or pass --catalog FILE") from None
+            raise SourceError(
+                f"cannot get the catalog: {exc}; try another --mirror, or download "
+                "https://www.gutenberg.org/cache/epub/feeds/pg_catalog.csv.gz yourself and "
+                "pass --catalog FILE"
+            ) from None
         report(f"warning: using the catalog from {meta.get('fetched', '?')}: {exc}")
         return data_path.read_bytes()
     if data is None:
