@@ -24,19 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from authorgen.sources.catalog import read_catalog, select_works
+from authorgen.sources.catalog import HEADER, read_catalog, select_works
 
-HEADER = [
-    "Text#",
-    "Type",
-    "Issued",
-    "Title",
-    "Language",
-    "Authors",
-    "Subjects",
-    "LoCC",
-    "Bookshelves",
-]
 SURNAMES = [
     "Smith",
     "Dupont",

@@ -23,18 +23,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from authorgen.sources.catalog import HEADER
+
 CATALOG_PATH = "/cache/epub/feeds/pg_catalog.csv.gz"
-CATALOG_HEADER = [
-    "Text#",
-    "Type",
-    "Issued",
-    "Title",
-    "Language",
-    "Authors",
-    "Subjects",
-    "LoCC",
-    "Bookshelves",
-]
 
 # (id, type, title, language, authors): the rows the tests reason about. Tricky on purpose.
 TRICKY_ROWS = [
@@ -175,7 +166,7 @@ def catalog_rows(filler: int = 300) -> list[dict]:
 
 def catalog_csv(rows: list[dict]) -> bytes:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CATALOG_HEADER, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=HEADER, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode("utf-8")
@@ -242,12 +233,15 @@ def _handler(mirror: Mirror):
         def log_message(self, *args) -> None:  # keep the test output clean
             pass
 
-        def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        def _start(self, status: int, headers: dict, length: int) -> None:
             self.send_response(status)
-            for key, value in (headers or {}).items():
+            for key, value in headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(length))
             self.end_headers()
+
+        def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+            self._start(status, headers or {}, len(body))
             self.wfile.write(body)
 
         def do_GET(self) -> None:
@@ -271,11 +265,7 @@ def _handler(mirror: Mirror):
                 "Accept-Ranges": "bytes",
             }
             if self.headers.get("If-None-Match") == tag:
-                self.send_response(304)
-                self.send_header("ETag", tag)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return None
+                return self._send(304, b"", {"ETag": tag})
             status, start = 200, 0
             wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
             if_range = self.headers.get("If-Range")
@@ -286,28 +276,19 @@ def _handler(mirror: Mirror):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
             payload = body[start:]
-            if fault == "slow":  # 4 KiB every 20 ms: time enough to interrupt the client
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
+            if fault in ("slow", "reset", "short"):
+                self._start(status, headers, len(payload))
                 try:
-                    for i in range(0, len(payload), 4096):
-                        self.wfile.write(payload[i : i + 4096])
-                        self.wfile.flush()
-                        time.sleep(0.02)
+                    if fault == "slow":  # 4 KiB every 20 ms: time to interrupt the client
+                        for i in range(0, len(payload), 4096):
+                            self.wfile.write(payload[i : i + 4096])
+                            self.wfile.flush()
+                            time.sleep(0.02)
+                        return None
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
                 except OSError:  # the client went away
-                    self.close_connection = True
-                return None
-            if fault in ("reset", "short"):
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload[: len(payload) // 2])
-                self.wfile.flush()
+                    pass
                 self.close_connection = True
                 if fault == "reset":  # SO_LINGER 0: close() sends RST, not FIN
                     time.sleep(0.3)  # let the client read what came, as over a real network

@@ -10,7 +10,7 @@ import pytest
 from werkzeug import Response
 
 from authorgen.errors import SourceError, UsageError
-from authorgen.sources import fetch_works
+from authorgen.sources import Fetcher
 from authorgen.sources.http import PoliteSession
 from helpers import SHARED, manifest_rows, run_cli, shared_file
 
@@ -173,6 +173,14 @@ def test_html_error_page_and_truncation_are_refused(httpserver):
         session.get_bytes(httpserver.url_for("/big"), max_bytes=10)
 
 
-def test_fetch_works_needs_something_to_fetch(tmp_path):
+def test_a_download_over_the_size_cap_leaves_nothing_to_resume(httpserver, tmp_path):
+    httpserver.expect_request("/big").respond_with_data("x" * 200_000, content_type="text/plain")
+    dest = tmp_path / "big.txt"
+    with pytest.raises(SourceError, match="larger than"):
+        PoliteSession(delay=0).download(httpserver.url_for("/big"), dest, max_bytes=100_000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_needs_something_to_fetch(tmp_path):
     with pytest.raises(UsageError, match="--id"):
-        fetch_works(tmp_path)
+        Fetcher(tmp_path).fetch()

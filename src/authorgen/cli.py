@@ -203,6 +203,7 @@ def fetch(
     from authorgen.console import describe_selection, make_console
     from authorgen.errors import UsageError
     from authorgen.sources import Fetcher, corpus_name_for
+    from authorgen.sources.catalog import select_works
 
     console = make_console(quiet)
     authors, paths = _split_sources(sources or [])
@@ -225,7 +226,7 @@ def fetch(
     if authors:
         books = fetcher.read_catalog(catalog)
         for query in authors:
-            selection = fetcher.select_author(
+            selection = select_works(
                 books, query, language=lang, include_roles=include_roles, limit=limit
             )
             describe_selection(console, selection, table=dry_run)

@@ -1,7 +1,7 @@
 """Where text comes from: Project Gutenberg mirrors and local files.
 
-`Fetcher.select_author` turns an author's name into a list of ebooks (through the catalog);
-`Fetcher.fetch` downloads ebooks and reads local files into a corpus.
+`Fetcher.read_catalog` gives the Gutenberg catalog, in which `catalog.select_works` finds an
+author's ebooks; `Fetcher.fetch` downloads ebooks and reads local files into a corpus.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from authorgen.corpus import Corpus, list_corpora
 from authorgen.errors import AuthorgenError, DataError, UsageError
 from authorgen.files import cache_dir, check_name, slugify
-from authorgen.sources.catalog import Book, Selection, read_catalog, select_works
+from authorgen.sources.catalog import Book, Selection, read_catalog
 from authorgen.sources.gutenberg import book_url, load_catalog, resolve_mirror
 from authorgen.sources.local import list_text_files
 
@@ -130,22 +130,6 @@ class Fetcher:
             )
         return read_catalog(data)
 
-    def select_author(
-        self,
-        books: list[Book],
-        query: str,
-        *,
-        language: str | None = None,
-        include_roles: bool = False,
-        limit: int | None = None,
-    ) -> Selection:
-        """The works of the author `query` names (see `catalog.select_works`)."""
-        if limit is not None and limit < 1:
-            raise UsageError(f"--limit must be 1 or more (got {limit})")
-        return select_works(
-            books, query, language=language, include_roles=include_roles, limit=limit
-        )
-
     def fetch(
         self,
         *,
@@ -245,25 +229,6 @@ class Fetcher:
             dest.unlink(missing_ok=True)
             raise DataError(f"{url}: {exc}") from None
         dest.unlink(missing_ok=True)
-
-
-def fetch_works(
-    corpora_dir: Path,
-    *,
-    ids: list[int] = (),
-    paths: list[Path] = (),
-    name: str | None = None,
-    mirror: str | None = None,
-    delay: float = 2.0,
-    refresh: bool = False,
-    unwrap: bool = False,
-    report: Callable[[str], None] = lambda message: None,
-) -> FetchResult:
-    """Fetch ebooks `ids` and local `paths` into corpus `name` (see `Fetcher.fetch`)."""
-    fetcher = Fetcher(
-        corpora_dir, mirror=mirror, delay=delay, refresh=refresh, unwrap=unwrap, report=report
-    )
-    return fetcher.fetch(ids=ids, paths=paths, name=name)
 
 
 def corpus_name_for(selection: Selection) -> str:

@@ -29,6 +29,8 @@ _PARENS_RE = re.compile(r"\s*\([^)]*\)")
 _OMNIBUS_RE = re.compile(
     r"\b(complete|collected)\b.*\b(works|novels|writings|poems|plays|stories|tales)\b", re.I
 )
+# The header of pg_catalog.csv, and the columns read from it.
+HEADER = "Text#,Type,Issued,Title,Language,Authors,Subjects,LoCC,Bookshelves".split(",")  # noqa: SIM905
 _COLUMNS = ("Text#", "Type", "Title", "Language", "Authors")
 
 
@@ -257,8 +259,10 @@ def select_works(
 
     Raises:
         DataError: when nobody matches, or nothing is left in `language`.
-        UsageError: when several authors match.
+        UsageError: when several authors match, or `limit` is under 1.
     """
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be 1 or more (got {limit})")
     books = _might_credit(books, _words(query))  # a few rows of the whole catalog
     person, set_aside = _resolve(query, books, include_roles)
     mine = [b for b in books if b.type == "Text" and _credited(b, person, include_roles)]

@@ -221,6 +221,10 @@ class PoliteSession:
                     except _Cut as cut:
                         why = str(cut)
                         continue
+                    except SourceError:  # too large: nothing worth resuming
+                        part.unlink(missing_ok=True)
+                        tag_file.unlink(missing_ok=True)
+                        raise
                     if total is not None and size != total:
                         why = f"{size} of {total} bytes"
                         continue
