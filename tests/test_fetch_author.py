@@ -260,3 +260,24 @@ def test_ctrl_c_mid_download_keeps_the_part_and_the_next_run_resumes(gutenberg, 
     assert done.returncode == 0, done.stderr
     assert gutenberg.requests_to(_book(1400))[-1]["Range"] == f"bytes={len(kept)}-"
     _assert_identical(home, gutenberg)
+
+
+def test_a_catalogued_work_without_plain_text_is_skipped_not_fatal(gutenberg, home):
+    del gutenberg.files[_book(730)]  # catalogued as text, but the mirror has no .txt of it
+    url = gutenberg.url
+    result = run_cli("fetch", "Charles Dickens", "--delay", "0", "--mirror", url, home=home)
+    assert result.returncode == 0, result.stderr
+    assert "skipped pg730: the mirror has no plain text of it" in result.stderr
+    assert "(3 added, 0 already there, 1 without plain text)" in result.stderr
+    works = _assert_identical(home, gutenberg, "charles-dickens")
+    assert [w["id"] for w in works] == ["pg46", "pg98", "pg1400"]
+    for ebook in (46, 98, 1400):
+        del gutenberg.files[_book(ebook)]
+    none = run_cli("fetch", "Mickiewicz", "--lang", "en", "--mirror", url, home=home)
+    assert none.returncode == 0  # pg28240 is there
+    del gutenberg.files[_book(28240)]
+    lost = run_cli(
+        "fetch", "Mickiewicz", "--lang", "en", "--name", "m2", "--mirror", url, home=home
+    )
+    assert lost.returncode == 3 and "none of these works as plain text" in lost.stderr
+    assert not (home / "corpora" / "m2").exists()

@@ -251,7 +251,9 @@ def fetch(
         console.print(
             f"corpus {summary['name']}: {summary['works']} works, "
             f"{summary['chars']:,} characters in {summary['path']} ({len(result.added)} added, "
-            f"{len(result.skipped)} already there)"
+            f"{len(result.skipped)} already there"
+            + (f", {len(result.missing)} without plain text" if result.missing else "")
+            + ")"
         )
         works += [{"status": "added", "corpus": summary["name"], **w} for w in result.added]
         works += [{"status": "skipped", "corpus": summary["name"], **w} for w in result.skipped]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authorgen.corpus import Corpus, list_corpora
-from authorgen.errors import AuthorgenError, DataError, UsageError
+from authorgen.errors import AuthorgenError, DataError, SourceError, UsageError
 from authorgen.files import cache_dir, check_name, slugify
 from authorgen.sources.catalog import Book, Selection, read_catalog
 from authorgen.sources.gutenberg import book_url, load_catalog, resolve_mirror
@@ -30,6 +30,7 @@ class FetchResult:
     corpus: Corpus | None = None
     added: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # catalogued works the mirror lacks
 
     def has(self, work_id: str) -> bool:
         """True when the work is already stored intact, cleaned the same way, and no refresh."""
@@ -148,6 +149,8 @@ class Fetcher:
 
         Args:
             catalog: catalog rows of the ids, whose title, authors and language are recorded.
+                A catalogued work whose text the mirror lacks (404) is reported and skipped;
+                without a catalog row, a 404 is an error.
 
         Raises:
             UsageError: for a bad name, mirror or id, or when nothing is asked for.
@@ -186,6 +189,10 @@ class Fetcher:
                     raise DataError(f"{file}: {exc}") from None
         for ebook in ids:
             self._fetch_ebook(result, ebook, base, (catalog or {}).get(ebook))
+        if result.corpus is None or not result.corpus.works:
+            raise SourceError(
+                f"the mirror {base} has none of these works as plain text; try another --mirror"
+            )
         return result
 
     def _fetch_ebook(self, result: FetchResult, ebook: int, base: str, book: Book | None) -> None:
@@ -222,7 +229,11 @@ class Fetcher:
             try:
                 self.session.download(url, dest)
             except NotFound as exc:
-                raise type(exc)(f"{exc}; check the ebook number") from None
+                if book is None:
+                    raise type(exc)(f"{exc}; check the ebook number") from None
+                result.missing.append(work_id)
+                self.report(f"skipped {work_id}: the mirror has no plain text of it ({url})")
+                return
         try:
             result.add(dest.read_bytes(), work_id, **work)
         except DataError as exc:
