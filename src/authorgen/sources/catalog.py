@@ -280,6 +280,7 @@ def select_works(
         left_out["not text (sound, images, ...)"] = other_types
     languages = Counter(lang for b in mine for lang in b.languages)
     language_was_default = language is None
+    language = language.strip().lower() if language else None  # the catalog writes "en"
     if language is None:
         # most works first; ties go to the language of the lowest ebook number
         first = {lang: i for i, b in reversed(list(enumerate(mine))) for lang in b.languages}
