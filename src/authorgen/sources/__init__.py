@@ -189,7 +189,7 @@ class Fetcher:
                     raise DataError(f"{file}: {exc}") from None
         for ebook in ids:
             self._fetch_ebook(result, ebook, base, (catalog or {}).get(ebook))
-        if result.corpus is None or not result.corpus.works:
+        if ids and (result.corpus is None or not result.corpus.works):
             raise SourceError(
                 f"the mirror {base} has none of these works as plain text; try another --mirror"
             )
