@@ -259,42 +259,26 @@ def unwrap_paragraphs(text: str) -> tuple[str, int]:
     Returns:
         The text and the number of paragraphs joined.
     """
-    lines = text.split("\n")
-    paragraphs: list[list[str]] = []
-    current: list[str] = []
-    for line in lines:
-        if line.strip():
-            current.append(line)
-        elif current:
-            paragraphs.append(current)
-            current = []
-    if current:
-        paragraphs.append(current)
-    width = _wrap_width(paragraphs)
+    # runs of blank lines and of text lines, in order: (is_text, lines)
+    blocks = [
+        (is_text, list(run))
+        for is_text, run in itertools.groupby(text.split("\n"), key=lambda ln: bool(ln.strip()))
+    ]
+    width = _wrap_width([run for is_text, run in blocks if is_text])
     if width < 50:
         return text, 0
     out: list[str] = []
     joined = 0
-    i = 0
-    while i < len(lines):
-        if not lines[i].strip():
-            out.append(lines[i])
-            i += 1
+    for is_text, run in blocks:
+        if not (is_text and len(run) > 1 and _is_wrapped(run, width)):
+            out.extend(run)
             continue
-        end = i
-        while end < len(lines) and lines[end].strip():
-            end += 1
-        para = lines[i:end]
-        if len(para) > 1 and _is_wrapped(para, width):
-            merged = para[0]
-            for line in para[1:]:
-                # "well-" + "known", "said--" + "and": a line-final hyphen joins without a space
-                merged += line if merged.endswith("-") else " " + line
-            out.append(merged)
-            joined += 1
-        else:
-            out.extend(para)
-        i = end
+        merged = run[0]
+        for line in run[1:]:
+            # "well-" + "known", "said--" + "and": a line-final hyphen joins without a space
+            merged += line if merged.endswith("-") else " " + line
+        out.append(merged)
+        joined += 1
     return "\n".join(out), joined
 
 

@@ -4,6 +4,7 @@ requests to one host, a size cap, and resumable downloads. Knows nothing of Proj
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -159,8 +160,6 @@ class PoliteSession:
         Returns:
             The body (or None on 304), and the response's ETag and Last-Modified headers.
         """
-        import io
-
         with self._get(url, validators, ok=(200, 304)) as resp:
             kept = {k: resp.headers[k] for k in ("ETag", "Last-Modified") if k in resp.headers}
             if resp.status_code == 304:
