@@ -1,14 +1,15 @@
-"""Small pure pieces: configs, names, atomic writes, tokenizer, batches, the loss, the schedule."""
+"""Small pure pieces: configs, names, atomic writes, splits, batches, the loss, the schedule."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from authorgen.config import ModelConfig, SampleConfig, TrainConfig, parse_duration
-from authorgen.corpus import Corpus, split_corpus, split_text
+from authorgen.corpus import Corpus, read_chunks, split_corpus, split_text
 from authorgen.data import IGNORE, eval_streams, random_windows
 from authorgen.errors import DataError, UsageError
 from authorgen.evaluate import validation_loss
@@ -88,27 +89,17 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
-def test_char_tokenizer_round_trip_unk_and_save(tmp_path):
-    tok = CharTokenizer.train("zażółć gęślą\njaźń")
-    text = "gęś\nza"
-    assert tok.decode(tok.encode(text)) == text
-    assert tok.encode("Q") == [tok.unk_id] and tok.decode([tok.unk_id]) == UNK_TEXT
-    with pytest.raises(DataError, match="'Q'"):
-        tok.encode_strict("Qa")
-    tok.save(tmp_path)
-    assert CharTokenizer.load(tmp_path).chars == tok.chars
-
-
 def test_random_windows_targets_are_inputs_shifted():
-    ids = torch.arange(100)
+    ids = np.arange(100, dtype=np.uint16)
     x, y = random_windows(ids, 8, 10, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.int64
     assert x.shape == y.shape == (8, 10)
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y, x + 1)
 
 
 @pytest.mark.parametrize(("n", "streams", "context"), [(101, 4, 7), (50, 64, 8), (2, 3, 5)])
 def test_eval_streams_predict_every_token_once(n, streams, context):
-    ids = torch.arange(n)
+    ids = np.arange(n, dtype=np.uint32)
     seen = []
     chunks = list(eval_streams(ids, streams, context))
     rows = len(chunks[0][1])
@@ -126,7 +117,7 @@ def test_validation_loss_of_a_uniform_model_is_log_vocab_per_char():
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
-    ids = torch.randint(0, 10, (500,))
+    ids = np.random.default_rng(0).integers(0, 10, 500)
     # 499 predicted tokens; counted as 998 characters (as if every token were 2 characters)
     assert validation_loss(model, ids, 499, "cpu") == pytest.approx(math.log(10))
     assert validation_loss(model, ids, 998, "cpu") == pytest.approx(math.log(10) / 2)
@@ -156,11 +147,23 @@ def test_split_holds_out_the_smallest_work(tmp_path):
     corpus.add_work(b"a long work\n" * 50, source="local", title="long")
     corpus.add_work(b"short one\n", source="local", title="short")
     split = split_corpus(corpus)
-    assert split.val == "short one\n" and "short" not in split.train
+    assert "".join(read_chunks(split.val)) == "short one\n"
+    assert "".join(read_chunks(split.train)) == "a long work\n" * 50
+    assert split.fingerprint != split_corpus(corpus, holdout=corpus.works[0]["id"]).fingerprint
     with pytest.raises(DataError, match="--holdout"):
         split_corpus(corpus, "nope")
     single = split_text("0123456789" * 10)
-    assert single.train == ("0123456789" * 9) and single.val == "0123456789"
+    assert single.train == ["0123456789" * 9] and single.val == ["0123456789"]
+
+
+def test_single_work_split_reads_the_file_in_chunks(tmp_path):
+    corpus = Corpus.open_or_new(tmp_path, "c")
+    text = "".join(f"żółw {i} idzie\n" for i in range(300))
+    corpus.add_work(text.encode(), source="local", title="one")
+    split = split_corpus(corpus)
+    cut = int(len(text) * 0.9)
+    assert "".join(read_chunks(split.train, chunk_chars=7)) == text[:cut]
+    assert "".join(read_chunks(split.val, chunk_chars=7)) == text[cut:]
 
 
 def test_add_work_keeps_existing_unless_forced(tmp_path):

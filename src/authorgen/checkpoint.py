@@ -4,7 +4,7 @@
 checkpoints/<run>/
   config.json        model, tokenizer, train and corpus settings, seed, versions, best result
   model.safetensors  weights only (no pickle), best by validation
-  tokenizer.json
+  tokenizer.json     (and tokenizer.model for bpe and unigram)
   last/              model.safetensors + state.pt (optimizer, step, RNG): the latest state
   metrics.jsonl      one JSON object per evaluation
 ```
@@ -28,7 +28,7 @@ from authorgen.config import ModelConfig
 from authorgen.errors import DataError, UsageError
 from authorgen.files import atomic_write, atomic_write_json, check_name, existing_dir, replace_dir
 from authorgen.models import build_model
-from authorgen.tokenizer import CharTokenizer
+from authorgen.tokenizer import Tokenizer, load_tokenizer
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -133,7 +133,7 @@ class Run:
     path: Path
     config: dict
     model: torch.nn.Module
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
 
 
 def read_config(run_dir: Path) -> dict:
@@ -164,7 +164,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = 
         model_config = ModelConfig.from_dict(config["model"])
     except (TypeError, UsageError) as exc:
         raise DataError(f"{run_dir / CONFIG} has a bad model section ({exc})") from None
-    tokenizer = CharTokenizer.load(run_dir)
+    tokenizer = load_tokenizer(run_dir)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise DataError(f"{run_dir}: tokenizer and model disagree on the vocabulary size")
     folder = existing_dir(run_dir / "last") if last else run_dir

@@ -15,7 +15,14 @@ from typing import Annotated
 import typer
 
 from authorgen import __version__
-from authorgen.config import ModelConfig, SampleConfig, TrainConfig, parse_duration
+from authorgen.config import (
+    DEFAULT_VOCAB,
+    ModelConfig,
+    SampleConfig,
+    TokenizerConfig,
+    TrainConfig,
+    parse_duration,
+)
 from authorgen.errors import AuthorgenError
 
 EPILOG = (
@@ -334,8 +341,42 @@ def train(
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = ModelConfig.layers,
     hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = ModelConfig.hidden,
     embedding_dim: Annotated[
-        int, typer.Option(help="Size of the character embedding.")
-    ] = ModelConfig.embedding_dim,
+        int | None,
+        typer.Option(
+            help=f"Size of the token embedding (default {ModelConfig.embedding_dim}, or the "
+            "size of the --pretrained-embeddings).",
+            show_default=False,
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="char: characters; word: words and punctuation, rare words read as <unk>; "
+            "bpe or unigram: sentencepiece subwords that keep the text exactly."
+        ),
+    ] = TokenizerConfig.kind,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Vocabulary size for word, bpe and unigram (default "
+            + ", ".join(f"{k} {v:,}" for k, v in DEFAULT_VOCAB.items())
+            + ").",
+            show_default=False,
+        ),
+    ] = None,
+    lowercase: Annotated[
+        bool,
+        typer.Option(
+            help="word: fold case before counting words; capitals are put back when decoding."
+        ),
+    ] = False,
+    pretrained_embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            help="word: start the embedding from these word vectors (GloVe text format).",
+            show_default=False,
+        ),
+    ] = None,
     dropout: Annotated[
         float,
         typer.Option(
@@ -343,7 +384,7 @@ def train(
         ),
     ] = ModelConfig.dropout,
     context: Annotated[
-        int, typer.Option(help="Characters per step of each stream or window (BPTT length).")
+        int, typer.Option(help="Tokens per step of each stream or window (BPTT length).")
     ] = TrainConfig.context,
     batch_size: Annotated[
         int, typer.Option(help="Streams or windows per step.")
@@ -383,23 +424,38 @@ def train(
         ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Run name (default: CORPUS-MODEL).", show_default=False)
+        str | None,
+        typer.Option(
+            help="Run name (default: CORPUS-MODEL, plus -TOKENIZER when not char).",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run of that name.")] = False,
     corpora_dir: CorporaDir = None,
     checkpoints_dir: CheckpointsDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a character-level recurrent network on a corpus.
+    """Train a recurrent network on a corpus, on characters, words or subwords.
 
-    Validation loss is reported in nats per character and bits per character. The run folder
-    (checkpoints/NAME) keeps the best weights by validation, the latest state, the tokenizer,
-    the config and metrics.jsonl; it is all `authorgen generate` needs.
+    Validation loss is reported in nats per character and bits per character of the original
+    text, whatever the tokenizer, so runs compare. The run folder (checkpoints/NAME) keeps the
+    best weights by validation, the latest state, the tokenizer, the config and metrics.jsonl;
+    it is all `authorgen generate` needs. The tokenizer and the token ids are cached (see
+    AUTHORGEN_CACHE), so the next run on the same corpus starts at once.
     """
     from authorgen.console import TrainProgress, make_console
 
+    tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
+    if pretrained_embeddings is not None and embedding_dim is None:
+        from authorgen.vectors import vector_dim
+
+        embedding_dim = vector_dim(pretrained_embeddings)
     model_config = ModelConfig(
-        model=model, embedding_dim=embedding_dim, hidden=hidden, layers=layers, dropout=dropout
+        model=model,
+        embedding_dim=embedding_dim or ModelConfig.embedding_dim,
+        hidden=hidden,
+        layers=layers,
+        dropout=dropout,
     )
     time_s = parse_duration(time) if time is not None else (None if steps else 300.0)
     train_config = TrainConfig(
@@ -412,6 +468,7 @@ def train(
         eval_every=eval_every,
         seed=seed,
         device=device,
+        pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
     )
     console = make_console(quiet)
 
@@ -422,12 +479,13 @@ def train(
             _folder(corpora_dir, "corpora"),
             _folder(checkpoints_dir, "checkpoints"),
             corpus,
-            name or f"{corpus}-{model}",
+            name or "-".join([corpus, model] + ([tokenizer] if tokenizer != "char" else [])),
             model_config,
             train_config,
             force=force,
             holdout=holdout,
             callback=progress,
+            tokenizer_config=tokenizer_config,
         )
     console.print(
         f"best val {result.best_val_loss:.4f} nats/char ({result.best_val_bpc:.4f} bpc) at step "

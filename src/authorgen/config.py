@@ -16,6 +16,11 @@ from authorgen.errors import UsageError
 MODELS = ("lstm", "gru", "rnn")
 BATCHING = ("stream", "windows")
 DEVICES = ("auto", "cpu", "cuda")
+TOKENIZERS = ("char", "word", "bpe", "unigram")
+# Default vocabulary sizes. word: 10,000 types cover about 97% of the running words of a novel.
+# bpe/unigram: 2,000 pieces (256 of them bytes) give about 3 characters per token on English prose
+# while the softmax stays small enough for a CPU.
+DEFAULT_VOCAB = {"word": 10_000, "bpe": 2_000, "unigram": 2_000}
 
 
 def _positive_int(name: str, value: int) -> None:
@@ -71,6 +76,43 @@ class _Saved:
 
 
 @dataclass
+class TokenizerConfig(_Saved):
+    """How text becomes tokens (see `authorgen.tokenizer`)."""
+
+    kind: str = "char"  # char | word | bpe | unigram
+    vocab_size: int | None = None  # word, bpe, unigram; None: DEFAULT_VOCAB
+    lowercase: bool = False  # word only: fold case, restore it when decoding
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOKENIZERS:
+            raise UsageError(
+                f"--tokenizer must be one of {', '.join(TOKENIZERS)} (got {self.kind!r})"
+            )
+        if self.kind == "char":
+            if self.vocab_size is not None:
+                raise UsageError(
+                    "--vocab-size applies to word, bpe and unigram; a char vocabulary is every "
+                    "character of the training text"
+                )
+        elif self.vocab_size is None:
+            self.vocab_size = DEFAULT_VOCAB[self.kind]
+        least = {"char": 1, "word": 2, "bpe": 300, "unigram": 300}[self.kind]
+        if self.vocab_size is not None:
+            _positive_int("vocab-size", self.vocab_size)
+            if self.vocab_size < least:
+                why = " (256 byte pieces come first)" if least == 300 else ""
+                raise UsageError(
+                    f"--vocab-size for {self.kind} must be at least {least}{why} "
+                    f"(got {self.vocab_size})"
+                )
+        if self.lowercase and self.kind != "word":
+            raise UsageError(
+                "--lowercase applies to the word tokenizer only; the others keep the text "
+                "exactly as it is"
+            )
+
+
+@dataclass
 class ModelConfig(_Saved):
     """Embedding -> stacked recurrent layers -> linear softmax head.
 
@@ -121,6 +163,7 @@ class TrainConfig(_Saved):
     weight_decay: float = 0.0
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
+    pretrained_embeddings: str | None = None  # GloVe text file (word tokenizer)
 
     def __post_init__(self) -> None:
         for name in ("context", "batch_size", "eval_every"):

@@ -44,8 +44,11 @@ class TrainProgress:
         if self.progress is not None:
             self.progress.stop()
 
+    def on_message(self, text: str) -> None:
+        self.console.print(f"  {text}")
+
     def on_start(self, info: dict) -> None:
-        m, t, d = info["model"], info["train"], info["data"]
+        m, t, d, k = info["model"], info["train"], info["data"], info["tokenizer"]
         budget = " and ".join(
             part
             for part in (
@@ -57,8 +60,9 @@ class TrainProgress:
         self.console.print(
             f"run {info['name']} -> {info['run_dir']}\n"
             f"  model {m['model']} {m['layers']}x{m['hidden']} (embedding {m['embedding_dim']}, "
-            f"dropout {m['dropout']}), {info['params']:,} parameters, vocabulary "
-            f"{m['vocab_size']}, device {info['device']}\n"
+            f"dropout {m['dropout']}), {info['params']:,} parameters, device {info['device']}\n"
+            f"  tokens {k['kind']}{' lowercased' if k['lowercase'] else ''}, vocabulary "
+            f"{k['vocab_size']:,}, {k['tokens_per_char']:.3f} tokens per character\n"
             f"  data {d['train_chars']:,} training / {d['val_chars']:,} validation characters "
             f"({d['split']})\n"
             f"  budget {budget}; context {t['context']}, batch {t['batch_size']}, "

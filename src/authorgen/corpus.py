@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,19 +213,69 @@ def list_corpora(corpora_dir: Path) -> tuple[list[Corpus], list[str]]:
     return found, damaged
 
 
+CHUNK_CHARS = 1 << 20  # characters read at a time, so no text is ever held whole in memory
+WORK_SEPARATOR = "\n\n"  # between works in a training text
+
+
+@dataclass(frozen=True)
+class TextSlice:
+    """Characters [start, stop) of a UTF-8 text file; stop None reads to the end."""
+
+    path: Path
+    start: int = 0
+    stop: int | None = None
+
+
+def read_chunks(parts: list[str | TextSlice], chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+    """The text of `parts` (strings or file slices) in chunks, works separated by a blank line.
+
+    Raises:
+        DataError: when a file cannot be read.
+    """
+    for i, part in enumerate(parts):
+        if i:
+            yield WORK_SEPARATOR
+        if isinstance(part, str):
+            for at in range(0, len(part), chunk_chars):
+                yield part[at : at + chunk_chars]
+            continue
+        try:
+            with open(part.path, encoding="utf-8", newline="") as f:
+                skip = part.start
+                while skip > 0:
+                    got = len(f.read(min(skip, chunk_chars)))
+                    skip = skip - got if got else 0
+                left = math.inf if part.stop is None else part.stop - part.start
+                while left > 0:
+                    chunk = f.read(int(min(left, chunk_chars)))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    yield chunk
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {part.path} ({exc}); fetch the work again") from None
+
+
 @dataclass
 class Split:
-    """Training and validation text, and how they were chosen (saved with the run)."""
+    """Training and validation text, as parts read in chunks (never whole), and how they were
+    chosen. `fingerprint` identifies the text, so derived data (token ids) can be cached."""
 
-    train: str
-    val: str
+    train: list[str | TextSlice]
+    val: list[str | TextSlice]
     description: str
+    fingerprint: str
 
 
 def split_text(text: str, val_fraction: float = VAL_FRACTION) -> Split:
     """First (1 - val_fraction) of the characters for training, the rest for validation."""
     cut = int(len(text) * (1 - val_fraction))
-    return Split(text[:cut], text[cut:], f"last {val_fraction:.0%} of the characters held out")
+    return Split(
+        [text[:cut]],
+        [text[cut:]],
+        f"last {val_fraction:.0%} of the characters held out",
+        _sha256(f"text {val_fraction}\n{text}".encode()),
+    )
 
 
 def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:
@@ -238,7 +290,19 @@ def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:
         ids = ", ".join(w["id"] for w in corpus.works)
         raise DataError(f"--holdout {holdout!r} is not a work of {corpus.name!r} (works: {ids})")
     if len(corpus.works) == 1:
-        return split_text(corpus.read(corpus.works[0]))
+        work = corpus.works[0]
+        path = corpus.path / work["file"]
+        cut = int(work["chars"] * (1 - VAL_FRACTION))
+        return Split(
+            [TextSlice(path, 0, cut)],
+            [TextSlice(path, cut)],
+            f"last {VAL_FRACTION:.0%} of the characters held out",
+            _sha256(f"{corpus.sha256()} last {VAL_FRACTION}".encode()),
+        )
     held = corpus.find(holdout) if holdout else min(corpus.works, key=lambda w: w["chars"])
-    train = "\n\n".join(corpus.read(w) for w in corpus.works if w is not held)
-    return Split(train, corpus.read(held), f"work {held['id']} ({held['title']}) held out")
+    return Split(
+        [TextSlice(corpus.path / w["file"]) for w in corpus.works if w is not held],
+        [TextSlice(corpus.path / held["file"])],
+        f"work {held['id']} ({held['title']}) held out",
+        _sha256(f"{corpus.sha256()} holdout {held['id']}".encode()),
+    )

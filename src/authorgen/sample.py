@@ -1,4 +1,4 @@
-"""Sampling: turn a model's logits into text, one character at a time, as a stream.
+"""Sampling: turn a model's logits into text, one token at a time, as a stream.
 
 `sample_next` knows nothing of models; `generate` knows nothing of the screen. The seed fixes
 the text: each sample draws from its own `torch.Generator`, seeded `seed + i` for sample i, so
@@ -37,25 +37,23 @@ def generate(
     """An iterator over the continuation of `prompt`, piece by piece, `config.length` characters.
 
     Without a prompt the model starts as at the beginning of a paragraph (after a newline).
-    The prompt is checked here, before anything is generated.
+    The prompt is checked here, before anything is generated. Pieces are whole characters:
+    subword bytes are held back until they complete one.
 
     Raises:
-        DataError: when the prompt has characters the model never saw.
+        DataError: when the prompt has characters a char model never saw.
     """
     prompt = normalize(prompt)  # NFC and LF, as the training text was
-    if prompt:
-        ids = tokenizer.encode_strict(prompt)
-    else:
-        start = "\n" if "\n" in tokenizer.index else tokenizer.chars[0]
-        ids = tokenizer.encode(start)
+    ids = tokenizer.encode_prompt(prompt) if prompt else tokenizer.start_ids()
     if not ids:
         raise DataError("the prompt is empty after encoding; give some text")
-    return _stream(model, tokenizer, ids, config, seed, torch.device(device))
+    decoder = tokenizer.decoder(prompt)
+    return _stream(model, tokenizer, decoder, ids, config, seed, torch.device(device))
 
 
 @torch.no_grad()
 def _stream(
-    model, tokenizer, ids: list[int], config: SampleConfig, seed: int, device: torch.device
+    model, tokenizer, decoder, ids: list[int], config: SampleConfig, seed: int, device: torch.device
 ) -> Iterator[str]:
     generator = torch.Generator().manual_seed(seed)
     model.eval()
@@ -63,9 +61,14 @@ def _stream(
     produced = 0
     while produced < config.length:
         last = logits[:, -1, :].float().cpu()
-        last[:, tokenizer.unk_id] = -float("inf")  # never emit <unk>
+        last[:, tokenizer.special_ids] = -float("inf")  # never emit <unk> or control pieces
+        last[:, decoder.banned()] = -float("inf")  # nor broken UTF-8 from byte pieces
         next_id = sample_next(last, config.temperature, generator)
-        piece = tokenizer.decode(next_id.tolist())
-        produced += len(piece)
-        yield piece
+        piece = decoder.push(int(next_id))
+        if piece:
+            produced += len(piece)
+            yield piece
         logits, state = model(next_id.view(1, 1).to(device), state)
+    tail = decoder.flush()
+    if tail:
+        yield tail

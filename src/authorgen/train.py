@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from authorgen import checkpoint
-from authorgen.config import ModelConfig, TrainConfig
+from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from authorgen.corpus import Corpus, Split, split_corpus
-from authorgen.data import StreamBatches, random_windows
+from authorgen.data import StreamBatches, encode_split, prepare_tokenizer, random_windows
 from authorgen.errors import AuthorgenError, DataError, Interrupted, UsageError
 from authorgen.evaluate import bits, validation_loss
-from authorgen.files import utc_now
+from authorgen.files import cache_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.models.rnn import detach_state
-from authorgen.tokenizer import CharTokenizer
+from authorgen.vectors import read_word_vectors, require_word_tokenizer, vector_dim
 
 
 class Callback:
@@ -40,6 +40,9 @@ class Callback:
 
     def on_eval(self, row: dict) -> None:
         """After each evaluation, with the row written to metrics.jsonl."""
+
+    def on_message(self, text: str) -> None:
+        """A note while preparing (tokenizer, token ids, word vectors)."""
 
 
 @dataclass
@@ -90,6 +93,10 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
 
 
+def _since(start: float) -> str:
+    return f"{time.monotonic() - start:.1f} s"
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -105,6 +112,8 @@ class Trainer:
         run_dir: Path,
         run_info: dict | None = None,
         callback: Callback | None = None,
+        tokenizer_config: TokenizerConfig | None = None,
+        cache: Path | None = None,
     ):
         cfg = self.cfg = train_config
         self.run_dir, self.cb = Path(run_dir), callback or Callback()
@@ -112,13 +121,30 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # weights and dropout
         self.batch_rng = torch.Generator().manual_seed(cfg.seed)  # batch positions
 
-        self.tokenizer = CharTokenizer.train(split.train)
-        self.train_ids = torch.tensor(self.tokenizer.encode(split.train), dtype=torch.long)
-        self.val_ids = torch.tensor(self.tokenizer.encode(split.val), dtype=torch.long)
+        tokenizer_config = tokenizer_config or TokenizerConfig()
+        if cfg.pretrained_embeddings:  # fail before a long tokenizer training
+            require_word_tokenizer(tokenizer_config.kind)
+            vector_dim(cfg.pretrained_embeddings)
+        cache = Path(cache) if cache is not None else cache_dir()
+        t0 = time.monotonic()
+        self.tokenizer, reused = prepare_tokenizer(split, tokenizer_config, cache)
+        self.cb.on_message(
+            f"tokenizer {tokenizer_config.kind}: {self.tokenizer.vocab_size:,} tokens in the "
+            + ("vocabulary, from the cache" if reused else f"vocabulary, made in {_since(t0)}")
+        )
+        t0 = time.monotonic()
+        encoded = encode_split(split, self.tokenizer, cache)
+        train, val = encoded.train, encoded.val
+        self.cb.on_message(
+            f"token ids: {len(train.ids) + len(val.ids):,} for {train.chars + val.chars:,} "
+            + ("characters, from the cache" if encoded.reused else f"characters in {_since(t0)}")
+            + f" ({encoded.folder})"
+        )
+        self.train_ids, self.val_ids = train.ids, val.ids
         self._check_sizes()
         # Losses are per character of the original text, whatever a token is (DESIGN.md).
-        self.val_chars = len(split.val) - len(self.tokenizer.decode(self.val_ids[:1].tolist()))
-        self.chars_per_token = len(split.train) / len(self.train_ids)
+        self.val_chars = val.predicted_chars
+        self.chars_per_token = train.chars / len(train.ids)
         self.streams = (
             StreamBatches(self.train_ids, cfg.batch_size, cfg.context, self.batch_rng)
             if cfg.batching == "stream"
@@ -126,21 +152,42 @@ class Trainer:
         )
 
         model_config = replace(model_config, vocab_size=self.tokenizer.vocab_size)
-        self.model = build_model(model_config).to(self.device)
+        vectors = None
+        if cfg.pretrained_embeddings:
+            vectors = read_word_vectors(cfg.pretrained_embeddings, self.tokenizer, self.train_ids)
+            if vectors.dim != model_config.embedding_dim:
+                raise UsageError(
+                    f"the word vectors have {vectors.dim} dimensions but --embedding-dim is "
+                    f"{model_config.embedding_dim}; leave --embedding-dim out to fit it"
+                )
+            self.cb.on_message(vectors.describe())
+        self.model = build_model(model_config)
+        if vectors is not None:
+            vectors.copy_into(self.model.embedding)
+        self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.config = {
             "name": self.run_dir.name,
             "created": utc_now(),
             "status": "training",
             "model": model_config.to_dict(),
-            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},
+            "tokenizer": {
+                **tokenizer_config.to_dict(),
+                "vocab_size": self.tokenizer.vocab_size,
+                "requested_vocab_size": tokenizer_config.vocab_size,
+                "tokens_per_char": round(len(train.ids) / train.chars, 6),
+            },
             "train": cfg.to_dict(),
             "data": {
                 **(run_info or {}),
                 "split": split.description,
-                "train_chars": len(split.train),
-                "val_chars": len(split.val),
+                "train_chars": train.chars,
+                "val_chars": val.chars,
+                "train_tokens": len(train.ids),
+                "val_tokens": len(val.ids),
+                "val_unk_tokens": val.unk,
             },
+            "pretrained_embeddings": vectors.to_dict() if vectors else None,
             "seed": cfg.seed,
             "device": str(self.device),
             "params": count_parameters(self.model),
@@ -314,15 +361,22 @@ def train(
     run_dir: Path,
     run_info: dict | None = None,
     callback: Callback | None = None,
+    tokenizer_config: TokenizerConfig | None = None,
+    cache: Path | None = None,
 ) -> TrainResult:
     """Train a fresh model on `split.train`, validating on `split.val`, saving into `run_dir`.
+
+    The tokenizer (char unless `tokenizer_config` says otherwise) is trained on `split.train`;
+    it and the token ids are cached under `cache` (default: the user's cache folder).
 
     Raises:
         DataError: when the text is too short for the context.
         Interrupted: on Ctrl-C or SIGTERM, after saving the latest state.
         AuthorgenError: when the loss stops being finite.
     """
-    return Trainer(split, model_config, train_config, run_dir, run_info, callback).run()
+    return Trainer(
+        split, model_config, train_config, run_dir, run_info, callback, tokenizer_config, cache
+    ).run()
 
 
 def train_corpus(
@@ -336,6 +390,7 @@ def train_corpus(
     force: bool = False,
     holdout: str | None = None,
     callback: Callback | None = None,
+    tokenizer_config: TokenizerConfig | None = None,
 ) -> TrainResult:
     """Split corpus `corpus_name`, create run `run_name` and train it (see `train`).
 
@@ -351,6 +406,6 @@ def train_corpus(
         "works": [w["id"] for w in corpus.works],
     }
     try:
-        return train(split, model_config, train_config, run_dir, info, callback)
+        return train(split, model_config, train_config, run_dir, info, callback, tokenizer_config)
     finally:
         checkpoint.finish_create(run_dir, replaced)
