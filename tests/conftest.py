@@ -10,6 +10,13 @@ from helpers import SHARED, manifest_rows
 from mirror import CATALOG_PATH, Mirror, catalog_csv, catalog_rows, gzip_bytes, synthetic_book
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch) -> None:
+    """Tokenizers and token ids cached by the library in one folder of this test session, never
+    in the user's cache (the `home` fixture moves it into its own folder)."""
+    monkeypatch.setenv("AUTHORGEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """An empty AUTHORGEN_HOME, so corpora/, checkpoints/ and the cache land in a temporary

@@ -35,6 +35,8 @@ def run_cli(
     """`python -m authorgen ARGS` in a fresh process, stdout and stderr kept apart."""
     full_env = {**os.environ, "AUTHORGEN_HOME": str(home), "NO_COLOR": "1", **(env or {})}
     full_env.pop("AUTHORGEN_DEBUG", None)
+    if "AUTHORGEN_CACHE" not in (env or {}):
+        full_env.pop("AUTHORGEN_CACHE", None)  # the cache goes into home/cache
     return subprocess.run(
         [sys.executable, "-m", "authorgen", *args],
         input=stdin,

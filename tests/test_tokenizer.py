@@ -120,6 +120,30 @@ def test_subword_decoder_bans_bytes_that_would_break_utf8(pieces, kind):
     assert continuation not in banned and tok.sp.piece_to_id("a") in banned
     assert decoder.push(continuation) == "ł"
     assert continuation in decoder.banned()
+    assert decoder.push(tok.sp.piece_to_id("<0x0A>")) == "\n"  # an ASCII byte is whole
+    assert continuation in decoder.banned()
+    assert decoder.push(tok.sp.piece_to_id("<0xED>")) == ""
+    surrogate = tok.sp.piece_to_id("<0xA0>")  # ED A0 would begin a UTF-16 surrogate
+    assert surrogate in decoder.banned() and continuation not in decoder.banned()
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+@SLOW
+@given(seed=st.integers(0, 2**32 - 1))
+def test_ids_drawn_outside_the_banned_ones_always_decode_to_valid_text(pieces, kind, seed):
+    tok = pieces[kind]
+    rng = np.random.default_rng(seed)
+    decoder, out = tok.decoder(), []
+    byte_ids = sorted(tok.byte_ids)
+    for _ in range(60):
+        allowed = sorted(set(byte_ids) - set(decoder.banned()))
+        if rng.random() < 0.2 and not decoder.needed:
+            banned = set(decoder.banned()) | set(tok.special_ids)  # as the sampler bans
+            allowed = [i for i in range(tok.vocab_size) if i not in banned]
+        out.append(decoder.push(int(rng.choice(allowed))))
+    while decoder.needed:  # finish the character begun
+        out.append(decoder.push(min(set(byte_ids) - set(decoder.banned()))))
+    assert "\ufffd" not in "".join(out) + decoder.flush()
 
 
 def test_subword_vocabulary_too_large_says_how_large_it_can_be():

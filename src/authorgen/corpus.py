@@ -266,16 +266,18 @@ class Split:
     description: str
     fingerprint: str
 
+    @classmethod
+    def from_texts(cls, train: str, val: str, description: str) -> Split:
+        """A split of two texts in memory, fingerprinted by their content."""
+        digest = _sha256(f"{len(train)} {len(val)}\n{train}{val}".encode())
+        return cls([train], [val], description, digest)
+
 
 def split_text(text: str, val_fraction: float = VAL_FRACTION) -> Split:
     """First (1 - val_fraction) of the characters for training, the rest for validation."""
     cut = int(len(text) * (1 - val_fraction))
-    return Split(
-        [text[:cut]],
-        [text[cut:]],
-        f"last {val_fraction:.0%} of the characters held out",
-        _sha256(f"text {val_fraction}\n{text}".encode()),
-    )
+    description = f"last {val_fraction:.0%} of the characters held out"
+    return Split.from_texts(text[:cut], text[cut:], description)
 
 
 def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:

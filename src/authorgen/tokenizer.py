@@ -397,28 +397,37 @@ class PieceDecoder:
         self.tok = tokenizer
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.needed = 0  # continuation bytes still due for the character begun
+        self.next_range = (0x80, 0xBF)  # the bytes the next continuation byte may be
 
     def push(self, token_id: int) -> str:
         data = self.tok.piece_bytes[token_id]
         if token_id in self.tok.byte_ids:
             byte = data[0]
-            if 0x80 <= byte < 0xC0:
+            if byte < 0x80:  # ASCII, whole
+                self.needed = 0
+            elif byte < 0xC0:
                 self.needed = max(0, self.needed - 1)
+                self.next_range = (0x80, 0xBF)
             else:
                 self.needed = 1 if byte < 0xE0 else 2 if byte < 0xF0 else 3
+                # no overlong forms, no surrogates, nothing past U+10FFFF (RFC 3629)
+                self.next_range = SECOND_BYTE.get(byte, (0x80, 0xBF))
         else:
             self.needed = 0
         return self.utf8.decode(data)
 
     def banned(self) -> list[int]:
-        """Byte pieces that would make broken UTF-8 here: while a character is begun only its
-        continuation bytes may follow, and otherwise no continuation byte may."""
-        return self.tok.not_continuations if self.needed else self.tok.bad_starts
+        """Ids that would make broken UTF-8 here: while a character is begun only the
+        continuation bytes it can take may follow, and otherwise no continuation byte may."""
+        if self.needed:
+            return self.tok.banned_except_continuations(*self.next_range)
+        return self.tok.bad_starts
 
     def flush(self) -> str:
         return self.utf8.decode(b"", final=True)
 
 
+SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
 META = "\u2581"  # sentencepiece's visible space, which a text may also contain literally
 
 
@@ -447,12 +456,19 @@ class SentencePieceTokenizer:
         invalid = {i for i in self.byte_ids if self.piece_bytes[i][0] in (0xC0, 0xC1)}
         invalid |= {i for i in self.byte_ids if self.piece_bytes[i][0] >= 0xF5}
         self.bad_starts = sorted(continuation | invalid)
-        self.not_continuations = sorted(set(range(size)) - continuation)
+        self._banned: dict[tuple[int, int], list[int]] = {}
         self.unk_id = self.sp.unk_id()
         self.special_ids = [
             i for i in range(size) if self.sp.is_control(i) or self.sp.is_unknown(i)
         ]
         self._meta_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in META.encode()]
+
+    def banned_except_continuations(self, low: int, high: int) -> list[int]:
+        """Every id but the byte pieces low..high (cached: a handful of ranges exist)."""
+        if (low, high) not in self._banned:
+            allowed = {i for i in self.byte_ids if low <= self.piece_bytes[i][0] <= high}
+            self._banned[low, high] = sorted(set(range(self.vocab_size)) - allowed)
+        return self._banned[low, high]
 
     @classmethod
     def train(
