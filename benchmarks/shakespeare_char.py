@@ -1,4 +1,4 @@
-"""Char-level Tiny Shakespeare benchmark: val nats/char after a wall-clock budget.
+"""Tiny Shakespeare benchmark: val nats/char after a wall-clock budget (characters by default).
 
 Uses nanoGPT's split (first 90% of characters train, last 10% val) so the number compares with
 published ones: nanoGPT's CPU recipe reaches 1.88 nats/char, a plain 2x256 LSTM about 1.61 in
@@ -6,6 +6,7 @@ published ones: nanoGPT's CPU recipe reaches 1.88 nats/char, a plain 2x256 LSTM 
 
     python benchmarks/shakespeare_char.py                 # the defaults of `authorgen train`
     python benchmarks/shakespeare_char.py --time 60 --model gru --hidden 384
+    python benchmarks/shakespeare_char.py --tokenizer bpe --vocab-size 2000 --time 120s
 
 Prints a human summary on stderr and one JSON object on stdout.
 """
@@ -20,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from authorgen.clean import decode, normalize
-from authorgen.config import ModelConfig, TrainConfig, parse_duration
+from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, parse_duration
 from authorgen.console import TrainProgress, make_console
 from authorgen.corpus import split_text
 from authorgen.train import train
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--time", default="300s", help="wall-clock budget (default 300s)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="keep the run here")
+    parser.add_argument("--tokenizer", default="char", help="char, word, bpe or unigram")
+    parser.add_argument("--vocab-size", type=int, default=None)
     # Any ModelConfig / TrainConfig field can be overridden, e.g. --hidden 384 --lr 2e-3.
     defaults = {**ModelConfig().to_dict(), **{f.name: f.default for f in fields(TrainConfig)}}
     for key in (
@@ -67,10 +70,15 @@ def main() -> None:
     model_config = ModelConfig(
         **{k: args[k] for k in ("model", "embedding_dim", "hidden", "layers", "dropout")}
     )
-    train_keys = {f.name for f in fields(TrainConfig)} - {"steps", "time_s"}
+    train_keys = {f.name for f in fields(TrainConfig)} - {
+        "steps",
+        "time_s",
+        "pretrained_embeddings",
+    }
     train_config = TrainConfig(
         **{k: args[k] for k in train_keys}, steps=args["steps"], time_s=parse_duration(args["time"])
     )
+    tokenizer = TokenizerConfig(args["tokenizer"], vocab_size=args["vocab_size"])
     console = make_console()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args["out"] or Path(tmp) / "run"
@@ -83,9 +91,15 @@ def main() -> None:
                 run_dir,
                 {"corpus": str(args["text"].name)},
                 progress,
+                tokenizer,
             )
+            tokens_per_char = json.loads((run_dir / "config.json").read_text())["tokenizer"][
+                "tokens_per_char"
+            ]
     row = {
-        "benchmark": "tinyshakespeare-char",
+        "benchmark": f"tinyshakespeare-{tokenizer.kind}",
+        "tokenizer": tokenizer.to_dict(),
+        "tokens_per_char": tokens_per_char,
         "val_loss_nats_per_char": round(result.best_val_loss, 4),
         "val_bpc": round(result.best_val_bpc, 4),
         "best_step": result.best_step,
@@ -97,7 +111,8 @@ def main() -> None:
         "train": train_config.to_dict(),
     }
     console.print(
-        f"Tiny Shakespeare, whole val split: {row['val_loss_nats_per_char']} nats/char "
+        f"Tiny Shakespeare ({tokenizer.kind}), whole val split: "
+        f"{row['val_loss_nats_per_char']} nats/char "
         f"({row['val_bpc']} bpc); {row['tokens_per_s']:,} tokens/s; {row['params']:,} params; "
         f"{row['steps']:,} steps in {row['elapsed_s']} s"
     )

@@ -203,12 +203,12 @@ class Trainer:
         cfg, n = self.cfg, len(self.train_ids)
         if n <= cfg.context + 1:
             raise DataError(
-                f"the training text has {n:,} characters, too few for --context {cfg.context}; "
+                f"the training text has {n:,} tokens, too few for --context {cfg.context}; "
                 "use a smaller --context or add works to the corpus"
             )
         if cfg.batching == "stream" and n <= cfg.batch_size * (cfg.context + 1):
             raise DataError(
-                f"the training text has {n:,} characters, too few for --batch-size "
+                f"the training text has {n:,} tokens, too few for --batch-size "
                 f"{cfg.batch_size} streams of --context {cfg.context}; lower either"
             )
         if len(self.val_ids) < 2:
