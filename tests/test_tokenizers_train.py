@@ -218,6 +218,11 @@ def test_word_run_with_lowercase_and_word_vectors(home, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout[0].isupper()  # a paragraph starts with a capital
     assert "  " not in out.stdout  # words are spaced once
+    prompt = run_cli(
+        "generate", "book-lstm-word", "--prompt", "The zyzzyva", "--length", "50", home=home
+    )
+    assert prompt.returncode == 0 and prompt.stdout.startswith("The zyzzyva")
+    assert "read as <unk>: zyzzyva" in prompt.stderr
 
 
 @pytest.mark.parametrize(

@@ -559,6 +559,10 @@ def generate(
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
     import secrets
 
+    unknown = loaded.tokenizer.unknown(text) if loaded.tokenizer.kind == "word" else []
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if unknown[10:] else "")
+        console.print(f"note: words this model does not know, read as <unk>: {shown}")
     base_seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     console.print(f"seed {base_seed} (--seed {base_seed} gives this text again)")
     out = sys.stdout

@@ -103,17 +103,23 @@ def encode_split(split: Split, tokenizer: Tokenizer, cache_dir: Path) -> Encoded
         return EncodedSplit(*found, folder, True)
     staged = _staging(folder)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    meta = {
-        "format": FORMAT,
-        "created": utc_now(),
-        "dtype": np.dtype(dtype).name,
-        "text": split.fingerprint,
-        "tokenizer": tokenizer.fingerprint(),
-        "train": encode_to_file(tokenizer, read_chunks(split.train), staged / "train.bin", dtype),
-        "val": encode_to_file(tokenizer, read_chunks(split.val), staged / "val.bin", dtype),
-    }
-    atomic_write_json(staged / "meta.json", meta)  # written last: its presence means complete
-    replace_dir(staged, folder)
+    try:
+        meta = {
+            "format": FORMAT,
+            "created": utc_now(),
+            "dtype": np.dtype(dtype).name,
+            "text": split.fingerprint,
+            "tokenizer": tokenizer.fingerprint(),
+            "train": encode_to_file(
+                tokenizer, read_chunks(split.train), staged / "train.bin", dtype
+            ),
+            "val": encode_to_file(tokenizer, read_chunks(split.val), staged / "val.bin", dtype),
+        }
+        atomic_write_json(staged / "meta.json", meta)  # written last: its presence means complete
+        replace_dir(staged, folder)
+    except BaseException:  # Ctrl-C or a full disk: leave nothing half-written in the cache
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     found = _open_cached(folder)
     if found is None:
         raise DataError(f"the token cache {folder} could not be read back; check the disk")
