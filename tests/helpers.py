@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,9 @@ def run_cli(
         timeout=timeout,
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
+
+
+def default_sigint() -> None:
+    """For `Popen(preexec_fn=...)`: Ctrl-C as a terminal sends it, even when the tests run in
+    the background (a shell's `&` makes children ignore SIGINT, and Python keeps that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

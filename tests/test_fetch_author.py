@@ -17,7 +17,7 @@ from authorgen.errors import DataError, SourceError
 from authorgen.sources import Fetcher
 from authorgen.sources.catalog import select_works
 from authorgen.sources.http import PoliteSession
-from helpers import run_cli
+from helpers import default_sigint, run_cli
 from mirror import CATALOG_PATH
 
 DICKENS = ["pg46", "pg98", "pg730", "pg1400"]
@@ -242,6 +242,7 @@ def test_ctrl_c_mid_download_keeps_the_part_and_the_next_run_resumes(gutenberg, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     part = home / "cache" / "downloads" / "pg1400.txt.part"
     deadline = time.monotonic() + 60

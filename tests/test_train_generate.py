@@ -15,7 +15,7 @@ import torch
 from authorgen.checkpoint import load_run
 from authorgen.config import SampleConfig
 from authorgen.sample import generate
-from helpers import run_cli, shared_file
+from helpers import default_sigint, run_cli, shared_file
 
 TINY = (
     "--hidden",
@@ -277,6 +277,7 @@ def test_ctrl_c_saves_the_state_and_exits_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        preexec_fn=default_sigint,
     )
     metrics = tmp_path / "checkpoints" / "s-lstm" / "metrics.jsonl"
     deadline = time.monotonic() + 120
