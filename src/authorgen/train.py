@@ -20,12 +20,19 @@ import torch.nn.functional as F
 from authorgen import checkpoint
 from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from authorgen.corpus import Corpus, Split, split_corpus
-from authorgen.data import StreamBatches, encode_split, prepare_tokenizer, random_windows
+from authorgen.data import (
+    StreamBatches,
+    TokenIds,
+    encode_split,
+    prepare_tokenizer,
+    random_windows,
+)
 from authorgen.errors import AuthorgenError, DataError, Interrupted, UsageError
 from authorgen.evaluate import bits, validation_loss
 from authorgen.files import cache_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.models.rnn import detach_state
+from authorgen.tokenizer import Tokenizer
 from authorgen.vectors import read_word_vectors, require_word_tokenizer, vector_dim
 
 
@@ -125,21 +132,7 @@ class Trainer:
         if cfg.pretrained_embeddings:  # fail before a long tokenizer training
             require_word_tokenizer(tokenizer_config.kind)
             vector_dim(cfg.pretrained_embeddings)
-        cache = Path(cache) if cache is not None else cache_dir()
-        t0 = time.monotonic()
-        self.tokenizer, reused = prepare_tokenizer(split, tokenizer_config, cache)
-        self.cb.on_message(
-            f"tokenizer {tokenizer_config.kind}: {self.tokenizer.vocab_size:,} tokens in the "
-            + ("vocabulary, from the cache" if reused else f"vocabulary, made in {_since(t0)}")
-        )
-        t0 = time.monotonic()
-        encoded = encode_split(split, self.tokenizer, cache)
-        train, val = encoded.train, encoded.val
-        self.cb.on_message(
-            f"token ids: {len(train.ids) + len(val.ids):,} for {train.chars + val.chars:,} "
-            + ("characters, from the cache" if encoded.reused else f"characters in {_since(t0)}")
-            + f" ({encoded.folder})"
-        )
+        self.tokenizer, train, val = self._prepare_tokens(split, tokenizer_config, cache)
         self.train_ids, self.val_ids = train.ids, val.ids
         self._check_sizes()
         # Losses are per character of the original text, whatever a token is (DESIGN.md).
@@ -198,6 +191,27 @@ class Trainer:
         self.losses: list[float] = []
         self.carried = None  # recurrent state carried from one stream batch to the next
         self.start = self.train_time = 0.0
+
+    def _prepare_tokens(
+        self, split: Split, tokenizer_config: TokenizerConfig, cache: Path | None
+    ) -> tuple[Tokenizer, TokenIds, TokenIds]:
+        """The tokenizer and both halves' ids, from the cache or made (and said so)."""
+        cache = Path(cache) if cache is not None else cache_dir()
+        t0 = time.monotonic()
+        tokenizer, reused = prepare_tokenizer(split, tokenizer_config, cache)
+        self.cb.on_message(
+            f"tokenizer {tokenizer_config.kind}: {tokenizer.vocab_size:,} tokens in the "
+            + ("vocabulary, from the cache" if reused else f"vocabulary, made in {_since(t0)}")
+        )
+        t0 = time.monotonic()
+        encoded = encode_split(split, tokenizer, cache)
+        train, val = encoded.train, encoded.val
+        self.cb.on_message(
+            f"token ids: {len(train.ids) + len(val.ids):,} for {train.chars + val.chars:,} "
+            + ("characters, from the cache" if encoded.reused else f"characters in {_since(t0)}")
+            + f" ({encoded.folder})"
+        )
+        return tokenizer, train, val
 
     def _check_sizes(self) -> None:
         cfg, n = self.cfg, len(self.train_ids)
