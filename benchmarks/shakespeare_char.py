@@ -4,7 +4,7 @@ Uses nanoGPT's split (first 90% of characters train, last 10% val) so the number
 published ones: nanoGPT's CPU recipe reaches 1.88 nats/char, a plain 2x256 LSTM about 1.61 in
 300 s on a 2-core CPU. The loss is over the whole val split, every character predicted once.
 
-    python benchmarks/shakespeare_char.py                 # the defaults of `authorgen train`
+    python benchmarks/shakespeare_char.py     # as `authorgen train --time 5m`: sizes auto-chosen
     python benchmarks/shakespeare_char.py --time 60 --model gru --hidden 384
     python benchmarks/shakespeare_char.py --tokenizer bpe --vocab-size 2000 --time 120s
 
@@ -17,16 +17,50 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from dataclasses import fields
 from pathlib import Path
 
+from authorgen import plan
 from authorgen.clean import decode, normalize
 from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, parse_duration
 from authorgen.console import TrainProgress, make_console
 from authorgen.corpus import split_text
-from authorgen.train import train
+from authorgen.train import resolve_device, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+SIZE_OPTIONS = (
+    "model", "embedding_dim", "hidden", "layers", "heads", "dropout", "context", "batch_size",
+    "batching", "lr", "weight_decay", "warmup_steps",
+)  # fmt: skip
+
+
+def cpu_peak_flops(dtype=None, n: int = 2048, repeats: int = 5) -> float:
+    """The best FLOP/s of an n x n matmul on this machine (the practical peak), fp32 unless told."""
+    import torch
+
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def training_flops_per_token(model: dict, params: int, vocab: int) -> float:
+    """About 6 FLOPs per weight per token (forward 2, backward 4), the embedding lookup aside;
+    a transformer adds its attention over the context (PaLM's appendix B, nanoGPT's MFU)."""
+    lookup = vocab * model["embedding_dim"]
+    tied_head = lookup if model.get("tie_weights") else 0
+    flops = 6 * (params - lookup + tied_head)
+    if model["model"] == "transformer":
+        flops += 12 * model["layers"] * model["embedding_dim"] * model["context"]
+    return flops
 
 
 def main() -> None:
@@ -37,28 +71,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the run here")
     parser.add_argument("--tokenizer", default="char", help="char, word, bpe or unigram")
     parser.add_argument("--vocab-size", type=int, default=None)
-    # Any ModelConfig / TrainConfig field can be overridden, e.g. --hidden 384 --lr 2e-3.
-    defaults = {**ModelConfig().to_dict(), **{f.name: f.default for f in fields(TrainConfig)}}
-    for key in (
-        "model",
-        "embedding_dim",
-        "hidden",
-        "layers",
-        "dropout",
-        "context",
-        "batch_size",
-        "batching",
-        "lr",
-        "eval_every",
-        "seed",
-        "device",
-        "grad_clip",
-        "weight_decay",
-        "warmup_steps",
-        "min_lr_ratio",
-    ):
-        value = defaults[key]
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=value, type=type(value))
+    parser.add_argument("--preset", default=None, help="start from a preset (authorgen.plan)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--eval-every", type=int, default=2000)
+    # Sizes are chosen as `authorgen train` chooses them unless given, e.g. --hidden 384.
+    types = {**ModelConfig().to_dict(), **{f.name: f.default for f in fields(TrainConfig)}}
+    for key in SIZE_OPTIONS:
+        kind = type(types[key]) if types[key] is not None else int
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, type=kind)
     args = vars(parser.parse_args())
 
     if not args["text"].is_file():
@@ -67,54 +89,70 @@ def main() -> None:
         )
     text = normalize(decode(args["text"].read_bytes())[0])
     split = split_text(text)
-    model_config = ModelConfig(
-        **{k: args[k] for k in ("model", "embedding_dim", "hidden", "layers", "dropout")}
-    )
-    train_keys = {f.name for f in fields(TrainConfig)} - {
-        "steps",
-        "time_s",
-        "pretrained_embeddings",
-    }
-    train_config = TrainConfig(
-        **{k: args[k] for k in train_keys}, steps=args["steps"], time_s=parse_duration(args["time"])
-    )
     tokenizer = TokenizerConfig(args["tokenizer"], vocab_size=args["vocab_size"])
+    device = resolve_device(args["device"])
+    given = {k: args[k] for k in SIZE_OPTIONS if args[k] is not None}
+    given.update(
+        steps=args["steps"],
+        time_s=parse_duration(args["time"]),
+        device=device.type,
+        precision=args["precision"],
+        seed=args["seed"],
+        eval_every=args["eval_every"],
+    )
+    chosen = plan.choose(split.train_chars, tokenizer.kind, device.type, given, args["preset"])
     console = make_console()
+    for line in chosen.reasons:
+        console.print(f"  plan: {line}")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args["out"] or Path(tmp) / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         with TrainProgress(console) as progress:
             result = train(
                 split,
-                model_config,
-                train_config,
+                chosen.model,
+                chosen.train,
                 run_dir,
                 {"corpus": str(args["text"].name)},
                 progress,
                 tokenizer,
             )
-            tokens_per_char = json.loads((run_dir / "config.json").read_text())["tokenizer"][
-                "tokens_per_char"
-            ]
+            config = json.loads((run_dir / "config.json").read_text())
+    flops = training_flops_per_token(config["model"], result.params, config["model"]["vocab_size"])
+    peak = cpu_peak_flops() if device.type == "cpu" else None
     row = {
         "benchmark": f"tinyshakespeare-{tokenizer.kind}",
+        "device": config["device"],
+        "precision": config["precision"],
+        "threads": config["threads"],
+        "plan": chosen.reasons,
         "tokenizer": tokenizer.to_dict(),
-        "tokens_per_char": tokens_per_char,
+        "tokens_per_char": config["tokenizer"]["tokens_per_char"],
         "val_loss_nats_per_char": round(result.best_val_loss, 4),
         "val_bpc": round(result.best_val_bpc, 4),
         "best_step": result.best_step,
         "steps": result.steps,
         "tokens_per_s": round(result.tokens_per_s),
         "params": result.params,
+        "training_flops_per_token": flops,
+        "achieved_gflops": round(result.tokens_per_s * flops / 1e9, 2),
+        "cpu_fp32_peak_gflops": round(peak / 1e9, 1) if peak else None,
+        "fraction_of_cpu_fp32_peak": round(result.tokens_per_s * flops / peak, 4) if peak else None,
         "elapsed_s": round(result.elapsed_s, 1),
-        "model": model_config.to_dict(),
-        "train": train_config.to_dict(),
+        "model": config["model"],
+        "train": config["train"],
     }
     console.print(
         f"Tiny Shakespeare ({tokenizer.kind}), whole val split: "
         f"{row['val_loss_nats_per_char']} nats/char "
         f"({row['val_bpc']} bpc); {row['tokens_per_s']:,} tokens/s; {row['params']:,} params; "
         f"{row['steps']:,} steps in {row['elapsed_s']} s"
+        + (
+            f"; {row['achieved_gflops']} GFLOP/s = {row['fraction_of_cpu_fp32_peak']:.1%} of the "
+            f"CPU's fp32 matmul peak ({row['cpu_fp32_peak_gflops']} GFLOP/s)"
+            if peak
+            else ""
+        )
     )
     print(json.dumps(row))
 

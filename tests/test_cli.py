@@ -23,7 +23,7 @@ def test_version(tmp_path):
 
 def test_usage_errors_exit_2_without_traceback(tmp_path):
     result = run_cli("train", home=tmp_path)
-    assert result.returncode == 2 and "Missing argument" in result.stderr
+    assert result.returncode == 2 and "give the corpus to train on" in result.stderr
     assert "Traceback" not in result.stderr
 
 

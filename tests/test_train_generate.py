@@ -18,6 +18,10 @@ from authorgen.sample import generate
 from helpers import default_sigint, run_cli, shared_file
 
 TINY = (
+    "--layers",
+    "2",
+    "--dropout",
+    "0",
     "--hidden",
     "48",
     "--embedding-dim",

@@ -46,7 +46,7 @@ def test_parse_duration_rejects(text):
     [
         (ModelConfig, {"hidden": 0}, "--hidden"),
         (ModelConfig, {"dropout": float("nan")}, "--dropout"),
-        (ModelConfig, {"model": "transformer"}, "--model"),
+        (ModelConfig, {"model": "gpt"}, "--model"),
         (TrainConfig, {"steps": 10, "lr": float("inf")}, "--lr"),
         (TrainConfig, {"steps": -1}, "--steps"),
         (TrainConfig, {}, "--steps N or --time"),

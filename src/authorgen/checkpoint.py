@@ -5,7 +5,8 @@ checkpoints/<run>/
   config.json        model, tokenizer, train and corpus settings, seed, versions, best result
   model.safetensors  weights only (no pickle), best by validation
   tokenizer.json     (and tokenizer.model for bpe and unigram)
-  last/              model.safetensors + state.pt (optimizer, step, RNG): the latest state
+  last/              model.safetensors + state.pt (optimizer, step, RNGs, data cursor,
+                     carried state): the latest state, where `train --resume` continues
   metrics.jsonl      one JSON object per evaluation
 ```
 A run directory is self-contained: copy it anywhere (CPU or GPU) and generate from it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,44 @@ def save_last(run_dir: Path, model, state: dict) -> None:
     replace_dir(staged, Path(run_dir) / "last")
 
 
+def load_last(run_dir: Path, model, device: torch.device) -> dict | None:
+    """Load the latest weights into `model` and return the training state saved with them;
+    None when the run has no latest state yet.
+
+    Raises:
+        DataError: when the state is damaged.
+    """
+    folder = existing_dir(Path(run_dir) / "last")
+    if folder is None:
+        return None
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        # weights_only: tensors, numbers and containers; a pickled object is refused, not run
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    except (OSError, SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+        raise DataError(
+            f"cannot read the latest state in {folder} ({_first_line(exc)}); train the run again"
+        ) from None
+    model.to(device)
+    return state
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the metrics rows after `step` (a resumed run logs those steps again)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{k}\n" for k in kept)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def append_metrics(run_dir: Path, row: dict) -> None:
     with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -173,7 +213,8 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = 
     try:
         model.load_state_dict(load_file(str(weights)))
     except (OSError, SafetensorError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot load {weights} ({first_line}); train the run again") from None
+        raise DataError(
+            f"cannot load {weights} ({_first_line(exc)}); train the run again"
+        ) from None
     model.to(device).eval()
     return Run(run_dir, config, model, tokenizer)

@@ -13,9 +13,11 @@ from typing import Any
 
 from authorgen.errors import UsageError
 
-MODELS = ("lstm", "gru", "rnn")
+MODELS = ("lstm", "gru", "rnn", "transformer")
+RNN_MODELS = ("lstm", "gru", "rnn")
 BATCHING = ("stream", "windows")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 TOKENIZERS = ("char", "word", "bpe", "unigram")
 # Default vocabulary sizes. word: 10,000 types cover about 97% of the running words of a novel.
 # bpe/unigram: 2,000 pieces (256 of them bytes) give about 3 characters per token on English prose
@@ -114,18 +116,23 @@ class TokenizerConfig(_Saved):
 
 @dataclass
 class ModelConfig(_Saved):
-    """Embedding -> stacked recurrent layers -> linear softmax head.
+    """A recurrent network (Embedding -> stacked SimpleRNN/LSTM/GRU -> linear softmax head) or a
+    decoder-only transformer.
 
     The defaults are the classic char-rnn network (2 x 256 LSTM): on a 2-core CPU it is the best
-    model that still sees the corpus about three times in a five-minute budget.
+    model that still sees the corpus about three times in a five-minute budget. `authorgen train`
+    sizes models itself (`authorgen.plan`) unless told.
     """
 
-    model: str = "lstm"  # lstm | gru | rnn (Elman SimpleRNN, tanh)
+    model: str = "lstm"  # lstm | gru | rnn (Elman SimpleRNN, tanh) | transformer
     vocab_size: int = 0  # filled in from the tokenizer
-    embedding_dim: int = 64
-    hidden: int = 256
+    embedding_dim: int = 64  # transformer: the width of the residual stream
+    hidden: int = 256  # units per recurrent layer; transformer: the MLP's inner width
     layers: int = 2
-    dropout: float = 0.0  # between recurrent layers and before the head
+    dropout: float = 0.0  # RNN: between layers and before the head; transformer: everywhere
+    heads: int = 0  # transformer only: attention heads
+    context: int = 0  # transformer only: the longest span it attends over (its training context)
+    tie_weights: bool = False  # RNN: the output layer reuses the embedding (transformer: always)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -135,6 +142,18 @@ class ModelConfig(_Saved):
         if self.vocab_size < 0:
             raise UsageError("vocab_size cannot be negative")
         _finite("dropout", self.dropout, 0.0, 0.9)
+        if self.model != "transformer":
+            if self.heads:
+                raise UsageError("--heads applies to the transformer only")
+            return
+        _positive_int("heads", self.heads)
+        _positive_int("context", self.context)
+        if self.embedding_dim % self.heads or (self.embedding_dim // self.heads) % 2:
+            raise UsageError(
+                f"--embedding-dim ({self.embedding_dim}) must split into --heads ({self.heads}) "
+                "heads of an even size; e.g. --embedding-dim 384 --heads 6"
+            )
+        self.tie_weights = True
 
 
 @dataclass
@@ -164,6 +183,10 @@ class TrainConfig(_Saved):
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
     pretrained_embeddings: str | None = None  # GloVe text file (word tokenizer)
+    eval_every_s: float = 600.0  # also validate when this long has passed since the last time
+    patience: int | None = None  # stop after this many evaluations without a better val loss
+    precision: str = "auto"  # auto: bf16 autocast on a CUDA GPU that has it, else fp32
+    compile: bool = False  # torch.compile the model (CUDA; minutes of compiling first)
 
     def __post_init__(self) -> None:
         for name in ("context", "batch_size", "eval_every"):
@@ -185,6 +208,13 @@ class TrainConfig(_Saved):
         if self.batching not in BATCHING:
             raise UsageError(
                 f"--batching must be one of {', '.join(BATCHING)} (got {self.batching!r})"
+            )
+        _finite("eval-every-s", self.eval_every_s, 0.0, low_open=True)
+        if self.patience is not None:
+            _positive_int("patience", self.patience)
+        if self.precision not in PRECISIONS:
+            raise UsageError(
+                f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"
             )
         if self.device not in DEVICES:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")

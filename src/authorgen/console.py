@@ -57,17 +57,33 @@ class TrainProgress:
             )
             if part
         )
+        if m["model"] == "transformer":
+            shape = (
+                f"transformer {m['layers']} layers x {m['heads']} heads, {m['embedding_dim']} wide "
+                f"(MLP {m['hidden']}, context {m['context']}, dropout {m['dropout']})"
+            )
+        else:
+            tied = ", tied" if m.get("tie_weights") else ""
+            shape = (
+                f"{m['model']} {m['layers']}x{m['hidden']} (embedding {m['embedding_dim']}"
+                f"{tied}, dropout {m['dropout']})"
+            )
+        processes = f" x {info['processes']} processes" if info.get("processes", 1) > 1 else ""
         self.console.print(
             f"run {info['name']} -> {info['run_dir']}\n"
-            f"  model {m['model']} {m['layers']}x{m['hidden']} (embedding {m['embedding_dim']}, "
-            f"dropout {m['dropout']}), {info['params']:,} parameters, device {info['device']}\n"
+            f"  model {shape}, {info['params']:,} parameters, device {info['device']}"
+            f"{processes} ({info.get('precision', 'fp32')})\n"
             f"  tokens {k['kind']}{' lowercased' if k['lowercase'] else ''}, vocabulary "
             f"{k['vocab_size']:,}, {k['tokens_per_char']:.3f} tokens per character\n"
             f"  data {d['train_chars']:,} training / {d['val_chars']:,} validation characters "
             f"({d['split']})\n"
-            f"  budget {budget}; context {t['context']}, batch {t['batch_size']}, "
-            f"lr {t['lr']:g}, seed {info['seed']}"
+            f"  budget {budget}; context {t['context']}, batch {t['batch_size']} "
+            f"{t['batching']}, lr {t['lr']:g}, seed {info['seed']}"
         )
+        for line in d.get("plan") or []:
+            self.console.print(f"  chosen: {line}")
+        for line in info.get("warnings") or []:
+            self.console.print(f"  warning: {line}")
         if self.console.is_terminal and not self.console.quiet:
             self.progress = Progress(
                 TextColumn("{task.description}"),

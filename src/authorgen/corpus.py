@@ -265,12 +265,13 @@ class Split:
     val: list[str | TextSlice]
     description: str
     fingerprint: str
+    train_chars: int = 0  # the size of the training text, for sizing a model before reading it
 
     @classmethod
     def from_texts(cls, train: str, val: str, description: str) -> Split:
         """A split of two texts in memory, fingerprinted by their content."""
         digest = _sha256(f"{len(train)} {len(val)}\n{train}{val}".encode())
-        return cls([train], [val], description, digest)
+        return cls([train], [val], description, digest, len(train))
 
 
 def split_text(text: str, val_fraction: float = VAL_FRACTION) -> Split:
@@ -300,6 +301,7 @@ def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:
             [TextSlice(path, cut)],
             f"last {VAL_FRACTION:.0%} of the characters held out",
             _sha256(f"{corpus.sha256()} last {VAL_FRACTION}".encode()),
+            cut,
         )
     held = corpus.find(holdout) if holdout else min(corpus.works, key=lambda w: w["chars"])
     return Split(
@@ -307,4 +309,5 @@ def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:
         [TextSlice(corpus.path / held["file"])],
         f"work {held['id']} ({held['title']}) held out",
         _sha256(f"{corpus.sha256()} holdout {held['id']}".encode()),
+        sum(w["chars"] for w in corpus.works if w is not held),
     )

@@ -16,18 +16,19 @@ from authorgen.data import IGNORE, eval_streams
 
 @torch.no_grad()
 def total_nll(
-    model, ids: torch.Tensor, device: torch.device, n_streams: int = 64, context: int = 256
+    model, ids: torch.Tensor, device: torch.device, n_streams: int = 64
 ) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of every token of `ids` after the first, and its count.
 
-    The text runs as `n_streams` contiguous streams and the recurrent state is carried along,
-    so each token is predicted from everything before it in its stream.
+    The text runs as `n_streams` contiguous streams fed `model.eval_chunk` tokens at a time, the
+    state carried along: an RNN predicts each token from everything before it in its stream, a
+    transformer from the `context - 1` tokens before it at most (its KV cache slides).
     """
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
     try:
-        for x, y in eval_streams(ids, n_streams, context):
+        for x, y in eval_streams(ids, n_streams, model.eval_chunk):
             x, y = x.to(device), y.to(device)
             logits, state = model(x, state)
             total += F.cross_entropy(

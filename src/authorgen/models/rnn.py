@@ -13,6 +13,7 @@ PyTorch's fused kernels (oneDNN on CPU, cuDNN on CUDA), not Python loops over ti
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from authorgen.config import ModelConfig
@@ -26,6 +27,9 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 class RNNLanguageModel(nn.Module):
     """Predicts the next token from the ones before it, one recurrent step per token."""
 
+    stateful = True  # training may carry the state from one batch to the next (TBPTT)
+    eval_chunk = 256  # tokens per forward call when validating; the state carries the rest
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -38,7 +42,17 @@ class RNNLanguageModel(nn.Module):
             batch_first=True,
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.tie_weights:
+            # The output layer reuses the embedding matrix (Press & Wolf, 2017; Inan et al.,
+            # 2017), with a projection when the recurrent layers are wider than the embedding.
+            self.project = (
+                nn.Linear(config.hidden, config.embedding_dim, bias=False)
+                if config.hidden != config.embedding_dim
+                else nn.Identity()
+            )
+            self.head_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        else:
+            self.head = nn.Linear(config.hidden, config.vocab_size)
         if config.model == "lstm":
             # Forget-gate bias 1: start by remembering (Jozefowicz et al., 2015). PyTorch orders
             # the gates input, forget, cell, output, and adds bias_ih and bias_hh.
@@ -52,7 +66,10 @@ class RNNLanguageModel(nn.Module):
         """idx (B, T) token ids -> logits (B, T, V) and the state after the last token."""
         x = self.embedding(idx)  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
-        return self.head(self.dropout(out)), state
+        out = self.dropout(out)
+        if self.config.tie_weights:
+            return F.linear(self.project(out), self.embedding.weight, self.head_bias), state
+        return self.head(out), state
 
 
 def detach_state(state: State) -> State:

@@ -1,0 +1,82 @@
+"""Training on several processes with PyTorch DDP, as started by `torchrun`.
+
+    torchrun --nproc_per_node=N -m authorgen train CORPUS ...
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK. Every process trains the same model on its own
+rows of each batch; gradients are averaged. Rank 0 alone writes the run directory and prints.
+Without torchrun (WORLD_SIZE unset or 1) all of this is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from authorgen import errors
+from authorgen.errors import AuthorgenError
+
+
+@dataclass
+class Group:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def mean(self, values: list[float]) -> list[float]:
+        """The mean of each value over all processes (the values themselves when alone)."""
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return (t / self.world).tolist()
+
+    def main_first(self, fn, then=None):
+        """Run `fn` on rank 0 first; the others then run `then` (default `fn`) once it worked,
+        or raise rank 0's error, so all processes fail alike and none waits forever."""
+        if not self.active:
+            return fn()
+        message = [None]
+        result = None
+        if self.main:
+            try:
+                result = fn()
+            except AuthorgenError as exc:
+                message = [(type(exc).__name__, str(exc))]
+                torch.distributed.broadcast_object_list(message, src=0)
+                raise
+            torch.distributed.broadcast_object_list(message, src=0)
+            return result
+        torch.distributed.broadcast_object_list(message, src=0)
+        if message[0] is not None:
+            kind, text = message[0]
+            raise getattr(errors, kind, AuthorgenError)(text)
+        return (then or fn)()
+
+
+def setup(device: str) -> Group:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Group()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(backend)
+    return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank)
+
+
+def teardown() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,427 @@
+"""Issue 5: the transformer, exact resume, time budgets, patience, divergence, auto-sizing, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from authorgen import plan
+from authorgen.config import ModelConfig, TrainConfig
+from authorgen.corpus import Split
+from authorgen.errors import Interrupted, UsageError
+from authorgen.models import build_model, count_parameters
+from authorgen.models.transformer import KVCache
+from authorgen.train import Callback, Diverged, Trainer, make_optimizer, resume, train_corpus
+from helpers import default_sigint, run_cli, shared_file
+
+TINY_LSTM = {
+    "model": "lstm", "layers": 2, "hidden": 24, "embedding_dim": 8, "dropout": 0.1,
+    "context": 16, "batch_size": 4, "lr": 1e-2, "device": "cpu",
+}  # fmt: skip
+TINY_TRANSFORMER = {
+    "model": "transformer", "layers": 2, "heads": 2, "embedding_dim": 16, "dropout": 0.1,
+    "context": 24, "batch_size": 4, "lr": 3e-3, "device": "cpu",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def alice_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    alice = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    assert run_cli("fetch", str(alice), "--name", "alice", home=home).returncode == 0
+    return home
+
+
+def _tiny_transformer(context: int = 12, vocab: int = 11) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        model="transformer", vocab_size=vocab, layers=2, heads=2, embedding_dim=16,
+        hidden=32, context=context,
+    )  # fmt: skip
+    return build_model(config).eval()
+
+
+# --- the transformer ------------------------------------------------------------------------
+
+
+def test_kv_cache_steps_equal_one_full_pass():
+    model = _tiny_transformer()
+    idx = torch.randint(0, 11, (2, 12))
+    with torch.no_grad():
+        full, _ = model(idx)
+        logits, state = model(idx[:, :5])
+        steps = [logits]
+        for t in range(5, 12):
+            logits, state = model(idx[:, t : t + 1], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+    assert state.position == 12
+
+
+def test_attention_is_causal_and_depends_only_on_relative_positions():
+    model = _tiny_transformer()
+    idx = torch.randint(0, 11, (1, 10))
+    changed = idx.clone()
+    changed[0, 6] = (changed[0, 6] + 1) % 11
+    with torch.no_grad():
+        a, _ = model(idx)
+        b, _ = model(changed)
+        # the same tokens at positions 1000.. instead of 0..: rotary embeddings are relative
+        empty = KVCache([torch.zeros(1, 2, 0, 8)] * 2, [torch.zeros(1, 2, 0, 8)] * 2, 1000)
+        shifted, _ = model(idx, empty)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+    torch.testing.assert_close(shifted, a, atol=1e-4, rtol=1e-4)
+
+
+def test_the_cache_slides_so_generation_has_no_length_limit():
+    model = _tiny_transformer(context=8)
+    idx = torch.randint(0, 11, (1, 30))
+    with torch.no_grad():
+        logits, state = model(idx)  # longer than the context: fed in pieces
+        assert logits.shape == (1, 30, 11) and torch.isfinite(logits).all()
+        for t in range(40):
+            logits, state = model(idx[:, t % 30 : t % 30 + 1], state)
+            assert state.keys[0].shape[2] <= 8
+        # at the end, the last token saw exactly the 7 before it, as a fresh pass would
+        window = torch.cat([idx[:, 3:10], idx[:, 9:10]], dim=1)
+        fresh, _ = model(window)
+    assert state.position == 70
+    assert torch.isfinite(logits).all()
+    assert fresh.shape == (1, 8, 11)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"model": "lstm", "layers": 2, "hidden": 32, "embedding_dim": 8},
+        {"model": "gru", "layers": 3, "hidden": 16, "embedding_dim": 16, "tie_weights": True},
+        {"model": "rnn", "layers": 1, "hidden": 32, "embedding_dim": 8, "tie_weights": True},
+        {"model": "transformer", "layers": 3, "heads": 4, "embedding_dim": 32, "hidden": 64,
+         "context": 16},
+    ],
+)  # fmt: skip
+def test_tied_heads_share_the_embedding(options):
+    model = build_model(ModelConfig(vocab_size=50, **options))
+    untied = build_model(ModelConfig(vocab_size=50, **{**options, "tie_weights": False}))
+    if model.config.tie_weights and model.config.model != "transformer":
+        assert count_parameters(model) < count_parameters(untied)
+    if model.config.tie_weights:
+        assert not any(name.startswith("head.") for name in model.state_dict())
+        logits, _ = model(torch.tensor([[1, 2, 3]]))
+        logits.sum().backward()
+        assert model.embedding.weight.grad[1:4].abs().sum() > 0
+
+
+def test_weight_decay_skips_norms_biases_and_embeddings():
+    model = _tiny_transformer()
+    decay, no_decay = make_optimizer(
+        model, TrainConfig(steps=1, weight_decay=0.1), torch.device("cpu")
+    ).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 and not names[id(p)].startswith("embedding") for p in decay["params"])
+    assert {names[id(p)] for p in no_decay["params"]} >= {"embedding.weight", "norm.weight"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+# --- auto-sizing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chars", [10_000, 1_000_000, 100_000_000])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_auto_sizing_picks_something_sane(chars, device):
+    chosen = plan.choose(chars, "char", device, {"time_s": 300.0})
+    m, t = chosen.model, chosen.train
+    params = count_parameters(build_model(replace(m, vocab_size=100)))
+    assert chosen.reasons and "preset" in chosen.reasons[0]
+    assert m.model == ("transformer" if device == "cuda" else "lstm")
+    assert t.batch_size * (t.context + 1) * 4 <= chars or t.batching == "windows"
+    assert plan.overfit_warning(params, chars) is None  # small enough not to memorise
+    if chars == 10_000:
+        assert m.dropout > 0 and params < 150_000
+    if chars >= 1_000_000:
+        assert params >= 500_000  # and big enough to learn the language
+    if device == "cpu" and chars == 1_000_000:  # the measured 5-minute CPU recipe
+        assert (m.layers, m.hidden, t.context, t.batch_size, t.lr) == (2, 256, 64, 4, 3e-3)
+
+
+def test_given_options_win_and_a_too_big_model_is_warned_about(tmp_path):
+    chosen = plan.choose(5_000, "char", "cpu", {"hidden": 512, "layers": 3, "steps": 1})
+    assert (chosen.model.hidden, chosen.model.layers) == (512, 3)
+    assert chosen.train.steps == 1 and chosen.train.time_s is None
+    assert "given: hidden 512, layers 3" in chosen.reasons
+    text = "a small text to learn. " * 200
+    trainer = Trainer(_split(text, text[:300]), chosen.model, chosen.train, tmp_path / "run")
+    assert "4,600 training tokens: it will likely memorise" in trainer.config["warnings"][0]
+    transformer = plan.choose(1_000_000, "bpe", "cpu", {"model": "transformer", "steps": 5})
+    assert transformer.model.model == "transformer" and transformer.train.batching == "windows"
+    with pytest.raises(UsageError, match="--preset must be one of"):
+        plan.choose(1000, "char", "cpu", {"steps": 1}, preset="huge")
+    with pytest.raises(UsageError, match="--heads applies to the transformer"):
+        plan.choose(1000, "char", "cpu", {"steps": 1, "model": "lstm", "heads": 2})
+    with pytest.raises(UsageError, match="heads of an even size"):
+        plan.choose(1000, "char", "cpu", {"steps": 1, "model": "transformer", "heads": 5})
+
+
+# --- exact resume -----------------------------------------------------------------------------
+
+
+class StopAt(Callback):
+    """Ctrl-C, as the loop sees it, right after step `at`."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step(self, step, loss, progress, tokens_per_s):
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def _weights(run_dir, name="last/model.safetensors"):
+    return load_file(str(run_dir / name))
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("options", [TINY_LSTM, TINY_TRANSFORMER], ids=["lstm", "transformer"])
+def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(alice_home, options):
+    corpora, checkpoints = alice_home / "corpora", alice_home / "checkpoints"
+    given = {**options, "steps": 30, "eval_every": 10, "time_s": None}
+    name = options["model"]
+    whole = train_corpus(corpora, checkpoints, "alice", given, run_name=f"{name}-whole")
+    with pytest.raises(Interrupted, match="--resume"):
+        train_corpus(
+            corpora, checkpoints, "alice", given, run_name=f"{name}-cut", callback=StopAt(17)
+        )
+    cut_dir = checkpoints / f"{name}-cut"
+    assert json.loads((cut_dir / "config.json").read_text())["status"] == "interrupted"
+    assert torch.load(cut_dir / "last" / "state.pt", weights_only=True)["step"] == 17
+    resumed = resume(corpora, checkpoints, f"{name}-cut")
+    assert resumed.steps == whole.steps == 30
+    _assert_same_weights(_weights(whole.run_dir), _weights(cut_dir))
+    _assert_same_weights(
+        _weights(whole.run_dir, "model.safetensors"), _weights(cut_dir, "model.safetensors")
+    )
+    rows = [
+        [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        for d in (whole.run_dir, cut_dir)
+    ]
+    assert [(r["step"], r["val_loss"]) for r in rows[0]] == [
+        (r["step"], r["val_loss"]) for r in rows[1]
+    ]
+    config = json.loads((cut_dir / "config.json").read_text())
+    assert config["status"] == "finished" and config["resumed"][0]["step"] == 17
+    with pytest.raises(UsageError, match="already finished"):
+        resume(corpora, checkpoints, f"{name}-cut")
+
+
+def test_kill_9_at_a_random_moment_then_resume_equals_an_uninterrupted_run(alice_home):
+    args = [
+        "--model", "lstm", "--layers", "1", "--hidden", "32", "--embedding-dim", "8",
+        "--context", "16", "--batch-size", "4", "--dropout", "0.1", "--device", "cpu",
+        "--steps", "600", "--eval-every", "25", "--lr", "1e-2",
+    ]  # fmt: skip
+    whole = run_cli("train", "alice", *args, "--name", "k-whole", home=alice_home)
+    assert whole.returncode == 0, whole.stderr
+    env = {**os.environ, "AUTHORGEN_HOME": str(alice_home)}
+    env.pop("AUTHORGEN_CACHE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authorgen", "train", "alice", *args, "--name", "k-cut"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    metrics = alice_home / "checkpoints" / "k-cut" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.3))  # somewhere between evaluations, maybe mid-save
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cut_dir = alice_home / "checkpoints" / "k-cut"
+    assert not (cut_dir / "last" / "state.pt.tmp").exists() or (cut_dir / "last").is_dir()
+    again = run_cli("train", "--resume", "k-cut", home=alice_home)
+    assert again.returncode == 0, again.stderr
+    assert "resuming k-cut at step" in again.stderr
+    whole_dir = alice_home / "checkpoints" / "k-whole"
+    _assert_same_weights(_weights(whole_dir), _weights(cut_dir))
+    _assert_same_weights(
+        _weights(whole_dir, "model.safetensors"), _weights(cut_dir, "model.safetensors")
+    )
+    steps = [
+        json.loads(line)["step"] for line in (cut_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(25, 601, 25))  # no step logged twice
+
+
+def test_sigterm_saves_exits_130_and_the_run_resumes(alice_home):
+    args = ["--preset", "tiny", "--device", "cpu", "--steps", "100000", "--name", "term"]
+    env = {**os.environ, "AUTHORGEN_HOME": str(alice_home)}
+    env.pop("AUTHORGEN_CACHE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authorgen", "train", "alice", *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
+    )  # fmt: skip
+    config = alice_home / "checkpoints" / "term" / "config.json"
+    deadline = time.monotonic() + 120
+    while not config.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "authorgen train --resume term" in err
+    state = torch.load(config.parent / "last" / "state.pt", weights_only=True)
+    assert state["step"] > 0
+    refused = run_cli("train", "alice", "--resume", "term", home=alice_home)
+    assert refused.returncode == 2 and "--resume continues a run" in refused.stderr
+    unknown = run_cli("train", "--resume", "nope", home=alice_home)
+    assert unknown.returncode == 4 and "no run named 'nope'" in unknown.stderr
+
+
+# --- budget, patience, divergence, precision --------------------------------------------------
+
+
+def _split(train: str, val: str) -> Split:
+    return Split.from_texts(train, val, "test")
+
+
+def _model(**kw) -> ModelConfig:
+    return ModelConfig(**{"hidden": 16, "embedding_dim": 8, "layers": 1, **kw})
+
+
+def test_the_time_budget_is_honoured(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog. " * 400
+    config = TrainConfig(time_s=2.0, context=16, batch_size=4, eval_every=10_000, device="cpu")
+    t0 = time.monotonic()
+    result = Trainer(_split(text, text[:500]), _model(), config, tmp_path / "run").run()
+    wall = time.monotonic() - t0
+    assert 2.0 <= result.elapsed_s <= 4.0 and wall <= 10.0
+    assert result.steps > 10
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path):
+    # it learns "abab...", so its validation loss on "aaaa..." gets worse as it learns
+    config = TrainConfig(steps=400, eval_every=5, patience=3, lr=3e-2, context=8, device="cpu")
+    result = Trainer(_split("ab" * 2000, "a" * 400), _model(), config, tmp_path / "run").run()
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert result.status == "stopped early" and result.steps < 400
+    assert len(rows) == rows.index(min(rows, key=lambda r: r["val_loss"])) + 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["status"] == "stopped early"
+
+
+class Poison(Callback):
+    """After step 3, make the output weights overflow, as a far too high learning rate would."""
+
+    def __init__(self, trainer_ref: list):
+        self.trainer_ref, self.poisoned = trainer_ref, None
+
+    def on_step(self, step, loss, progress, tokens_per_s):
+        if step == 3:
+            model = self.trainer_ref[0].model
+            with torch.no_grad():
+                model.head.weight.fill_(float("inf"))
+            self.poisoned = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_state_before_it(tmp_path):
+    ref: list = []
+    callback = Poison(ref)
+    config = TrainConfig(steps=50, context=8, device="cpu")
+    text = "some text to learn from. " * 100
+    trainer = Trainer(
+        _split(text, text[:200]), _model(), config, tmp_path / "run", callback=callback
+    )
+    ref.append(trainer)
+    with pytest.raises(Diverged, match=r"became (nan|inf|-inf) at step 4.*Lower --lr"):
+        trainer.run()
+    state = torch.load(tmp_path / "run" / "last" / "state.pt", weights_only=True)
+    assert state["step"] == 3
+    saved = _weights(tmp_path / "run")
+    for key, value in callback.poisoned.items():  # the failed step changed nothing
+        assert torch.equal(saved[key], value), key
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["status"] == "diverged"
+
+
+def test_bf16_autocast_on_the_cpu_trains_or_is_refused_in_one_line(tmp_path):
+    text = "bf16 on a processor. " * 200
+    config = TrainConfig(steps=3, context=8, device="cpu", precision="bf16")
+    transformer = _model(model="transformer", heads=2, context=8)
+    result = Trainer(_split(text, text[:200]), transformer, config, tmp_path / "t").run()
+    assert math.isfinite(result.best_val_loss)
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["precision"] == "bf16"
+    # oneDNN has a bf16 LSTM only on processors with AVX512-BF16 (or AMX)
+    try:
+        lstm = Trainer(_split(text, text[:200]), _model(), config, tmp_path / "l").run()
+    except UsageError as exc:
+        assert "cannot run the lstm in bf16" in str(exc) and "--precision fp32" in str(exc)
+        assert "\n" not in str(exc)
+    else:
+        assert math.isfinite(lstm.best_val_loss)
+
+
+# --- generation and many processes ------------------------------------------------------------
+
+
+def test_a_transformer_run_generates_past_its_context_in_a_fresh_process(alice_home):
+    trained = run_cli(
+        "train", "alice", "--model", "transformer", "--layers", "1", "--heads", "2",
+        "--embedding-dim", "16", "--context", "16", "--steps", "30", "--device", "cpu",
+        "--name", "gen-t", home=alice_home,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "transformer 1 layers x 2 heads" in trained.stderr
+    args = ("generate", "gen-t", "--length", "300", "--seed", "3", "--quiet")
+    first, second = run_cli(*args, home=alice_home), run_cli(*args, home=alice_home)
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.rstrip("\n")) >= 300 and first.stdout == second.stdout
+
+
+def test_two_processes_with_ddp_train_one_run_like_one_process_with_twice_the_batch(alice_home):
+    common = [
+        "--model", "lstm", "--layers", "1", "--hidden", "32", "--embedding-dim", "8",
+        "--context", "16", "--dropout", "0", "--device", "cpu", "--steps", "20",
+        "--eval-every", "10", "--lr", "1e-2",
+    ]  # fmt: skip
+    env = {**os.environ, "AUTHORGEN_HOME": str(alice_home), "OMP_NUM_THREADS": "1"}
+    env.pop("AUTHORGEN_CACHE", None)
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "authorgen", "train", "alice", *common, "--batch-size", "2", "--name", "ddp"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stderr.count("best val") == 1  # rank 0 alone reports
+    single = run_cli(
+        "train", "alice", *common, "--batch-size", "4", "--name", "one", home=alice_home
+    )
+    assert single.returncode == 0, single.stderr
+    run_dir = alice_home / "checkpoints" / "ddp"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["processes"] == 2 and config["status"] == "finished"
+    assert config["result"]["tokens"] == 20 * 4 * 16
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not list(run_dir.parent.glob("ddp*[!p]"))  # one run directory, nothing beside it
+    a, b = _weights(run_dir), _weights(alice_home / "checkpoints" / "one")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-4, rtol=1e-3)
