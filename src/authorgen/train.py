@@ -93,12 +93,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps` (at most a tenth of a step budget) times a cosine from
-    1 to `min_lr_ratio` over the budget."""
-    warmup_steps = config.warmup_steps
-    if config.steps:
-        warmup_steps = min(warmup_steps, max(1, config.steps // 10))
-    warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    """Linear warmup over `warmup_steps` times a cosine from 1 to `min_lr_ratio` over the budget."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     progress = min(max(progress, 0.0), 1.0)
     floor = config.min_lr_ratio
     cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -409,9 +405,15 @@ class Trainer:
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.batch_rng.set_state(state["batch_rng"])
-        if self.streams is not None and state["streams"] is not None:
+        same_rows = state.get("processes", 1) == self.group.world
+        if self.streams is not None and state["streams"] is not None and same_rows:
             self.streams.load_state_dict(state["streams"])
             self.carried = _to(state["carried"], self.device)
+        elif not same_rows:
+            self.cb.on_message(
+                f"the run was trained on {state.get('processes', 1)} processes and goes on with "
+                f"{self.group.world}: the data order differs from here on (not bit-exact)"
+            )
         self.losses = list(state["losses"])
         self.best, self.best_step = state["best"], state["best_step"]
         self.last_eval_step = state["last_eval_step"]
