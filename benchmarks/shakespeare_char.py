@@ -31,9 +31,9 @@ from authorgen.train import resolve_device, train
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-SIZE_OPTIONS = (
+OPTIONS = (
     "model", "embedding_dim", "hidden", "layers", "heads", "dropout", "context", "batch_size",
-    "batching", "lr", "weight_decay", "warmup_steps",
+    "batching", "lr", "weight_decay", "warmup_steps", "grad_clip", "min_lr_ratio",
 )  # fmt: skip
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2000)
     # Sizes are chosen as `authorgen train` chooses them unless given, e.g. --hidden 384.
     types = {**ModelConfig().to_dict(), **{f.name: f.default for f in fields(TrainConfig)}}
-    for key in SIZE_OPTIONS:
+    for key in OPTIONS:
         kind = type(types[key]) if types[key] is not None else int
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, type=kind)
     args = vars(parser.parse_args())
@@ -91,7 +91,7 @@ def main() -> None:
     split = split_text(text)
     tokenizer = TokenizerConfig(args["tokenizer"], vocab_size=args["vocab_size"])
     device = resolve_device(args["device"])
-    given = {k: args[k] for k in SIZE_OPTIONS if args[k] is not None}
+    given = {k: args[k] for k in OPTIONS if args[k] is not None}
     given.update(
         steps=args["steps"],
         time_s=parse_duration(args["time"]),

@@ -27,7 +27,7 @@ from helpers import default_sigint, run_cli, shared_file
 
 TINY_LSTM = {
     "model": "lstm", "layers": 2, "hidden": 24, "embedding_dim": 8, "dropout": 0.1,
-    "context": 16, "batch_size": 4, "lr": 1e-2, "device": "cpu",
+    "context": 16, "batch_size": 4, "lr": 1e-2, "device": "cpu", "batching": "stream",
 }  # fmt: skip
 TINY_TRANSFORMER = {
     "model": "transformer", "layers": 2, "heads": 2, "embedding_dim": 16, "dropout": 0.1,
@@ -147,7 +147,7 @@ def test_auto_sizing_picks_something_sane(chars, device):
     params = count_parameters(build_model(replace(m, vocab_size=100)))
     assert chosen.reasons and "preset" in chosen.reasons[0]
     assert m.model == ("transformer" if device == "cuda" else "lstm")
-    assert t.batch_size * (t.context + 1) * 4 <= chars or t.batching == "windows"
+    assert t.batch_size * (t.context + 1) * 4 <= chars
     assert plan.overfit_warning(params, chars) is None  # small enough not to memorise
     if chars == 10_000:
         assert m.dropout > 0 and params < 150_000

@@ -441,8 +441,8 @@ def train(
     batching: Annotated[
         str | None,
         typer.Option(
-            help="stream: contiguous streams, the state carried between steps (truncated BPTT; "
-            "the RNNs' default); windows: independent random windows (the transformer's).",
+            help="windows: independent random windows (the default); stream: contiguous "
+            "streams, an RNN's state carried between steps (stateful truncated BPTT).",
             show_default=False,
         ),
     ] = None,

@@ -168,10 +168,12 @@ class TrainConfig(_Saved):
     # batch size (about 8-10k tokens/s for 2x256 on 2 cores, from batch 4 to 64), so smaller
     # batches buy more optimizer steps for the same tokens. Tiny Shakespeare, 300 s, 2 cores:
     # batch 64 x 128 random windows 1.95 nats/char; 16 x 128 1.67; 8 x 128 1.61; 8 x 128
-    # streams 1.60; 8 x 64 streams 1.57; 4 x 64 streams 1.55 (benchmarks/README.md).
+    # streams 1.60; 8 x 64 streams 1.57; 4 x 64 streams 1.55, windows 1.55. Windows are the
+    # default: few streams make the validation loss swing with where they are in the text
+    # (4 minutes: windows 1.585, streams 1.623; benchmarks/README.md).
     context: int = 64  # tokens of backpropagation through time per step
     batch_size: int = 4
-    batching: str = "stream"  # stream: stateful truncated BPTT; windows: random windows
+    batching: str = "windows"  # windows: random windows; stream: stateful truncated BPTT
     lr: float = 3e-3  # AdamW peak; 2e-3 was worse and 5e-3 no better in the runs above
     steps: int | None = None
     time_s: float | None = None

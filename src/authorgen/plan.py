@@ -5,11 +5,11 @@ Options the user gives always win; the plan fills in the rest. Presets are plain
 preset is just a set of options (`--preset NAME`); the user's options override it too.
 
 The rungs, and what stands behind them:
-- CPU: a 2 x 256 LSTM on 4 x 64-token streams at lr 3e-3 is the best of the settings measured
-  in a 5-minute budget on 2 cores (benchmarks/README.md: 1.54 nats/char on Tiny Shakespeare,
-  where a transformer reaches 1.88 with nanoGPT's CPU recipe). Corpora under ~100k tokens get a
-  smaller LSTM with dropout, since the big one would memorise them; long budgets on big
-  corpora a 2 x 512 one.
+- CPU: a 2 x 256 LSTM on 4 random windows of 64 tokens at lr 3e-3 is the best of the settings
+  measured in 4- and 5-minute budgets on 2 cores (benchmarks/README.md: 1.56 nats/char on Tiny
+  Shakespeare in 5 minutes, where a transformer reaches 1.88 with nanoGPT's CPU recipe).
+  Corpora under ~100k tokens get a smaller LSTM with dropout, since the big one would memorise
+  them; long budgets on big corpora a 2 x 512 one.
 - CUDA: a transformer, nanoGPT's Shakespeare recipe (6 layers, 6 heads, 384 wide, context 256,
   dropout 0.2, batch 64, lr 1e-3) for corpora up to a few million tokens, narrower for tiny
   corpora and wider, with less dropout, for big ones.
@@ -29,13 +29,17 @@ TOKENS_PER_CHAR = {"char": 1.0, "word": 0.25, "bpe": 0.36, "unigram": 0.36}
 
 LSTM_CPU = dict(
     model="lstm", layers=2, hidden=256, embedding_dim=64, dropout=0.0,
-    context=64, batch_size=4, batching="stream", lr=3e-3, warmup_steps=50,
+    context=64, batch_size=4, batching="windows", lr=3e-3, warmup_steps=50,
+)  # fmt: skip
+# nanoGPT's shakespeare_char recipe: 10.7M parameters, 1.47 nats/char on a GPU
+TRANSFORMER = dict(
+    model="transformer", layers=6, heads=6, embedding_dim=384, hidden=1536, dropout=0.2,
+    context=256, batch_size=64, batching="windows", lr=1e-3, warmup_steps=100, weight_decay=0.1,
 )  # fmt: skip
 PRESETS: dict[str, dict] = {
     # a few thousand parameters: tests, and corpora of a few pages
     "tiny": dict(
-        model="lstm", layers=1, hidden=64, embedding_dim=32, dropout=0.2,
-        context=32, batch_size=4, batching="stream", lr=3e-3, warmup_steps=20,
+        LSTM_CPU, layers=1, hidden=64, embedding_dim=32, dropout=0.2, context=32, warmup_steps=20
     ),
     "lstm-small": dict(LSTM_CPU, layers=1, hidden=128, embedding_dim=32, dropout=0.2),
     "lstm": LSTM_CPU,
@@ -43,25 +47,16 @@ PRESETS: dict[str, dict] = {
         LSTM_CPU, hidden=512, embedding_dim=128, dropout=0.1, batch_size=8, lr=2e-3
     ),
     "transformer-tiny": dict(
-        model="transformer", layers=2, heads=2, embedding_dim=64, hidden=256, dropout=0.2,
-        context=64, batch_size=16, batching="windows", lr=1e-3, warmup_steps=50,
-        weight_decay=0.1,
+        TRANSFORMER, layers=2, heads=2, embedding_dim=64, hidden=256, context=64, batch_size=16,
+        warmup_steps=50,
     ),
     "transformer-small": dict(
-        model="transformer", layers=4, heads=4, embedding_dim=128, hidden=512, dropout=0.2,
-        context=128, batch_size=64, batching="windows", lr=1e-3, warmup_steps=100,
-        weight_decay=0.1,
+        TRANSFORMER, layers=4, heads=4, embedding_dim=128, hidden=512, context=128
     ),
-    # nanoGPT's shakespeare_char recipe: 10.7M parameters, 1.47 nats/char on a GPU
-    "transformer": dict(
-        model="transformer", layers=6, heads=6, embedding_dim=384, hidden=1536, dropout=0.2,
-        context=256, batch_size=64, batching="windows", lr=1e-3, warmup_steps=100,
-        weight_decay=0.1,
-    ),
+    "transformer": TRANSFORMER,
     "transformer-large": dict(
-        model="transformer", layers=8, heads=8, embedding_dim=512, hidden=2048, dropout=0.1,
-        context=512, batch_size=32, batching="windows", lr=6e-4, warmup_steps=200,
-        weight_decay=0.1,
+        TRANSFORMER, layers=8, heads=8, embedding_dim=512, hidden=2048, dropout=0.1,
+        context=512, batch_size=32, lr=6e-4, warmup_steps=200,
     ),
 }  # fmt: skip
 
@@ -136,18 +131,17 @@ def choose(
             }.get((given["model"], device), "lstm")
             why = f"--model {given['model']}"
         base = dict(PRESETS[name])
-        reasons.append(f"preset {name}: {why}" if not sized else f"sizes from preset {name}")
+        if base["model"] == "transformer" and device == "cpu":
+            # a CPU gets little from big batches: more steps of 8 windows learn more
+            base["batch_size"] = 8
+            why += ", batch 8 on the CPU"
+        reasons.append(f"preset {name}: {why}")
     if sized:
         named = (f"{k.replace('_', '-')} {given[k]}" for k in sorted(sized))
         reasons.append("given: " + ", ".join(named))
     options = {**base, **given}
-    if options["model"] != "transformer":
-        if "heads" not in given:
-            options.pop("heads", None)
-        if options.get("batching") is None:
-            options["batching"] = "stream"
-    else:
-        options["batching"] = options.get("batching") or "windows"
+    if options["model"] != "transformer" and "heads" not in given:
+        options.pop("heads", None)
     # Streams must fit the text: at least a few windows per stream.
     if options["batching"] == "stream" and "context" not in given:
         fit = max(8, tokens // (options["batch_size"] * 4))

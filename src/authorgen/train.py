@@ -630,6 +630,7 @@ def train_corpus(
     finally:
         if group.main:
             checkpoint.finish_create(run_dir, replaced)
+        distributed.teardown()
 
 
 def resume(
@@ -669,26 +670,29 @@ def resume(
     group = distributed.setup(resolve_device(train_config.device).type)
     tokenizer = dict(config["tokenizer"])
     tokenizer["vocab_size"] = tokenizer.get("requested_vocab_size")
-    trainer = Trainer(
-        split,
-        ModelConfig.from_dict(config["model"]),
-        train_config,
-        run_dir,
-        data,
-        callback,
-        TokenizerConfig.from_dict(tokenizer),
-        tokenizer=checkpoint.load_tokenizer(run_dir),
-        group=group,
-    )
-    trainer.config["created"] = config.get("created", trainer.config["created"])
-    resumed = trainer.restore()
-    trainer.config["best"] = config.get("best") if resumed else None
-    trainer.config["resumed"] = [
-        *config.get("resumed", []),
-        {"at": utc_now(), "step": trainer.step},
-    ]
-    (callback or Callback()).on_message(
-        f"resuming {run_dir.name} at step {trainer.step:,}"
-        + (f" ({trainer.elapsed:.0f} s of its budget used)" if resumed else " (no state yet)")
-    )
-    return trainer.run()
+    try:
+        trainer = Trainer(
+            split,
+            ModelConfig.from_dict(config["model"]),
+            train_config,
+            run_dir,
+            data,
+            callback,
+            TokenizerConfig.from_dict(tokenizer),
+            tokenizer=checkpoint.load_tokenizer(run_dir),
+            group=group,
+        )
+        trainer.config["created"] = config.get("created", trainer.config["created"])
+        resumed = trainer.restore()
+        trainer.config["best"] = config.get("best") if resumed else None
+        trainer.config["resumed"] = [
+            *config.get("resumed", []),
+            {"at": utc_now(), "step": trainer.step},
+        ]
+        (callback or Callback()).on_message(
+            f"resuming {run_dir.name} at step {trainer.step:,}"
+            + (f" ({trainer.elapsed:.0f} s of its budget used)" if resumed else " (no state yet)")
+        )
+        return trainer.run()
+    finally:
+        distributed.teardown()
