@@ -50,7 +50,7 @@ class Group:
         if self.main:
             try:
                 result = fn()
-            except AuthorgenError as exc:
+            except Exception as exc:  # any failure: the others must not wait for rank 0
                 message = [(type(exc).__name__, str(exc))]
                 torch.distributed.broadcast_object_list(message, src=0)
                 raise
@@ -59,7 +59,8 @@ class Group:
         torch.distributed.broadcast_object_list(message, src=0)
         if message[0] is not None:
             kind, text = message[0]
-            raise getattr(errors, kind, AuthorgenError)(text)
+            error = getattr(errors, kind, None)
+            raise (error if isinstance(error, type) else AuthorgenError)(text)
         return (then or fn)()
 
 
