@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from authorgen import __version__
 from authorgen.config import ModelConfig
-from authorgen.errors import DataError, UsageError
+from authorgen.errors import DataError, UsageError, first_line
 from authorgen.files import atomic_write, atomic_write_json, check_name, existing_dir, replace_dir
 from authorgen.models import build_model
 from authorgen.tokenizer import Tokenizer, load_tokenizer
@@ -120,7 +120,7 @@ def load_last(run_dir: Path, model, device: torch.device) -> dict | None:
         state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
     except (OSError, SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
         raise DataError(
-            f"cannot read the latest state in {folder} ({_first_line(exc)}); train the run again"
+            f"cannot read the latest state in {folder} ({first_line(exc)}); train the run again"
         ) from None
     model.to(device)
     return state
@@ -135,11 +135,6 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
     if len(kept) != len(lines):
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{k}\n" for k in kept)))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
@@ -213,8 +208,6 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = 
     try:
         model.load_state_dict(load_file(str(weights)))
     except (OSError, SafetensorError, RuntimeError) as exc:
-        raise DataError(
-            f"cannot load {weights} ({_first_line(exc)}); train the run again"
-        ) from None
+        raise DataError(f"cannot load {weights} ({first_line(exc)}); train the run again") from None
     model.to(device).eval()
     return Run(run_dir, config, model, tokenizer)

@@ -12,6 +12,13 @@ EXIT_DATA = 4
 EXIT_INTERRUPTED = 130
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for
+    quoting a library's error inside one of ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class AuthorgenError(Exception):
     """An error the user can act on; `exit_code` is what the process returns."""
 

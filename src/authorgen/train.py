@@ -36,7 +36,7 @@ from authorgen.data import (
     prepare_tokenizer,
     random_windows,
 )
-from authorgen.errors import AuthorgenError, DataError, Interrupted, UsageError
+from authorgen.errors import AuthorgenError, DataError, Interrupted, UsageError, first_line
 from authorgen.evaluate import bits, validation_loss
 from authorgen.files import cache_dir, utc_now
 from authorgen.models import build_model, count_parameters
@@ -261,10 +261,10 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 self.model(torch.zeros(1, 2, dtype=torch.long, device=self.device))
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise UsageError(
                 f"--precision {self.cfg.precision}: this {self.device.type.upper()} cannot run "
-                f"the {self.model.config.model} in bf16 ({first[:120]}); use --precision fp32"
+                f"the {self.model.config.model} in bf16 ({first_line(exc)[:120]}); "
+                "use --precision fp32"
             ) from None
 
     def _prepare_tokens(
