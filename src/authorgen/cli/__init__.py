@@ -1,0 +1,50 @@
+"""The `authorgen` command: parse, build a config, call one library function, render.
+
+One module per command; `_common` holds the app and the options they share. Keep torch out of
+this package's imports: `authorgen --help` must start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+# the commands register themselves, in the order --help lists them
+from authorgen.cli import fetch  # noqa: F401
+
+# isort: split
+from authorgen.cli import train  # noqa: F401
+
+# isort: split
+from authorgen.cli import generate  # noqa: F401
+
+# isort: split
+from authorgen.cli._common import app
+from authorgen.errors import AuthorgenError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: run the app and turn every failure into one line and an exit code.
+
+    typer itself prints usage errors (exit 2), maps Ctrl-C to exit 130 and a closed stdout
+    pipe to exit 1; everything the library raises is handled here.
+    """
+    try:
+        app()
+    except AuthorgenError as exc:
+        if os.environ.get("AUTHORGEN_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"authorgen: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("AUTHORGEN_DEBUG") == "1":
+            raise
+        print(
+            f"authorgen: unexpected error: {type(exc).__name__}: {exc} "
+            "(set AUTHORGEN_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        sys.exit(1)

@@ -1,0 +1,74 @@
+"""What the commands share: the typer app, common options and small helpers.
+
+Keep torch out of the cli package's imports: `authorgen --help` must start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from authorgen import __version__
+
+EPILOG = (
+    "Exit codes: 0 ok; 1 unexpected failure; 2 usage error (also: a name matching several "
+    "authors); 3 network or source failure after retries (run again to resume); 4 bad input "
+    "data (empty or undecodable text, no such author, unknown corpus or run, damaged "
+    "checkpoint); 130 interrupted (training saves its state first). Set AUTHORGEN_HOME to move "
+    "./corpora, ./checkpoints and the cache, AUTHORGEN_DEBUG=1 for tracebacks."
+)
+
+app = typer.Typer(
+    help="Write like an author: fetch public-domain works, train a recurrent network on them, "
+    "and generate new prose in their voice.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: 0.15 s instead of 0.31 s with rich, and pipes cleanly
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
+CorporaDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder of corpora (default: ./corpora, or $AUTHORGEN_HOME/corpora)."),
+]
+CheckpointsDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder of runs (default: ./checkpoints, or $AUTHORGEN_HOME/checkpoints)."),
+]
+Seed = Annotated[
+    int | None, typer.Option(min=0, help="Random seed; the same seed gives the same result.")
+]
+
+
+def _folder(given: Path | None, kind: str) -> Path:
+    from authorgen.files import default_dir
+
+    return given if given is not None else default_dir(kind)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"authorgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Write like an author."""
+
+
+def _print_json(obj: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()

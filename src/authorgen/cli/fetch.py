@@ -1,0 +1,257 @@
+"""`authorgen fetch` and `authorgen corpora`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from authorgen.cli._common import EPILOG, CorporaDir, Quiet, _folder, _print_json, app
+
+
+def _split_sources(sources: list[str]) -> tuple[list[str], list[Path]]:
+    """Author names and local paths: an argument is a path when it exists or looks like one."""
+    authors, paths = [], []
+    for source in sources:
+        path = Path(source).expanduser()
+        looks_like_path = os.sep in source or "/" in source or source.lower().endswith(".txt")
+        if path.exists() or looks_like_path:
+            paths.append(path)
+        else:
+            authors.append(source)
+    return authors, paths
+
+
+@app.command(epilog=EPILOG)
+def fetch(
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="AUTHOR|PATH",
+            help='An author\'s name ("Jane Austen", "Austen", "Austen, Jane"), or local .txt '
+            "files or folders of them.",
+            show_default=False,
+        ),
+    ] = None,
+    ids: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--id", help="Project Gutenberg ebook number; repeat for several.", show_default=False
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Corpus name (default: a slug of the author, e.g. jane-austen, or of the file "
+            "name).",
+            show_default=False,
+        ),
+    ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            help="Language code of the works to fetch, as the catalog writes it (en, fr, pl...; "
+            "default: the author's most common one).",
+            show_default=False,
+        ),
+    ] = None,
+    include_roles: Annotated[
+        bool,
+        typer.Option(
+            "--include-roles",
+            help="Also fetch works the author only translated, edited or illustrated.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(help="Fetch at most this many works.", show_default=False)
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be fetched and download no book.")
+    ] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the works as a JSON list on stdout (with --dry-run: id, title, authors, "
+            "language).",
+        ),
+    ] = False,
+    unwrap: Annotated[
+        bool,
+        typer.Option(
+            "--unwrap",
+            help="Join hard-wrapped lines inside prose paragraphs (paragraph breaks and verse "
+            "are kept).",
+        ),
+    ] = False,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local copy of pg_catalog.csv(.gz) instead of the mirror's.", show_default=False
+        ),
+    ] = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            help="Gutenberg mirror URL (default: $AUTHORGEN_MIRROR or "
+            "https://gutenberg.pglaf.org).",
+            show_default=False,
+        ),
+    ] = None,
+    delay: Annotated[
+        float, typer.Option(help="Seconds to wait between requests to one server.")
+    ] = 2.0,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            "--force",
+            help="Download again works already in the corpus, and check the catalog for changes.",
+        ),
+    ] = False,
+    corpora_dir: CorporaDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Add works to a corpus: an author's works from Project Gutenberg, ebooks by number, or
+    local text files.
+
+    An author is looked up in the Project Gutenberg catalog (cached for a week): works they
+    wrote, of type text, in one language, one edition per title. Text is decoded (UTF-8, BOM,
+    CRLF), NFC-normalised, and stripped of the Gutenberg header, licence, credits and
+    [Illustration] markers; the raw bytes and an audit of what was cut stay in the corpus.
+    Downloads resume where they stopped; a second run skips what is already there.
+
+    Examples:
+
+    \b
+        authorgen fetch "Jane Austen" --dry-run
+        authorgen fetch "Jane Austen"
+        authorgen fetch Mickiewicz --lang pl --unwrap
+        authorgen fetch --id 1342 --id 161 --name jane-austen
+        authorgen fetch ~/books/dickens/ --name dickens
+    """
+    from authorgen.console import describe_selection, make_console
+    from authorgen.errors import UsageError
+    from authorgen.sources import Fetcher, corpus_name_for
+    from authorgen.sources.catalog import select_works
+
+    console = make_console(quiet)
+    authors, paths = _split_sources(sources or [])
+    if not (authors or paths or ids):
+        raise UsageError(
+            'say what to fetch: an author ("Jane Austen"), --id N (a Gutenberg ebook number) '
+            "or a PATH"
+        )
+    if dry_run and not authors:
+        raise UsageError('--dry-run previews an author\'s works: give a name, e.g. "Jane Austen"')
+    fetcher = Fetcher(
+        _folder(corpora_dir, "corpora"),
+        mirror=mirror,
+        delay=delay,
+        refresh=refresh,
+        unwrap=unwrap,
+        report=console.print,
+    )
+    selections = []
+    if authors:
+        books = fetcher.read_catalog(catalog)
+        for query in authors:
+            selection = select_works(
+                books, query, language=lang, include_roles=include_roles, limit=limit
+            )
+            describe_selection(console, selection, table=dry_run)
+            selections.append(selection)
+    if dry_run:
+        if json_out:
+            _print_json([b.to_dict() for s in selections for b in s.books])
+        return
+    results = [
+        fetcher.fetch(
+            ids=[b.id for b in s.books],
+            name=name or corpus_name_for(s),
+            catalog={b.id: b for b in s.books},
+        )
+        for s in selections
+    ]
+    if ids or paths:
+        results.append(fetcher.fetch(ids=ids or [], paths=paths, name=name))
+    works = []
+    for result in results:
+        summary = result.corpus.summary()
+        console.print(
+            f"corpus {summary['name']}: {summary['works']} works, "
+            f"{summary['chars']:,} characters in {summary['path']} ({len(result.added)} added, "
+            f"{len(result.skipped)} already there"
+            + (f", {len(result.missing)} without plain text" if result.missing else "")
+            + ")"
+        )
+        works += [{"status": "added", "corpus": summary["name"], **w} for w in result.added]
+        works += [{"status": "skipped", "corpus": summary["name"], **w} for w in result.skipped]
+    if json_out:
+        _print_json(works)
+    console.print(f"next: authorgen train {results[-1].corpus.name}")
+
+
+corpora_app = typer.Typer(
+    help="List corpora, or show one corpus's works with where each came from.",
+    no_args_is_help=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+app.add_typer(corpora_app, name="corpora")
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+
+
+@corpora_app.callback(invoke_without_command=True)
+def corpora(ctx: typer.Context, json_out: JsonOut = False, corpora_dir: CorporaDir = None) -> None:
+    """List corpora: name, works, characters, languages (a table on stderr, or --json).
+
+    `authorgen corpora show NAME` lists one corpus's works.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from authorgen.console import make_console, print_table
+    from authorgen.corpus import list_corpora
+
+    folder = _folder(corpora_dir, "corpora")
+    found, damaged = list_corpora(folder)
+    console = make_console()
+    summaries = [c.summary() for c in found]
+    for line in damaged:
+        console.print(f"warning: {line}")
+    if json_out:
+        _print_json(summaries)
+        return
+    if not summaries:
+        console.print(f'no corpora in {folder}; make one with authorgen fetch "Jane Austen"')
+        return
+    rows = [
+        [s["name"], f"{s['works']:,}", f"{s['chars']:,}", ", ".join(s["languages"])]
+        for s in summaries
+    ]
+    columns = ["name", "works", "characters", "languages"]
+    print_table(console, columns, rows, right=("works", "characters"))
+
+
+@corpora_app.command("show")
+def corpora_show(
+    corpus: Annotated[str, typer.Argument(metavar="NAME", help="A corpus name.")],
+    json_out: JsonOut = False,
+    corpora_dir: CorporaDir = None,
+) -> None:
+    """List a corpus's works with provenance: where each came from, its hashes, what cleaning
+    cut.
+
+    With --json, the corpus manifest (corpus.json) itself goes to stdout.
+    """
+    from authorgen.console import describe_corpus, make_console
+    from authorgen.corpus import Corpus
+    from authorgen.files import check_name
+
+    found = Corpus.open(_folder(corpora_dir, "corpora"), check_name(corpus, "corpus"))
+    if json_out:
+        _print_json(found.manifest)
+        return
+    describe_corpus(make_console(), found)

@@ -1,0 +1,285 @@
+"""`authorgen train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from authorgen.cli._common import EPILOG, CheckpointsDir, CorporaDir, Quiet, _folder, app
+from authorgen.config import DEFAULT_VOCAB, TokenizerConfig, TrainConfig, parse_duration
+from authorgen.plan import PRESETS
+
+
+def _size_help(text: str) -> str:
+    return text + " (default: chosen for the corpus, device and budget; see --preset)"
+
+
+@app.command(epilog=EPILOG)
+def train(
+    corpus: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="CORPUS",
+            help="Name of a corpus made by `authorgen fetch` (not with --resume).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue this run (name or folder) from its latest state to the end of its "
+            "budget, with its own settings.",
+            show_default=False,
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from these sizes: " + ", ".join(PRESETS) + " (options given win).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help=_size_help("lstm, gru, rnn (SimpleRNN) or transformer"), show_default=False
+        ),
+    ] = None,
+    layers: Annotated[
+        int | None, typer.Option(help=_size_help("Stacked layers"), show_default=False)
+    ] = None,
+    hidden: Annotated[
+        int | None,
+        typer.Option(
+            help=_size_help("Units per recurrent layer; transformer: MLP width"),
+            show_default=False,
+        ),
+    ] = None,
+    embedding_dim: Annotated[
+        int | None,
+        typer.Option(
+            help=_size_help("Size of the token embedding (transformer: its width)")
+            + "; fitted to --pretrained-embeddings.",
+            show_default=False,
+        ),
+    ] = None,
+    heads: Annotated[
+        int | None, typer.Option(help=_size_help("Transformer attention heads"), show_default=False)
+    ] = None,
+    tie_weights: Annotated[
+        bool,
+        typer.Option(
+            help="RNN: the output layer reuses the embedding (the transformer always does)."
+        ),
+    ] = False,
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="char: characters; word: words and punctuation, rare words read as <unk>; "
+            "bpe or unigram: sentencepiece subwords that keep the text exactly."
+        ),
+    ] = TokenizerConfig.kind,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Vocabulary size for word, bpe and unigram (default "
+            + ", ".join(f"{k} {v:,}" for k, v in DEFAULT_VOCAB.items())
+            + ").",
+            show_default=False,
+        ),
+    ] = None,
+    lowercase: Annotated[
+        bool,
+        typer.Option(
+            help="word: fold case before counting words; capitals are put back when decoding."
+        ),
+    ] = False,
+    pretrained_embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            help="word: start the embedding from these word vectors (GloVe text format).",
+            show_default=False,
+        ),
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(help=_size_help("Dropout, e.g. 0.2 on small corpora"), show_default=False),
+    ] = None,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            help=_size_help("Tokens per step of each stream or window (BPTT length)"),
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help=_size_help("Streams or windows per step"), show_default=False),
+    ] = None,
+    batching: Annotated[
+        str | None,
+        typer.Option(
+            help="windows: independent random windows (the default); stream: contiguous "
+            "streams, an RNN's state carried between steps (stateful truncated BPTT).",
+            show_default=False,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=_size_help("Peak learning rate (AdamW)"), show_default=False),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(help=_size_help("AdamW weight decay on weight matrices"), show_default=False),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Stop after this many steps.", show_default=False)
+    ] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Wall-clock budget such as 90s, 5m or 1h; the learning-rate schedule ends with "
+            "it (default: 5m when --steps is not given).",
+            show_default=False,
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int, typer.Option(help="Validate every this many steps (and every 10 minutes).")
+    ] = TrainConfig.eval_every,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop when this many evaluations in a row bring no better validation loss.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed for weights and batches.")
+    ] = TrainConfig.seed,
+    device: Annotated[
+        str | None,
+        typer.Option(help="auto (CUDA when there is one), cpu or cuda.", show_default=False),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="auto (bf16 autocast on a GPU that has it, else fp32), fp32 or bf16."),
+    ] = TrainConfig.precision,
+    compile: Annotated[
+        bool, typer.Option(help="torch.compile the model (faster steps on a GPU after a wait).")
+    ] = False,
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            help="Work id to validate on (default: the smallest work; the last 10% of the text "
+            "when there is one work).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Run name (default: CORPUS-MODEL, plus -TOKENIZER when not char).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing run of that name.")] = False,
+    corpora_dir: CorporaDir = None,
+    checkpoints_dir: CheckpointsDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a recurrent network or a transformer on a corpus, on characters, words or subwords.
+
+    With no size options, the model, context, batch and learning rate are chosen for the corpus,
+    the device and the budget, and the choice is explained. Validation loss is reported in nats
+    and bits per character of the original text, whatever the tokenizer, so runs compare. The
+    run folder (checkpoints/NAME) keeps the best weights by validation, the latest state (for
+    --resume), the tokenizer, the config and metrics.jsonl; it is all `authorgen generate`
+    needs. Under `torchrun --nproc_per_node=N -m authorgen train ...` it trains on N processes.
+    """
+    import os as _os
+
+    from authorgen.console import TrainProgress, make_console
+
+    sizes = {
+        "model": model,
+        "layers": layers,
+        "hidden": hidden,
+        "embedding_dim": embedding_dim,
+        "heads": heads,
+        "tie_weights": tie_weights or None,
+        "dropout": dropout,
+        "context": context,
+        "batch_size": batch_size,
+        "batching": batching,
+        "lr": lr,
+        "weight_decay": weight_decay,
+    }
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    rank = int(_os.environ.get("RANK", "0"))
+    console = make_console(quiet or rank != 0)
+    checkpoints = _folder(checkpoints_dir, "checkpoints")
+    corpora = _folder(corpora_dir, "corpora")
+    if resume is not None:
+        if corpus is not None or sizes or preset or steps or time or name or force:
+            raise typer.BadParameter(
+                "--resume continues a run with its own corpus, sizes and budget; give only the "
+                "run (and --device to move it)",
+                param_hint="--resume",
+            )
+        from authorgen.train import resume as resume_run
+
+        with TrainProgress(console) as progress:
+            result = resume_run(corpora, checkpoints, resume, device=device, callback=progress)
+        _report(console, result)
+        return
+    if corpus is None:
+        raise typer.BadParameter(
+            "give the corpus to train on, or --resume RUN", param_hint="CORPUS"
+        )
+
+    tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
+    if pretrained_embeddings is not None and embedding_dim is None:
+        from authorgen.vectors import vector_dim
+
+        sizes["embedding_dim"] = vector_dim(pretrained_embeddings)
+    given = {
+        **sizes,
+        "steps": steps,
+        "time_s": parse_duration(time) if time is not None else (None if steps else 300.0),
+        "eval_every": eval_every,
+        "patience": patience,
+        "seed": seed,
+        "device": device or "auto",
+        "precision": precision,
+        "compile": compile,
+        "pretrained_embeddings": str(pretrained_embeddings) if pretrained_embeddings else None,
+    }
+    from authorgen.train import train_corpus
+
+    with TrainProgress(console) as progress:
+        result = train_corpus(
+            corpora,
+            checkpoints,
+            corpus,
+            given,
+            run_name=name,
+            preset=preset,
+            force=force,
+            holdout=holdout,
+            callback=progress,
+            tokenizer_config=tokenizer_config,
+        )
+    _report(console, result)
+
+
+def _report(console, result) -> None:
+    how = "stopped early" if result.status == "stopped early" else f"{result.steps:,} steps"
+    console.print(
+        f"best val {result.best_val_loss:.4f} nats/char ({result.best_val_bpc:.4f} bpc) at step "
+        f"{result.best_step:,}; {how}, {result.tokens_per_s:,.0f} tokens/s; "
+        f"saved in {result.run_dir}"
+    )
+    console.print(f"next: authorgen generate {result.run_dir.name}")
