@@ -36,6 +36,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 METRICS = "metrics.jsonl"
+INDEX = "index"  # the originality index of the corpus (see originality.py)
 FORMAT = 1  # run-directory layout version; bump when old runs can no longer be read
 
 
@@ -169,6 +170,23 @@ class Run:
     config: dict
     model: torch.nn.Module
     tokenizer: Tokenizer
+
+    def index(self):
+        """The originality index of the corpus (`originality.Index`), or None for a run made
+        before runs kept one."""
+        from authorgen.originality import Index
+
+        folder = existing_dir(self.path / INDEX)
+        return Index(folder) if folder else None
+
+
+def save_index(run_dir: Path, sources) -> None:
+    """Build the run's originality index of `sources` ((label, text part) pairs), unless it is
+    there already (a resumed run)."""
+    from authorgen.originality import build_index
+
+    if existing_dir(Path(run_dir) / INDEX) is None:
+        build_index(Path(run_dir) / INDEX, sources)
 
 
 def read_config(run_dir: Path) -> dict:

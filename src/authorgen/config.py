@@ -222,18 +222,62 @@ class TrainConfig(_Saved):
             raise UsageError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
 
 
+UNTIL = ("sentence", "paragraph")
+MAX_UNTIL_EXTRA = 1000  # --until looks this many characters past --length (or --length, if more)
+
+
 @dataclass
 class SampleConfig(_Saved):
-    """How to sample. temperature 0 means greedy (always the most likely character)."""
+    """How to sample. The samplers apply in this order (each is off at its default):
+    repetition penalty, no-repeat n-grams, temperature (0: greedy, the rest skipped), top-k, top-p.
+    """
 
     temperature: float = 0.8
     length: int = 500  # characters generated per sample, the prompt not counted
     n: int = 1
     seed: int | None = None  # None: a fresh seed is drawn, reported and saved with the output
+    top_k: int | None = None  # keep the k likeliest tokens
+    top_p: float = 1.0  # keep the fewest likeliest tokens whose probabilities reach p
+    repetition_penalty: float = 1.0  # divide (positive) logits of recent tokens by this
+    repetition_window: int = 64  # tokens the penalty looks back over
+    no_repeat_ngram: int = 0  # never repeat an n-gram of tokens (0: off)
+    stop: tuple[str, ...] = ()  # end before the first of these strings
+    until: str | None = None  # after `length` characters, go on to a sentence or paragraph end
+    max_copy: int | None = None  # resample whatever would copy more characters from the corpus
 
     def __post_init__(self) -> None:
         _finite("temperature", self.temperature, 0.0, 100.0)
         _positive_int("length", self.length)
         _positive_int("n", self.n)
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0
+        ):
             raise UsageError(f"--seed must be a whole number of 0 or more (got {self.seed!r})")
+        if self.top_k is not None:
+            _positive_int("top-k", self.top_k)
+        _finite("top-p", self.top_p, 0.0, 1.0, low_open=True)
+        _finite("repetition-penalty", self.repetition_penalty, 0.0, 100.0, low_open=True)
+        _positive_int("repetition-window", self.repetition_window)
+        if (
+            not isinstance(self.no_repeat_ngram, int)
+            or isinstance(self.no_repeat_ngram, bool)
+            or self.no_repeat_ngram < 0
+        ):
+            raise UsageError(
+                "--no-repeat-ngram must be a whole number, 0 (off) or more "
+                f"(got {self.no_repeat_ngram!r})"
+            )
+        self.stop = tuple(self.stop)
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise UsageError("--stop must not be empty; give the text to end before")
+        if self.until is not None and self.until not in UNTIL:
+            raise UsageError(f"--until must be one of {', '.join(UNTIL)} (got {self.until!r})")
+        if self.max_copy is not None:
+            _positive_int("max-copy", self.max_copy)
+
+    @property
+    def limit(self) -> int:
+        """The most characters a sample may have: `length`, or more with `until`."""
+        if self.until is None:
+            return self.length
+        return self.length + max(self.length, MAX_UNTIL_EXTRA)

@@ -181,3 +181,36 @@ def describe_corpus(console: Console, corpus) -> None:
             f"    sha256 raw {w['sha256_raw'][:16]}…, clean {w['sha256_clean'][:16]}…; "
             f"{', '.join(done)}"
         )
+
+
+ENDINGS = {
+    "length": "at --length",
+    "stop": "at a --stop string",
+    "sentence": "at the end of a sentence",
+    "paragraph": "at the end of a paragraph",
+    "max_copy": "early: every token would have copied more than --max-copy allows",
+}
+
+
+def describe_sample(console: Console, i: int, config, sample) -> None:
+    """One line per sample: its size and end, and how much of it is copied from the corpus."""
+    ended = ENDINGS.get(sample.stopped, sample.stopped)
+    if sample.stopped == "length" and config.until:
+        ended = f"at the limit, with no {config.until} end found"
+    line = (
+        f"sample {i + 1}: {sample.chars:,} characters, {sample.tokens:,} tokens in "
+        f"{sample.elapsed_s:.1f}s, ended {ended}"
+    )
+    report = sample.originality
+    if report is not None:
+        copy = report["copy"]
+        if copy:
+            shown = copy["text"] if len(copy["text"]) <= 40 else copy["text"][:37] + "..."
+            line += (
+                f"; longest copy {report['longest_copy_chars']} characters {shown!r} "
+                f"from {copy['title'] or copy['work']} ({copy['work']})"
+            )
+        share = report["novel_8gram_share"]
+        if share is not None:
+            line += f"; {share:.0%} of {report['ngrams']} word 8-grams are new"
+    console.print(line)

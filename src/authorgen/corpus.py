@@ -17,7 +17,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from authorgen import __version__
@@ -266,12 +266,28 @@ class Split:
     description: str
     fingerprint: str
     train_chars: int = 0  # the size of the training text, for sizing a model before reading it
+    # what each part of train + val is: {id, title[, offset: where it begins in its work]}
+    labels: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_texts(cls, train: str, val: str, description: str) -> Split:
         """A split of two texts in memory, fingerprinted by their content."""
         digest = _sha256(f"{len(train)} {len(val)}\n{train}{val}".encode())
-        return cls([train], [val], description, digest, len(train))
+        return cls([train], [val], description, digest, len(train), [TRAIN_LABEL, VAL_LABEL])
+
+    def sources(self) -> list[tuple[dict, str | TextSlice]]:
+        """Every part of the text with its label, training parts first."""
+        parts = self.train + self.val
+        labels = self.labels or [TRAIN_LABEL] * len(self.train) + [VAL_LABEL] * len(self.val)
+        return list(zip(labels, parts, strict=True))
+
+
+TRAIN_LABEL = {"id": "train", "title": "training text"}
+VAL_LABEL = {"id": "val", "title": "validation text"}
+
+
+def _label(work: dict, offset: int = 0) -> dict:
+    return {"id": work["id"], "title": work.get("title", ""), "offset": offset}
 
 
 def split_text(text: str, val_fraction: float = VAL_FRACTION) -> Split:
@@ -302,12 +318,15 @@ def split_corpus(corpus: Corpus, holdout: str | None = None) -> Split:
             f"last {VAL_FRACTION:.0%} of the characters held out",
             _sha256(f"{corpus.sha256()} last {VAL_FRACTION}".encode()),
             cut,
+            [_label(work), _label(work, cut)],
         )
     held = corpus.find(holdout) if holdout else min(corpus.works, key=lambda w: w["chars"])
+    trained = [w for w in corpus.works if w is not held]
     return Split(
-        [TextSlice(corpus.path / w["file"]) for w in corpus.works if w is not held],
+        [TextSlice(corpus.path / w["file"]) for w in trained],
         [TextSlice(corpus.path / held["file"])],
         f"work {held['id']} ({held['title']}) held out",
         _sha256(f"{corpus.sha256()} holdout {held['id']}".encode()),
-        sum(w["chars"] for w in corpus.works if w is not held),
+        sum(w["chars"] for w in trained),
+        [_label(w) for w in [*trained, held]],
     )

@@ -160,6 +160,7 @@ class Trainer:
         cfg = self.cfg = train_config
         self.group = group or distributed.Group()
         self.run_dir, self.cb = Path(run_dir), callback or Callback()
+        self.split = split  # kept for the originality index the run writes
         self.device = resolve_device(cfg.device, self.group.local_rank)
         torch.manual_seed(cfg.seed)  # weights and dropout
         self.batch_rng = torch.Generator().manual_seed(cfg.seed)  # batch positions
@@ -485,6 +486,7 @@ class Trainer:
         if self.group.main:
             self.tokenizer.save(self.run_dir)
             checkpoint.save_config(self.run_dir, self.config)
+            checkpoint.save_index(self.run_dir, self.split.sources())
         self.cb.on_start({**self.config, "run_dir": str(self.run_dir)})
         in_main = threading.current_thread() is threading.main_thread()
         old_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None

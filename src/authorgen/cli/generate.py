@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import sys
 from typing import Annotated
@@ -28,6 +30,11 @@ def _read_prompt(prompt: str | None) -> str:
     return ""
 
 
+def _unescape(text: str) -> str:
+    """\\n, \\t and \\\\ in a --stop string, as a shell user types them."""
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m[1], m[1]), text)
+
+
 @app.command(epilog=EPILOG)
 def generate(
     run: Annotated[
@@ -40,18 +47,84 @@ def generate(
             show_default=False,
         ),
     ] = None,
-    temperature: Annotated[
-        float,
-        typer.Option(
-            help="Randomness: 0 always picks the likeliest character; 1 samples the model as is; "
-            "higher is wilder."
-        ),
-    ] = SampleConfig.temperature,
     length: Annotated[
         int, typer.Option(help="Characters to generate per sample, the prompt not counted.")
     ] = SampleConfig.length,
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = SampleConfig.n,
+    n: Annotated[int, typer.Option("-n", help="Number of samples, written as one batch.")] = 1,
     seed: Seed = None,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            help="Randomness: 0 always picks the likeliest token; 1 samples the model as is; "
+            "higher is wilder.",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.temperature,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            help="Draw only from the K likeliest tokens.",
+            show_default=False,
+            rich_help_panel="Samplers",
+        ),
+    ] = None,
+    top_p: Annotated[
+        float,
+        typer.Option(
+            help="Draw only from the likeliest tokens that together have probability P "
+            "(nucleus sampling; 1 is off).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.top_p,
+    repetition_penalty: Annotated[
+        float,
+        typer.Option(
+            help="Make tokens used in the last --repetition-window tokens less likely (1 is "
+            "off; 1.1-1.3 is mild; for word and subword models).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.repetition_penalty,
+    repetition_window: Annotated[
+        int,
+        typer.Option(
+            help="Tokens the repetition penalty looks back over.", rich_help_panel="Samplers"
+        ),
+    ] = SampleConfig.repetition_window,
+    no_repeat_ngram: Annotated[
+        int,
+        typer.Option(
+            help="Never repeat a run of N tokens (0 is off; characters are tokens in char "
+            "models, so use 10 or more there).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.no_repeat_ngram,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="End a sample before this text (not printed); repeatable; \\n is a newline.",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="sentence or paragraph: after --length characters, go on to the end of one "
+            "(looking at most 1,000 characters further, or --length if more).",
+            show_default=False,
+        ),
+    ] = None,
+    max_copy: Annotated[
+        int | None,
+        typer.Option(
+            help="Resample whatever would copy more than N characters verbatim from the corpus "
+            "(30-60 is sensible).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per sample on stdout (see the README)."),
+    ] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the continuation.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     checkpoints_dir: CheckpointsDir = None,
@@ -59,43 +132,136 @@ def generate(
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is written.
 
-    Only the text goes to stdout; the seed and other notes go to stderr. With -n above 1 the
-    samples are separated by a line holding a single '%' (as in fortune files).
+    Only the text goes to stdout; the seed, an originality report per sample and other notes go
+    to stderr. With -n above 1 the samples are separated by a line holding a single '%' (as in
+    fortune files); the first streams, the others follow in order. --json prints one object per
+    line instead: {text, prompt, seed, temperature, top_k, top_p, chars, tokens, elapsed_s,
+    stopped, originality, ...}.
     """
     from authorgen.clean import normalize
     from authorgen.console import make_console
 
-    config = SampleConfig(temperature=temperature, length=length, n=n, seed=seed)
+    config = SampleConfig(
+        temperature=temperature,
+        length=length,
+        n=n,
+        seed=seed,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        repetition_window=repetition_window,
+        no_repeat_ngram=no_repeat_ngram,
+        stop=tuple(_unescape(s) for s in stop or ()),
+        until=until,
+        max_copy=max_copy,
+    )
     text = normalize(_read_prompt(prompt))  # echoed as the model reads it: NFC, LF
     console = make_console(quiet)
 
     from authorgen.checkpoint import load_run, resolve_run
-    from authorgen.sample import generate as generate_text
+    from authorgen.console import describe_sample
+    from authorgen.sample import Generation
     from authorgen.train import resolve_device
 
     dev = resolve_device(device)
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
-    import secrets
-
+    index = loaded.index()
+    if index is None:
+        console.print("note: this run has no originality index (trained before runs kept one)")
     unknown = loaded.tokenizer.unknown(text) if loaded.tokenizer.kind == "word" else []
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if unknown[10:] else "")
         console.print(f"note: words this model does not know, read as <unk>: {shown}")
+    import secrets
+
     base_seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
+    seeds = [base_seed + i for i in range(config.n)]
+    generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index)
     console.print(f"seed {base_seed} (--seed {base_seed} gives this text again)")
-    out = sys.stdout
-    for i in range(config.n):
-        pieces = generate_text(loaded.model, loaded.tokenizer, text, config, base_seed + i, dev)
-        if i:
-            out.write("%\n")
-        last = ""
-        if echo and text:
-            out.write(text)
-            last = text
-        for piece in pieces:
-            out.write(piece)
-            out.flush()
-            last = piece
-        if not last.endswith("\n"):
-            out.write("\n")
-        out.flush()
+    out = _JsonLines(config, text, loaded.path.name) if json_out else _Plain(text if echo else "")
+    for i, piece, sample in generation:
+        if sample is None:
+            out.piece(i, piece)
+            continue
+        out.finished(i, sample)
+        describe_sample(console, i, config, sample)
+
+
+class _Plain:
+    """Samples in order, separated by a '%' line: the current one streams, later ones wait."""
+
+    def __init__(self, prompt: str):
+        self.prompt, self.current = prompt, 0
+        self.waiting: dict[int, list[str]] = {}
+        self.done: set[int] = set()
+        self.open = False  # the current sample has begun on stdout
+        self.last = ""  # the last text of it written
+
+    def _write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self.last = text or self.last
+
+    def _begin(self) -> None:
+        """Start the current sample on stdout, with what it wrote while it waited its turn."""
+        if not self.open:
+            if self.current:
+                self._write("%\n")
+            self.open, self.last = True, ""
+            self._write(self.prompt)
+            for text in self.waiting.pop(self.current, []):
+                self._write(text)
+
+    def piece(self, i: int, text: str) -> None:
+        if i != self.current:
+            self.waiting.setdefault(i, []).append(text)
+            return
+        self._begin()
+        self._write(text)
+
+    def finished(self, i: int, sample) -> None:
+        self.done.add(i)
+        while self.current in self.done:
+            self._begin()
+            if not self.last.endswith("\n"):  # the separator goes on a line of its own
+                self._write("\n")
+            self.current += 1
+            self.open = False
+
+
+class _JsonLines:
+    """One JSON object per sample, in sample order."""
+
+    def __init__(self, config: SampleConfig, prompt: str, run: str):
+        self.config, self.prompt, self.run = config, prompt, run
+        self.ready: dict[int, object] = {}
+        self.current = 0
+
+    def piece(self, i: int, text: str) -> None:
+        pass  # the text is in the sample
+
+    def finished(self, i: int, sample) -> None:
+        self.ready[i] = sample
+        while self.current in self.ready:
+            s = self.ready.pop(self.current)
+            cfg = self.config
+            row = {
+                "text": s.text,
+                "prompt": self.prompt,
+                "seed": s.seed,
+                "temperature": cfg.temperature,
+                "top_k": cfg.top_k,
+                "top_p": cfg.top_p,
+                "repetition_penalty": cfg.repetition_penalty,
+                "no_repeat_ngram": cfg.no_repeat_ngram,
+                "max_copy": cfg.max_copy,
+                "chars": s.chars,
+                "tokens": s.tokens,
+                "elapsed_s": s.elapsed_s,
+                "stopped": s.stopped,
+                "originality": s.originality,
+                "run": self.run,
+            }
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            self.current += 1

@@ -3,7 +3,7 @@
 All share one interface, so the rest of the tool never asks which one it holds:
 
     encode(text) -> list[int]         encode_array(text) -> numpy ids (fast path for corpora)
-    decode(ids) -> str                decoder(prefix) -> an incremental decoder for streaming
+    decode(ids) -> str                decoder(prefix) -> incremental: push, banned, flush, clone
     unknown(text) -> what the vocabulary lacks     special_ids: ids never to sample
     safe_cut(text) -> where a long text can be cut into pieces that encode independently
     save(folder) / load_tokenizer(folder)          fingerprint(): a hash of what was saved

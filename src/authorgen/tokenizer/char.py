@@ -26,6 +26,9 @@ class CharDecoder:
     def flush(self) -> str:
         return ""
 
+    def clone(self) -> CharDecoder:
+        return self  # nothing to copy: it keeps no state
+
 
 class CharTokenizer(BaseTokenizer):
     """Maps each character to an id; id `len(chars)` is `<unk>`."""

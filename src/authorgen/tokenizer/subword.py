@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import copy
 import hashlib
 import io
 import os
@@ -52,6 +53,13 @@ class PieceDecoder:
 
     def flush(self) -> str:
         return self.utf8.decode(b"", final=True)
+
+    def clone(self) -> PieceDecoder:
+        """An independent copy, to try a token without committing to it."""
+        other = copy.copy(self)
+        other.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        other.utf8.setstate(self.utf8.getstate())
+        return other
 
 
 SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}

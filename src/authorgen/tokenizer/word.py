@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -229,6 +230,12 @@ class WordDecoder:
 
     def banned(self) -> list[int]:
         return []
+
+    def clone(self) -> WordDecoder:
+        """An independent copy, to try a token without committing to it."""
+        other = copy.copy(self)
+        other.run, other.open = list(self.run), set(self.open)
+        return other
 
     def _capital_due(self) -> bool:
         return (
