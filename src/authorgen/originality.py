@@ -119,8 +119,10 @@ class Index:
         return self._lower(pattern), self._lower(pattern, upper=True)
 
     def contains(self, text: str) -> bool:
-        """Whether `text` occurs in the corpus."""
+        """Whether `text` occurs in the corpus (never across two works)."""
         pattern = text.encode("utf-8")
+        if SEPARATOR in pattern:
+            return False
         at = self._lower(pattern)
         if at == len(self.suffixes):
             return False

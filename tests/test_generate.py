@@ -1,0 +1,411 @@
+"""Generation: samplers against hand computations, endings, batches, originality, the command."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+
+import pytest
+import torch
+
+from authorgen.checkpoint import load_run
+from authorgen.config import ModelConfig, SampleConfig, TokenizerConfig, TrainConfig
+from authorgen.corpus import Split, TextSlice
+from authorgen.errors import DataError, UsageError
+from authorgen.models import build_model
+from authorgen.originality import Index, build_index
+from authorgen.sample import (
+    Ending,
+    Generation,
+    NgramMemory,
+    distribution,
+    draw,
+    penalize_repeats,
+    top_k_filter,
+    top_p_filter,
+)
+from authorgen.tokenizer import train_tokenizer
+from authorgen.tokenizer.char import CharTokenizer
+from authorgen.train import Trainer
+from helpers import run_cli, shared_file
+
+
+def _probs(logits, **config) -> list[float]:
+    cfg = SampleConfig(**config)
+    return distribution(torch.tensor(logits, dtype=torch.float64), cfg).tolist()
+
+
+def _softmax(values: list[float]) -> list[float]:
+    exps = [math.exp(v) if v != -math.inf else 0.0 for v in values]
+    return [e / sum(exps) for e in exps]
+
+
+# --- the samplers, by hand ----------------------------------------------------------------
+
+
+def test_temperature_top_k_and_top_p_give_the_hand_computed_distributions():
+    assert _probs([1.0, 2.0, 3.0], temperature=0.5) == pytest.approx(_softmax([2.0, 4.0, 6.0]))
+    assert _probs([1.0, 3.0, 2.0, 0.0], temperature=1.0, top_k=2) == pytest.approx(
+        _softmax([-math.inf, 3.0, 2.0, -math.inf])
+    )
+    assert _probs([1.0, 2.0, 2.0, 0.0], temperature=1.0, top_k=1) == pytest.approx(
+        [0, 0.5, 0.5, 0]  # ties with the k-th stay
+    )
+    logits = [math.log(p) for p in (0.5, 0.3, 0.15, 0.05)]
+    # 0.5 + 0.3 passes 0.79: the third token is not needed
+    assert _probs(logits, temperature=1.0, top_p=0.79) == pytest.approx([0.625, 0.375, 0, 0])
+    assert _probs(logits, temperature=1.0, top_p=0.81) == pytest.approx(
+        [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0]
+    )
+    assert _probs(logits, temperature=1.0, top_p=0.4) == pytest.approx([1, 0, 0, 0])
+
+
+def test_temperature_comes_before_top_p():
+    logits = [2.0, 1.0, 0.0]  # at T=1: 0.665, 0.245, 0.090; at T=0.5: 0.867, 0.117, 0.016
+    assert _probs(logits, temperature=1.0, top_p=0.7) == pytest.approx(
+        _softmax([2.0, 1.0, -math.inf])
+    )
+    assert _probs(logits, temperature=0.5, top_p=0.7) == pytest.approx([1, 0, 0])
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0], dtype=torch.float64)
+    out = penalize_repeats(logits, [0, 1, 0], 2.0)
+    assert out.tolist() == [1.0, -2.0, 0.5, 3.0]
+    assert logits.tolist() == [2.0, -1.0, 0.5, 3.0]  # the input is not changed
+
+
+def test_no_repeat_ngram_bans_what_would_complete_a_seen_ngram():
+    memory = NgramMemory(3, [1, 2, 3, 1, 2])
+    assert memory.banned() == [3]  # 1 2 3 was seen
+    memory.add(4)
+    assert memory.banned() == []  # nothing followed 2 4
+    memory = NgramMemory(2, [5, 6, 5, 7, 5])
+    assert memory.banned() == [6, 7]
+    assert NgramMemory(1, [4, 2, 4]).banned() == [2, 4]  # unigrams: no token twice
+
+
+def test_filters_keep_at_least_one_token():
+    logits = torch.tensor([0.0, 0.0, 5.0], dtype=torch.float64)
+    assert torch.isfinite(top_p_filter(logits, 1e-9)).tolist() == [False, False, True]
+    assert torch.isfinite(top_k_filter(logits, 1)).tolist() == [False, False, True]
+
+
+def test_draws_follow_the_distribution_and_never_take_an_impossible_token():
+    probs = torch.tensor([0.1, 0.0, 0.2, 0.7], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    counts = [0, 0, 0, 0]
+    for _ in range(20_000):
+        counts[draw(probs, generator)] += 1
+    assert counts[1] == 0
+    for got, p in zip(counts, probs.tolist(), strict=True):
+        assert abs(got / 20_000 - p) < 0.015
+
+
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        ({"top_k": 0}, "--top-k"),
+        ({"top_p": 0.0}, "--top-p"),
+        ({"top_p": 1.5}, "--top-p"),
+        ({"top_p": float("nan")}, "--top-p"),
+        ({"temperature": float("inf")}, "--temperature"),
+        ({"repetition_penalty": 0.0}, "--repetition-penalty"),
+        ({"repetition_window": 0}, "--repetition-window"),
+        ({"no_repeat_ngram": -1}, "--no-repeat-ngram"),
+        ({"stop": ("",)}, "--stop"),
+        ({"until": "chapter"}, "--until"),
+        ({"max_copy": 0}, "--max-copy"),
+        ({"length": -5}, "--length"),
+    ],
+)
+def test_bad_sampler_values_are_refused_with_the_option_named(options, flag):
+    with pytest.raises(UsageError, match=re.escape(flag)):
+        SampleConfig(**options)
+
+
+# --- where a sample ends ----------------------------------------------------------------------
+
+
+def _end(text: str, seed: int = 0, **config) -> tuple[str, str, str]:
+    """Feed `text` in random pieces; return what was released, the sample's text, the reason."""
+    ending = Ending(SampleConfig(**config))
+    rng = random.Random(seed)
+    released, at = "", 0
+    while at < len(text) and not ending.done:
+        step = rng.randint(1, 4)
+        released += ending.feed(text[at : at + step])
+        at += step
+    if not ending.done:
+        released += ending.close("eof")
+    return released, ending.text[: ending.end], ending.reason
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stop_strings_end_before_themselves_whatever_the_pieces(seed):
+    text = "It was a dark night.\n\nThe END came. More text follows here."
+    released, final, reason = _end(text, seed, length=200, stop=("END", "\n\n"))
+    assert released == final == "It was a dark night." and reason == "stop"
+    released, final, reason = _end(text, seed, length=200, stop=("END",))
+    assert released == final == "It was a dark night.\n\nThe " and reason == "stop"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_until_sentence_finishes_the_sentence_past_the_length(seed):
+    text = 'She met Mr. Darcy at ten. "Is it you?" he asked. Then they left'
+    released, final, reason = _end(text, seed, length=12, until="sentence")
+    assert released == final == "She met Mr. Darcy at ten." and reason == "sentence"
+    released, final, _ = _end(text, seed, length=30, until="sentence")
+    assert released == final == 'She met Mr. Darcy at ten. "Is it you?"'
+    # no end in sight: stops at the limit, length + 1,000
+    released, final, reason = _end("word " * 400, seed, length=20, until="sentence")
+    assert len(released) == len(final) == 1020 and reason == "length"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_until_paragraph_and_plain_length(seed):
+    text = "One line\nand another.\n\nA new paragraph\n \nand a third."
+    released, final, reason = _end(text, seed, length=5, until="paragraph")
+    assert released == final == "One line\nand another." and reason == "paragraph"
+    released, final, _ = _end(text, seed, length=25, until="paragraph")
+    assert released == final == "One line\nand another.\n\nA new paragraph"
+    released, final, reason = _end(text, seed, length=11)
+    assert released == final == "One line\nan" and reason == "length"
+
+
+# --- generation -------------------------------------------------------------------------------
+
+TEXT = "the cat sat on the mat. a dog ran in the fog!\n" * 3
+
+
+def _tiny(model: str) -> tuple[torch.nn.Module, CharTokenizer]:
+    tok = CharTokenizer.train(TEXT)
+    torch.manual_seed(0)
+    extra = {"heads": 2, "context": 8} if model == "transformer" else {}
+    config = ModelConfig(
+        model=model, vocab_size=tok.vocab_size, hidden=32, embedding_dim=16, layers=2, **extra
+    )
+    return build_model(config).eval(), tok
+
+
+def _texts(model, tok, config, seeds, prompt="the "):
+    return [s.text for _, _, s in Generation(model, tok, prompt, config, seeds) if s]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "transformer"])
+def test_a_batch_of_samples_equals_each_sample_alone(kind):
+    model, tok = _tiny(kind)
+    config = SampleConfig(
+        temperature=1.3, length=120, top_k=10, top_p=0.95, repetition_penalty=1.2,
+        no_repeat_ngram=6, n=4,
+    )  # fmt: skip
+    together = _texts(model, tok, config, [7, 8, 9, 10])
+    alone = [_texts(model, tok, config, [seed])[0] for seed in (7, 8, 9, 10)]
+    assert together == alone
+    assert len(set(together)) == 4 and all(len(t) == 120 for t in together)
+    assert _texts(model, tok, config, [8]) == alone[1:2]  # the same seed, the same text
+
+
+def test_samples_with_different_ends_finish_apart_in_one_batch():
+    model, tok = _tiny("lstm")
+    config = SampleConfig(temperature=1.5, length=30, until="sentence", stop=("x",))
+    events = list(Generation(model, tok, "the ", config, range(6)))
+    samples = [s for _, _, s in events if s]
+    assert sorted(s.seed for s in samples) == list(range(6))
+    for s in samples:
+        streamed = "".join(t for i, t, _ in events if i == s.seed and t)
+        assert streamed == s.text and "x" not in s.text
+        assert s.stopped in {"sentence", "stop", "length"}
+        if s.stopped == "sentence":
+            assert s.text[-1] in ".!?" and len(s.text) >= 30
+
+
+def test_no_repeat_ngram_output_has_no_repeated_ngram():
+    model, tok = _tiny("lstm")
+    config = SampleConfig(temperature=0.0, length=80, no_repeat_ngram=4)
+    ids = tok.encode("the " + _texts(model, tok, config, [0])[0])
+    grams = [tuple(ids[i : i + 4]) for i in range(len(ids) - 3)]
+    assert len(grams) == len(set(grams))
+    greedy = tok.encode("the " + _texts(model, tok, SampleConfig(temperature=0, length=80), [0])[0])
+    greedy_grams = [tuple(greedy[i : i + 4]) for i in range(len(greedy) - 3)]
+    assert len(greedy_grams) > len(set(greedy_grams))  # plain greedy does loop
+
+
+# --- originality --------------------------------------------------------------------------
+
+
+def test_a_planted_copy_is_found_with_its_span_and_its_work(tmp_path):
+    a = shared_file("pg1400-great-expectations.txt")
+    b = shared_file("pg98-a-tale-of-two-cities.txt")
+    build_index(
+        tmp_path / "index",
+        [
+            ({"id": "1400", "title": "Great Expectations"}, TextSlice(a)),
+            ({"id": "98", "title": "A Tale of Two Cities"}, TextSlice(b)),
+        ],
+    )
+    index = Index(tmp_path / "index")
+    book = b.read_text(encoding="utf-8")
+    at = book.index("It was the best of times")
+    passage = book[at : at + 150]
+    sample = "⁂" * 30 + passage + "⁂" * 20
+    report = index.report(sample)
+    assert report["longest_copy_chars"] == 150
+    copy = report["copy"]
+    assert (copy["start"], copy["stop"], copy["text"]) == (30, 180, passage)
+    assert copy["work"] == "98" and copy["title"] == "A Tale of Two Cities"
+    assert book[copy["offset"] : copy["offset"] + 150] == passage
+    assert index.report("⁂" * 10)["copy"] is None
+
+
+def test_matches_never_span_two_works_and_8grams_are_counted_by_hand(tmp_path):
+    build_index(
+        tmp_path / "ix",
+        [
+            ({"id": "a", "title": "A"}, "one two three four"),
+            ({"id": "b", "title": "B"}, "five six"),
+        ],
+    )
+    index = Index(tmp_path / "ix")
+    assert index.contains("three four") and not index.contains("four\x00five")
+    assert index.report("four five")["longest_copy_chars"] == 4  # "four" or "five", no more
+    words = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"
+    build_index(tmp_path / "iy", [({"id": "c", "title": "C"}, "x w1 w2 w3 w4 w5 w6 w7 w8 y")])
+    index = Index(tmp_path / "iy")
+    # three 8-grams; only the first (w1..w8) is in the corpus as whole words
+    assert index.report(words)["novel_8gram_share"] == pytest.approx(2 / 3, abs=1e-4)
+    # inside a longer word it does not count: "aw1" ... is not "w1"
+    build_index(tmp_path / "iz", [({"id": "d", "title": "D"}, "aw1 w2 w3 w4 w5 w6 w7 w8")])
+    assert Index(tmp_path / "iz").report("w1 w2 w3 w4 w5 w6 w7 w8")["novel_8gram_share"] == 1.0
+    assert index.report("too few words")["novel_8gram_share"] is None
+
+
+def _memorised_text() -> str:
+    rng = random.Random(0)
+    words = re.findall(r"\w+", "the a house river old green walked slowly towards her quiet garden")
+    paragraphs = []
+    for _ in range(4):
+        sentences = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(5, 10))).capitalize() + "."
+            for _ in range(5)
+        ]
+        paragraphs.append(" ".join(sentences))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+@pytest.fixture(scope="module")
+def memorised(tmp_path_factory):
+    """A small LSTM trained to recite a 900-character text (a few seconds), as a run in the
+    checkpoints folder of a fresh AUTHORGEN_HOME."""
+    home = tmp_path_factory.mktemp("home")
+    text = _memorised_text()
+    config = TrainConfig(
+        steps=300, context=64, batch_size=8, lr=1e-2, device="cpu", eval_every=300, warmup_steps=10
+    )
+    run_dir = home / "checkpoints" / "memo"
+    model = ModelConfig(hidden=96, embedding_dim=16, layers=1)
+    Trainer(Split.from_texts(text, text[:300], "test"), model, config, run_dir).run()
+    return home, run_dir, text
+
+
+def test_max_copy_is_never_exceeded(memorised):
+    _, run_dir, text = memorised
+    run = load_run(run_dir)
+    index = run.index()
+    greedy = SampleConfig(temperature=0, length=300)
+    free = [
+        s
+        for _, _, s in Generation(run.model, run.tokenizer, text[:40], greedy, [0], "cpu", index)
+        if s
+    ]
+    assert free[0].originality["longest_copy_chars"] > 60  # it recites when it may
+    for limit, temperature in [(20, 0.0), (12, 0.7), (40, 1.0)]:
+        config = SampleConfig(temperature=temperature, length=300, max_copy=limit)
+        samples = [
+            s
+            for _, _, s in Generation(
+                run.model, run.tokenizer, text[:40], config, range(3), "cpu", index
+            )
+            if s
+        ]
+        for s in samples:
+            assert index.report(s.text)["longest_copy_chars"] <= limit
+            assert s.originality["longest_copy_chars"] <= limit
+            assert s.stopped in {"length", "max_copy"}
+    assert all(s.stopped == "length" for s in samples)
+
+
+def test_max_copy_with_subword_and_word_decoders(tmp_path):
+    text = _memorised_text() * 3
+    build_index(tmp_path / "ix", [({"id": "t", "title": "T"}, text)])
+    index = Index(tmp_path / "ix")
+    for kind, vocab in [("bpe", 300), ("word", 40)]:
+        tok = train_tokenizer(TokenizerConfig(kind, vocab_size=vocab), [text])
+        torch.manual_seed(0)
+        model = build_model(
+            ModelConfig(vocab_size=tok.vocab_size, hidden=16, embedding_dim=8, layers=1)
+        ).eval()
+        config = SampleConfig(temperature=1.0, length=200, max_copy=15)
+        samples = [
+            s for _, _, s in Generation(model, tok, "The", config, [1, 2], "cpu", index) if s
+        ]
+        for s in samples:
+            assert index.report(s.text)["longest_copy_chars"] <= 15
+
+
+def test_max_copy_without_an_index_is_refused():
+    model, tok = _tiny("lstm")
+    with pytest.raises(DataError, match="originality index"):
+        Generation(model, tok, "the", SampleConfig(max_copy=30), [0])
+
+
+# --- the command, in fresh processes ----------------------------------------------------------
+
+
+def test_json_lines_parse_and_plain_samples_split_on_percent_lines(memorised):
+    home, _, _ = memorised
+    args = ("generate", "memo", "-n", "3", "--seed", "11", "--length", "60", "--prompt", "The")
+    as_json = run_cli(*args, "--json", home=home)
+    assert as_json.returncode == 0, as_json.stderr
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["seed"] for r in rows] == [11, 12, 13]
+    for row in rows:
+        assert {"text", "seed", "temperature", "top_k", "top_p", "chars", "tokens"} <= set(row)
+        assert {"elapsed_s", "originality", "stopped", "prompt"} <= set(row)
+        assert row["chars"] == len(row["text"]) == 60 and row["prompt"] == "The"
+        assert set(row["originality"]) >= {"longest_copy_chars", "copy", "novel_8gram_share"}
+    plain = run_cli(*args, home=home)
+    assert plain.returncode == 0, plain.stderr
+    samples = re.split(r"(?m)^%\n", plain.stdout)
+    assert samples == ["The" + r["text"] + "\n" for r in rows]
+    assert "seed 11" in plain.stderr and plain.stderr.count("longest copy") == 3
+
+
+def test_stop_and_until_from_the_command_line(memorised):
+    home, _, text = memorised
+    out = run_cli(
+        "generate", "memo", "--prompt", text[:30], "--temperature", "0", "--length", "400",
+        "--stop", "\\n\\n", "--json", home=home,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert row["stopped"] == "stop" and "\n\n" not in row["text"] and row["chars"] < 400
+    out = run_cli(
+        "generate", "memo", "--prompt", "Old", "--length", "20", "--until", "sentence",
+        "--seed", "1", "--no-echo", home=home,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n")[-1] in ".!?" and len(out.stdout) > 20
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--top-k", "0"), ("--top-p", "2"), ("--until", "chapter"), ("--max-copy", "-1")],
+)
+def test_bad_options_fail_in_one_line_with_exit_2(memorised, option, value):
+    home, _, _ = memorised
+    out = run_cli("generate", "memo", option, value, home=home)
+    assert out.returncode == 2 and out.stdout == ""
+    assert option in out.stderr and "Traceback" not in out.stderr
