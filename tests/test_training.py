@@ -102,6 +102,29 @@ def test_the_cache_slides_so_generation_has_no_length_limit():
     assert fresh.shape == (1, 8, 11)
 
 
+def _steps(model, idx, ring: bool) -> torch.Tensor:
+    """Logits of a 5-token prompt, then one token at a time, then a 3-token chunk."""
+    model.ring_cache = ring
+    with torch.no_grad():
+        logits, state = model(idx[:, :5])
+        out = [logits]
+        for t in range(5, idx.shape[1] - 3):
+            logits, state = model(idx[:, t : t + 1], state)
+            out.append(logits)
+        logits, state = model(idx[:, -3:], state)
+        out.append(logits)
+    return torch.cat(out, dim=1)
+
+
+def test_the_ring_cache_gives_the_logits_of_the_growing_cache():
+    model = _tiny_transformer(context=8)
+    idx = torch.randint(0, 11, (2, 40))
+    ring = _steps(model, idx, ring=True)
+    grown = _steps(model, idx, ring=False)
+    assert ring.shape == (2, 40, 11)
+    torch.testing.assert_close(ring, grown, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "options",
     [
