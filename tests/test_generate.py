@@ -409,3 +409,60 @@ def test_bad_options_fail_in_one_line_with_exit_2(memorised, option, value):
     out = run_cli("generate", "memo", option, value, home=home)
     assert out.returncode == 2 and out.stdout == ""
     assert option in out.stderr and "Traceback" not in out.stderr
+
+
+def test_more_samples_than_one_batch_come_in_order_and_equal_each_alone(monkeypatch):
+    from authorgen import sample
+
+    model, tok = _tiny("gru")
+    config = SampleConfig(temperature=1.0, length=40, until="sentence")
+    alone = [_texts(model, tok, config, [seed])[0] for seed in range(5)]
+    monkeypatch.setattr(sample, "BATCH", 2)
+    events = list(Generation(model, tok, "the ", config, range(5)))
+    finished = [s for _, _, s in events if s]
+    assert [s.text for s in sorted(finished, key=lambda s: s.seed)] == alone
+    order = [i for i, _, s in events if s]
+    assert {*order[:2]} == {0, 1} and {*order[2:4]} == {2, 3} and order[4] == 4  # by batch
+
+
+def test_plain_output_keeps_sample_order_whatever_order_they_finish_in(capsys):
+    from authorgen.cli.generate import _Plain
+    from authorgen.sample import Sample
+
+    def done(i):
+        return Sample(text="", seed=i, tokens=0, elapsed_s=0.0, stopped="length")
+
+    out = _Plain("P:")
+    out.piece(1, "b1")  # sample 2 writes before sample 1 has begun
+    out.piece(0, "a1")
+    out.piece(2, "c1\n")
+    out.finished(2, done(2))
+    out.piece(1, "b2")
+    out.piece(0, "a2")
+    out.piece(3, "d1")
+    out.finished(1, done(1))
+    out.finished(0, done(0))
+    out.piece(3, "d2")  # now the current sample: after what it wrote while waiting
+    out.finished(3, done(3))
+    assert capsys.readouterr().out == "P:a1a2\n%\nP:b1b2\n%\nP:c1\n%\nP:d1d2\n"
+
+
+def test_plain_output_streams_before_the_sample_is_done(memorised):
+    import os
+    import subprocess
+    import sys
+
+    home, _, _ = memorised
+    env = {**os.environ, "AUTHORGEN_HOME": str(home), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authorgen", "generate", "memo", "--length", "1000000", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        first = proc.stdout.read(200)
+        assert len(first) == 200 and proc.poll() is None  # text arrives while it is written
+    finally:
+        proc.kill()
+        proc.wait()
