@@ -466,3 +466,19 @@ def test_plain_output_streams_before_the_sample_is_done(memorised):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_run_without_an_index_generates_without_reports_and_refuses_max_copy(tmp_path):
+    text = _memorised_text()
+    config = TrainConfig(steps=5, context=16, batch_size=2, device="cpu", index=False)
+    run_dir = tmp_path / "checkpoints" / "plain"
+    model = ModelConfig(hidden=16, embedding_dim=8, layers=1)
+    Trainer(Split.from_texts(text, text[:300], "test"), model, config, run_dir).run()
+    assert not (run_dir / "index").exists()
+    out = run_cli("generate", "plain", "--length", "30", "--seed", "1", "--json", home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["originality"] is None
+    assert "no originality index" in out.stderr
+    refused = run_cli("generate", "plain", "--max-copy", "30", home=tmp_path)
+    assert refused.returncode == 4 and refused.stdout == ""
+    assert "--max-copy needs the run's originality index" in refused.stderr

@@ -189,6 +189,7 @@ class TrainConfig(_Saved):
     patience: int | None = None  # stop after this many evaluations without a better val loss
     precision: str = "auto"  # auto: bf16 autocast on a CUDA GPU that has it, else fp32
     compile: bool = False  # torch.compile the model (CUDA; minutes of compiling first)
+    index: bool = True  # keep an originality index of the corpus in the run (see originality.py)
 
     def __post_init__(self) -> None:
         for name in ("context", "batch_size", "eval_every"):

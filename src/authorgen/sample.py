@@ -279,8 +279,8 @@ class Generation:
     ):
         if config.max_copy is not None and index is None:
             raise DataError(
-                "--max-copy needs the run's originality index, which this run lacks (it was "
-                "trained before runs kept one); train it again"
+                "--max-copy needs the run's originality index, which this run does not have "
+                "(trained with --no-index, or before runs kept one); train it again to get one"
             )
         self.prompt = normalize(prompt)  # NFC and LF, as the training text was
         self.ids = tokenizer.encode_prompt(self.prompt) if self.prompt else tokenizer.start_ids()

@@ -486,7 +486,8 @@ class Trainer:
         if self.group.main:
             self.tokenizer.save(self.run_dir)
             checkpoint.save_config(self.run_dir, self.config)
-            checkpoint.save_index(self.run_dir, self.split.sources())
+            if self.cfg.index:
+                checkpoint.save_index(self.run_dir, self.split.sources())
         self.cb.on_start({**self.config, "run_dir": str(self.run_dir)})
         in_main = threading.current_thread() is threading.main_thread()
         old_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None

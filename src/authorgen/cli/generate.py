@@ -167,7 +167,10 @@ def generate(
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
     index = loaded.index()
     if index is None:
-        console.print("note: this run has no originality index (trained before runs kept one)")
+        console.print(
+            "note: this run has no originality index (trained with --no-index, or before runs "
+            "kept one), so samples get no originality report"
+        )
     unknown = loaded.tokenizer.unknown(text) if loaded.tokenizer.kind == "word" else []
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if unknown[10:] else "")

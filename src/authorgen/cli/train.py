@@ -170,6 +170,13 @@ def train(
     compile: Annotated[
         bool, typer.Option(help="torch.compile the model (faster steps on a GPU after a wait).")
     ] = False,
+    index: Annotated[
+        bool,
+        typer.Option(
+            help="Keep an index of the corpus in the run, for originality reports and "
+            "generate --max-copy (about 5 bytes per character of corpus)."
+        ),
+    ] = True,
     holdout: Annotated[
         str | None,
         typer.Option(
@@ -255,6 +262,7 @@ def train(
         "device": device or "auto",
         "precision": precision,
         "compile": compile,
+        "index": index,
         "pretrained_embeddings": str(pretrained_embeddings) if pretrained_embeddings else None,
     }
     from authorgen.train import train_corpus
