@@ -126,6 +126,27 @@ def test_bad_sampler_values_are_refused_with_the_option_named(options, flag):
         SampleConfig(**options)
 
 
+def test_each_sampler_checks_its_own_setting():
+    logits = torch.zeros(4, dtype=torch.float64)
+    cfg = SampleConfig(temperature=1.0)
+    cold = SampleConfig(temperature=1.0)
+    cold.temperature = 0.0  # past the config's own check
+    for call in (
+        lambda: penalize_repeats(logits, [1], 0.0),
+        lambda: penalize_repeats(logits, [1], float("nan")),
+        lambda: NgramMemory(0),
+        lambda: top_k_filter(logits, 0),
+        lambda: top_p_filter(logits, 0.0),
+        lambda: top_p_filter(logits, float("nan")),
+        lambda: distribution(logits, cold),
+        lambda: draw(torch.zeros(4, dtype=torch.float64)),
+        lambda: draw(torch.tensor([0.5, -0.1, 0.6], dtype=torch.float64)),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert distribution(logits, cfg).tolist() == [0.25] * 4
+
+
 # --- where a sample ends ----------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ a boundary).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -41,10 +42,20 @@ NEG_INF = float("-inf")
 
 
 # --- the samplers: each takes and returns one row of logits (float64, shape (V,)) ---
+# Each checks its own setting (ValueError), so a caller that skips SampleConfig cannot pass a
+# value that would quietly do something else.
+
+
+def _require(ok: bool, what: str, value) -> None:
+    if not ok:
+        raise ValueError(f"{what} (got {value!r})")
 
 
 def penalize_repeats(logits: torch.Tensor, recent: Sequence[int], penalty: float) -> torch.Tensor:
     """Divide positive (multiply negative) logits of the `recent` tokens by `penalty`."""
+    _require(
+        math.isfinite(penalty) and penalty > 0, "the repetition penalty must be above 0", penalty
+    )
     if penalty == 1.0 or not recent:
         return logits
     ids = torch.tensor(sorted(set(recent)), dtype=torch.long)
@@ -58,6 +69,7 @@ class NgramMemory:
     """The n-grams of tokens seen so far, to ban the tokens that would repeat one."""
 
     def __init__(self, n: int, ids: Sequence[int] = ()):
+        _require(isinstance(n, int) and n >= 1, "n-grams must have at least 1 token", n)
         self.n = n
         self.seen: dict[tuple[int, ...], set[int]] = {}
         self.tail: list[int] = []
@@ -83,6 +95,7 @@ def ban(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
 
 def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     """Keep the k largest logits (and any tied with the k-th); the rest become -inf."""
+    _require(k is None or (isinstance(k, int) and k >= 1), "top-k must be at least 1", k)
     if k is None or k >= logits.numel():
         return logits
     kth = torch.topk(logits, k).values[-1]
@@ -91,6 +104,7 @@ def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the fewest likeliest tokens whose probabilities reach `p` (nucleus sampling)."""
+    _require(0.0 < p <= 1.0, "top-p must be above 0 and at most 1", p)
     if p >= 1.0:
         return logits
     probs = torch.softmax(logits, dim=-1)
@@ -102,6 +116,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 def distribution(logits: torch.Tensor, config: SampleConfig) -> torch.Tensor:
     """Probabilities (float64) after temperature, top-k and top-p (steps 4-6)."""
+    temperature = config.temperature
+    _require(math.isfinite(temperature) and temperature > 0, "sampling needs T > 0", temperature)
     logits = logits / config.temperature
     logits = top_p_filter(top_k_filter(logits, config.top_k), config.top_p)
     return torch.softmax(logits, dim=-1)
@@ -111,6 +127,10 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> int:
     """One token from `probs` by inverse transform: the first whose cumulative probability
     exceeds a uniform draw. A zero-probability token is never taken."""
     cumulative = torch.cumsum(probs, dim=-1)
+    total = float(cumulative[-1])
+    _require(
+        math.isfinite(total) and total > 0 and bool((probs >= 0).all()), "bad probabilities", total
+    )
     u = torch.rand((), generator=generator, dtype=torch.float64) * cumulative[-1]
     at = int(torch.searchsorted(cumulative, u.reshape(1), right=True))
     return min(at, probs.numel() - 1)
