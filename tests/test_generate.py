@@ -180,6 +180,11 @@ def test_until_sentence_finishes_the_sentence_past_the_length(seed):
     assert released == final == "She met Mr. Darcy at ten." and reason == "sentence"
     released, final, _ = _end(text, seed, length=30, until="sentence")
     assert released == final == 'She met Mr. Darcy at ten. "Is it you?"'
+    french = "Il dit\u202f: «\u00a0Oui.\u00a0» Puis il partit. Elle resta\u202f?"
+    released, final, _ = _end(french, seed, length=8, until="sentence")
+    assert released == final == "Il dit\u202f: «\u00a0Oui.\u00a0»"
+    released, final, _ = _end("M. Bovary dort. Emma lit.", seed, length=1, until="sentence")
+    assert released == final == "M. Bovary dort."
     # no end in sight: stops at the limit, length + 1,000
     released, final, reason = _end("word " * 400, seed, length=20, until="sentence")
     assert len(released) == len(final) == 1020 and reason == "length"

@@ -149,10 +149,13 @@ def sample_next(
 
 # --- where a sample ends ---
 
-# A sentence ends with . ! ? or … (closing quotes and brackets included) before whitespace,
-# unless the word before a single full stop is a title or an initial.
-SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s)")
-TRAILING_TERMINATOR = re.compile(r"[.!?…]+[\"'”’»)\]]*$")
+# A sentence ends with . ! ? or … and its closing quotes and brackets (French » after a space
+# too), before a newline or before spaces and something other than », unless the word before a
+# single full stop is a title or an initial.
+_CLOSERS = "(?:[ \u00a0\u202f]?»|[\"'”’)\\]])*"
+SENTENCE_END = re.compile(r"[.!?…]+" + _CLOSERS + r"(?=\n|\s+[^\s»])")
+TRAILING_TERMINATOR = re.compile(r"[.!?…]+" + _CLOSERS + r"\s*$")  # may still become an end
+_CLOSING = " \u00a0\u202f\"'”’»)]"
 PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
 TRAILING_NEWLINE = re.compile(r"\n[ \t]*$")
 ABBREVIATIONS = frozenset(
@@ -166,7 +169,7 @@ LAST_WORD = re.compile(r"(\w+)$")
 
 
 def _is_sentence_end(text: str, match: re.Match) -> bool:
-    if match.group().rstrip("\"'”’»)]") != ".":
+    if match.group().rstrip(_CLOSING) != ".":
         return True
     word = LAST_WORD.search(text, 0, match.start())
     if word is None:
