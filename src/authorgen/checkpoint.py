@@ -36,6 +36,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 METRICS = "metrics.jsonl"
+CHART = "loss.png"  # train and validation loss against tokens seen, redrawn at each evaluation
 INDEX = "index"  # the originality index of the corpus (see originality.py)
 FORMAT = 1  # run-directory layout version; bump when old runs can no longer be read
 
@@ -136,6 +137,31 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
     if len(kept) != len(lines):
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{k}\n" for k in kept)))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The metrics rows of a run (none when it has not evaluated yet); a damaged line is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in rows if isinstance(r, dict) and "tokens" in r and "val_loss" in r]
+
+
+def save_chart(run_dir: Path) -> Path:
+    """Redraw the run's loss.png from its metrics; returns its path."""
+    from authorgen.charts import loss_chart
+
+    path = Path(run_dir) / CHART
+    rows = read_metrics(run_dir)
+    if rows:
+        loss_chart(rows, path, Path(run_dir).name)
+    return path
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:

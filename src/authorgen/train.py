@@ -161,6 +161,7 @@ class Trainer:
         self.group = group or distributed.Group()
         self.run_dir, self.cb = Path(run_dir), callback or Callback()
         self.split = split  # kept for the originality index the run writes
+        self.chart_failed = False
         self.device = resolve_device(cfg.device, self.group.local_rank)
         torch.manual_seed(cfg.seed)  # weights and dropout
         self.batch_rng = torch.Generator().manual_seed(cfg.seed)  # batch positions
@@ -464,8 +465,18 @@ class Trainer:
             # the row first: a run killed between the two redoes this evaluation on resume
             checkpoint.append_metrics(self.run_dir, row)
             self.save_state()
+            self._draw_chart()
         self.cb.on_eval(row)
         return row
+
+    def _draw_chart(self) -> None:
+        """Redraw loss.png; a picture that cannot be drawn is a warning, never a lost run."""
+        try:
+            checkpoint.save_chart(self.run_dir)
+        except Exception as exc:  # matplotlib can fail in many ways; the run must go on
+            if not self.chart_failed:
+                self.cb.on_message(f"warning: loss.png not drawn ({first_line(exc)})")
+            self.chart_failed = True
 
     def _save_on_failure(self, status: str) -> None:
         self.save_state()
