@@ -171,6 +171,41 @@ def append_metrics(run_dir: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def run_summary(run_dir: Path) -> dict:
+    """What `authorgen runs` lists about a run, from its config.json."""
+    config = read_config(run_dir)
+    model, data = config.get("model", {}), config.get("data", {})
+    width = (
+        model.get("embedding_dim") if model.get("model") == "transformer" else model.get("hidden")
+    )
+    shape = f"{model.get('model')} {model.get('layers')}x{width}"
+    return {
+        "run": Path(run_dir).name,
+        "model": shape,
+        "tokenizer": config.get("tokenizer", {}).get("kind"),
+        "params": config.get("params"),
+        "best_val_bpc": (config.get("best") or {}).get("val_bpc"),
+        "steps": (config.get("result") or {}).get("steps"),
+        "corpus": data.get("corpus"),
+        "status": config.get("status"),
+        "created": config.get("created"),
+    }
+
+
+def list_runs(checkpoints_dir: Path) -> tuple[list[dict], list[str]]:
+    """Summaries of every run in `checkpoints_dir`, and a line for each damaged one."""
+    found, damaged = [], []
+    folder = Path(checkpoints_dir)
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.name.startswith(".") or not (path / CONFIG).is_file():
+            continue
+        try:
+            found.append(run_summary(path))
+        except DataError as exc:
+            damaged.append(str(exc))
+    return found, damaged
+
+
 def resolve_run(ref: str, checkpoints_dir: Path) -> Path:
     """A run given by name (under `checkpoints_dir`) or by the path of its folder.
 

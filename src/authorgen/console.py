@@ -214,3 +214,60 @@ def describe_sample(console: Console, i: int, config, sample) -> None:
         if share is not None:
             line += f"; {share:.0%} of {report['ngrams']} word 8-grams are new"
     console.print(line)
+
+
+def _originality_text(report: dict | None) -> str:
+    if not report:
+        return "originality: no index in this run"
+    share = report["novel_8gram_share"]
+    new = f"; {share:.0%} of word 8-grams new" if share is not None else ""
+    return (
+        f"originality: longest copy {report['longest_copy_chars']} characters "
+        f"(mean {report['mean_longest_copy_chars']}){new}"
+    )
+
+
+def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
+    """The eval report on stderr: held-out loss, then what the samples are like."""
+    console.print(
+        f"{result['run']} on {result['heldout']}: {result['val_loss']:.4f} nats/char, "
+        f"{result['val_bpc']:.4f} bpc, perplexity {result['perplexity']:,.2f} per token "
+        f"({result['tokens']:,} tokens, {result['chars']:,} characters)"
+    )
+    if not result.get("samples"):
+        return
+    if sweep:
+        rows = []
+        for r in sweep:
+            style, orig, distinct = r["style"], r["originality"] or {}, r["distinct"]
+            author = style["author"] if style else None
+            rows.append(
+                [
+                    f"{r['temperature']:g}",
+                    f"{style['delta'][author]:.3f}" if style and author else "-",
+                    f"{style['rank']}/{len(style['delta'])}" if style and style["rank"] else "-",
+                    str(orig.get("longest_copy_chars", "-")),
+                    f"{orig['novel_8gram_share']:.0%}"
+                    if orig.get("novel_8gram_share") is not None
+                    else "-",
+                    f"{distinct['distinct_2']:.3f}" if distinct["distinct_2"] is not None else "-",
+                ]
+            )
+        columns = [
+            "temperature",
+            "Delta to author",
+            "rank",
+            "longest copy",
+            "new 8-grams",
+            "distinct-2",
+        ]
+        print_table(console, columns, rows, right=tuple(columns))
+        return
+    distinct = result["distinct"]
+    console.print(
+        f"{result['samples']} samples at temperature {result['temperature']:g}: "
+        f"{_originality_text(result['originality'])}; distinct-1 {distinct['distinct_1']}, "
+        f"distinct-2 {distinct['distinct_2']}"
+    )
+    style = result["style"]
+    console.print(f"style: {style['summary']}" if style else "style: the run's corpus is not here")

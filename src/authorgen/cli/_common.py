@@ -41,6 +41,7 @@ CheckpointsDir = Annotated[
     Path | None,
     typer.Option(help="Folder of runs (default: ./checkpoints, or $AUTHORGEN_HOME/checkpoints)."),
 ]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 Seed = Annotated[
     int | None, typer.Option(min=0, help="Random seed; the same seed gives the same result.")
 ]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from authorgen.cli._common import EPILOG, CorporaDir, Quiet, _folder, _print_json, app
+from authorgen.cli._common import EPILOG, CorporaDir, JsonOut, Quiet, _folder, _print_json, app
 
 
 def _split_sources(sources: list[str]) -> tuple[list[str], list[Path]]:
@@ -201,7 +201,6 @@ corpora_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(corpora_app, name="corpora")
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 
 
 @corpora_app.callback(invoke_without_command=True)

@@ -1,0 +1,190 @@
+"""`authorgen eval` and `authorgen runs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from authorgen.cli._common import (
+    EPILOG,
+    CheckpointsDir,
+    CorporaDir,
+    JsonOut,
+    Quiet,
+    _folder,
+    _print_json,
+    app,
+)
+from authorgen.config import SampleConfig
+
+
+def _temperatures(text: str) -> list[float]:
+    from authorgen.errors import UsageError
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise UsageError(f"--sweep-temperature wants numbers such as 0.5,0.7,0.9 (got {text!r})")
+    for v in values:
+        SampleConfig(temperature=v)  # the same check as --temperature
+    return values
+
+
+@app.command("eval", epilog=EPILOG)
+def evaluate(
+    run: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run name (under checkpoints/) or run folder.")
+    ],
+    text: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluate on this text file instead of the run's held-out text.",
+            show_default=False,
+        ),
+    ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate on this corpus (all of it; its held-out part when it is the run's own).",
+            show_default=False,
+        ),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Samples generated to judge (0: none).")] = 5,
+    length: Annotated[int, typer.Option(help="Characters per sample.")] = 1000,
+    temperature: Annotated[float, typer.Option(help="Temperature of the samples.")] = 0.8,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the first sample.")] = 0,
+    sweep_temperature: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge samples at each of these temperatures, e.g. 0.5,0.7,0.9,1.1.",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOut = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    corpora_dir: CorporaDir = None,
+    checkpoints_dir: CheckpointsDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Measure a run: bits per character on held-out text, and the originality, variety
+    (distinct-n) and style of samples it writes.
+
+    The style score is Burrows' Delta of the samples against the run's author (its held-out
+    text) and against every other corpus present; lower is closer (see the README).
+    """
+    from authorgen.errors import UsageError
+
+    if text is not None and corpus is not None:
+        raise typer.BadParameter("give --text or --corpus, not both", param_hint="--text")
+    if samples < 0:
+        raise UsageError(f"--samples must be 0 or more (got {samples})")
+    temperatures = _temperatures(sweep_temperature) if sweep_temperature else [temperature]
+    configs = [SampleConfig(temperature=t, length=length, n=max(samples, 1)) for t in temperatures]
+
+    from authorgen.checkpoint import load_run, resolve_run
+    from authorgen.console import describe_eval, make_console
+    from authorgen.evaluate import heldout_loss, heldout_split, sample_report, style_candidates
+    from authorgen.train import resolve_device
+
+    console = make_console(quiet)
+    dev = resolve_device(device)
+    corpora = _folder(corpora_dir, "corpora")
+    loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
+    split = heldout_split(loaded.config, corpora, text, corpus)
+    result = {"run": loaded.path.name, "corpus": loaded.config.get("data", {}).get("corpus")}
+    result.update(heldout_loss(loaded, split, dev))
+    reports = []
+    if samples:
+        candidates, author = style_candidates(loaded.config, corpora)
+        seeds = list(range(seed, seed + samples))
+        for config in configs:
+            report = sample_report(loaded, config, seeds, dev, candidates, author)
+            report.pop("texts")
+            reports.append(report)
+    first = reports[0] if reports else {}
+    result.update(
+        {
+            "originality": first.get("originality"),
+            "distinct": first.get("distinct"),
+            "style": first.get("style"),
+            "samples": samples,
+            "temperature": temperatures[0],
+        }
+    )
+    if sweep_temperature:
+        result["sweep"] = reports
+    if json_out:
+        _print_json(result)
+    describe_eval(console, result, reports if sweep_temperature else [])
+
+
+runs_app = typer.Typer(
+    help="List runs, or show one run's settings, results and chart.",
+    no_args_is_help=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(
+    ctx: typer.Context, json_out: JsonOut = False, checkpoints_dir: CheckpointsDir = None
+) -> None:
+    """List runs: name, model, tokenizer, parameters, best val bpc, steps, corpus."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from authorgen.checkpoint import list_runs
+    from authorgen.console import make_console, print_table
+
+    folder = _folder(checkpoints_dir, "checkpoints")
+    found, damaged = list_runs(folder)
+    console = make_console()
+    for line in damaged:
+        console.print(f"warning: {line}")
+    if json_out:
+        _print_json(found)
+        return
+    if not found:
+        console.print(f"no runs in {folder}; train one with authorgen train CORPUS")
+        return
+    rows = [
+        [
+            r["run"], r["model"], r["tokenizer"] or "", f"{r['params'] or 0:,}",
+            f"{r['best_val_bpc']:.4f}" if r["best_val_bpc"] is not None else "-",
+            f"{r['steps']:,}" if r["steps"] is not None else "-",
+            r["corpus"] or "", r["status"] or "",
+        ]
+        for r in found
+    ]  # fmt: skip
+    columns = ["run", "model", "tokenizer", "params", "best val bpc", "steps", "corpus", "status"]
+    print_table(console, columns, rows, right=("params", "best val bpc", "steps"))
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run name or run folder.")],
+    json_out: JsonOut = False,
+    checkpoints_dir: CheckpointsDir = None,
+) -> None:
+    """Show a run's config (as JSON with --json) and where its loss chart is."""
+    import json
+
+    from authorgen.checkpoint import CHART, read_config, resolve_run
+    from authorgen.console import make_console
+
+    run_dir = resolve_run(run, _folder(checkpoints_dir, "checkpoints"))
+    config = read_config(run_dir)
+    chart = run_dir / CHART
+    if json_out:
+        _print_json({**config, "chart": str(chart) if chart.exists() else None})
+        return
+    console = make_console()
+    console.print(json.dumps(config, indent=2, ensure_ascii=False))
+    console.print(
+        f"chart: {chart}" if chart.exists() else "chart: none yet (drawn at the first evaluation)"
+    )
