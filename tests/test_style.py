@@ -63,3 +63,13 @@ def test_the_report_says_how_close_in_words():
     assert set(result["features"]) == {
         "char3_cosine_distance", "sentence_words", "word_chars", "punctuation_per_1000"
     }  # fmt: skip
+
+
+def test_chunks_keep_every_word_and_leave_no_short_last_chunk():
+    words = [f"w{i}" for i in range(2400)]
+    pieces = style.chunks(words, 2000)
+    assert [len(p) for p in pieces] == [2400]  # 400 would be too short alone
+    pieces = style.chunks(words, 1000)
+    assert [len(p) for p in pieces] == [1000, 1400] and sum(pieces, []) == words
+    assert [len(p) for p in style.chunks(words, 800)] == [800, 800, 800]
+    assert style.chunks([], 10) == [[]]

@@ -45,7 +45,9 @@ def loss_chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def compare_chart(runs: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
-    """Validation bpc against tokens seen for each (label, metrics rows), and the best of each."""
+    """Validation bpc against characters seen for each (label, metrics rows), and the best of
+    each. Rows may carry `chars` (tokens turned into characters, so that runs with different
+    tokenizers share an axis); otherwise tokens are used."""
     fig = _figure(11.0, 4.5)
     curves, bars = fig.subplots(1, 2, width_ratios=[3, 2])
     labels, best = [], []
@@ -57,7 +59,7 @@ def compare_chart(runs: list[tuple[str, list[dict]]], path: Path, title: str) ->
         )
         labels.append(label)
         best.append(min(r["val_bpc"] for r in rows))
-    curves.set(xlabel="tokens seen", ylabel="validation bits per character", title=title)
+    curves.set(xlabel="characters seen", ylabel="validation bits per character", title=title)
     curves.grid(alpha=0.3)
     curves.legend(fontsize="small")
     order = sorted(range(len(best)), key=best.__getitem__)

@@ -271,3 +271,29 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
     )
     style = result["style"]
     console.print(f"style: {style['summary']}" if style else "style: the run's corpus is not here")
+
+
+def describe_comparison(console: Console, rows: list[dict], chart) -> None:
+    """The leaderboard of `authorgen compare`, best validation bpc first."""
+    columns = ["#", "model", "tokenizer", "val bpc", "params", "tokens/s", "time", "copy", "style"]
+    table = []
+    for i, r in enumerate(rows, 1):
+        orig = r.get("originality") or {}
+        delta = r.get("style_delta")
+        rank = r.get("style_rank")
+        table.append(
+            [
+                str(i), r["model"], r["tokenizer"], f"{r['val_bpc']:.4f}", f"{r['params']:,}",
+                f"{r['tokens_per_s']:,.0f}", _duration(r["time_s"]),
+                str(orig.get("longest_copy_chars", "-")),
+                f"Delta {delta:.2f} (rank {rank})" if delta is not None else "-",
+            ]
+        )  # fmt: skip
+    print_table(
+        console, columns, table, right=("#", "val bpc", "params", "tokens/s", "time", "copy")
+    )
+    console.print(
+        "copy: the longest stretch of the samples found verbatim in the corpus; style: Burrows' "
+        "Delta of the samples to the author (lower is closer; rank among the corpora present)"
+    )
+    console.print(f"chart: {chart}")

@@ -179,3 +179,94 @@ def sample_report(run, config, seeds, device, candidates: dict, author: str | No
         "style": style,
         "texts": texts,
     }
+
+
+def compare_models(
+    corpora_dir: Path,
+    checkpoints_dir: Path,
+    corpus: str,
+    models: list[str],
+    tokenizers: list[str],
+    given: dict,
+    *,
+    samples: int = 3,
+    length: int = 500,
+    force: bool = False,
+    callback=None,
+    on_start=None,
+) -> tuple[list[dict], Path]:
+    """Train every model x tokenizer on `corpus` with the same budget, split and seed (`given`),
+    judge each, draw the chart; returns the leaderboard rows (best first) and the chart's path.
+
+    Runs are named CORPUS-compare-MODEL-TOKENIZER; existing ones are replaced only with `force`.
+
+    Raises:
+        UsageError: when a run of the comparison exists already and `force` is not set.
+    """
+    from authorgen.charts import compare_chart
+    from authorgen.checkpoint import CONFIG, load_run, read_metrics
+    from authorgen.config import SampleConfig, TokenizerConfig
+    from authorgen.errors import UsageError
+    from authorgen.files import check_name
+    from authorgen.train import resolve_device, train_corpus
+
+    check_name(corpus, "corpus")
+    combos = [(m, t) for m in models for t in tokenizers]
+    names = {c: f"{corpus}-compare-{c[0]}-{c[1]}" for c in combos}
+    existing = [n for n in names.values() if (Path(checkpoints_dir) / n / CONFIG).exists()]
+    if existing and not force:
+        raise UsageError(
+            f"runs from an earlier comparison exist ({', '.join(existing)}); add --force to "
+            "replace them"
+        )
+    device = resolve_device(given.get("device", "auto"))
+    rows, curves = [], []
+    candidates, author = None, None
+    for i, (model, kind) in enumerate(combos):
+        if on_start:
+            on_start(i, len(combos), model, kind)
+        result = train_corpus(
+            corpora_dir,
+            checkpoints_dir,
+            corpus,
+            {**given, "model": model},
+            run_name=names[(model, kind)],
+            force=True,
+            callback=callback,
+            tokenizer_config=TokenizerConfig(kind=kind),
+        )
+        run = load_run(result.run_dir, device)
+        if candidates is None:
+            candidates, author = style_candidates(run.config, corpora_dir)
+        row = {
+            "run": result.run_dir.name,
+            "model": model,
+            "tokenizer": kind,
+            "val_bpc": round(result.best_val_bpc, 4),
+            "val_loss": round(result.best_val_loss, 4),
+            "params": result.params,
+            "steps": result.steps,
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "time_s": round(result.elapsed_s, 1),
+        }
+        if samples:
+            config = SampleConfig(temperature=0.8, length=length, n=samples)
+            report = sample_report(run, config, list(range(samples)), device, candidates, author)
+            style = report["style"]
+            row.update(
+                {
+                    "originality": report["originality"],
+                    "distinct_2": report["distinct"]["distinct_2"],
+                    "style_delta": style["delta"][author] if style and author else None,
+                    "style_rank": style["rank"] if style else None,
+                    "style": style["summary"] if style else None,
+                }
+            )
+        rows.append(row)
+        per_char = run.config.get("tokenizer", {}).get("tokens_per_char") or 1.0
+        metrics = [{**r, "chars": r["tokens"] / per_char} for r in read_metrics(result.run_dir)]
+        curves.append((f"{model} {kind}", metrics))
+    chart = Path(checkpoints_dir) / f"{corpus}-compare.png"
+    compare_chart(curves, chart, f"{corpus}: same split, seed and budget")
+    rows.sort(key=lambda r: r["val_bpc"])
+    return rows, chart

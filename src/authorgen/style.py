@@ -91,7 +91,8 @@ def chunks(words: list[str], size: int = CHUNK_WORDS) -> list[list[str]]:
     """Runs of about `size` words (at least one run; no short last run)."""
     pieces = [words[i : i + size] for i in range(0, len(words), size)] or [[]]
     if len(pieces) > 1 and len(pieces[-1]) < size // 2:
-        pieces[-2] = pieces[-2] + pieces.pop()
+        last = pieces.pop()
+        pieces[-1] = pieces[-1] + last
     return pieces
 
 

@@ -1,0 +1,110 @@
+"""`authorgen compare`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from authorgen.cli._common import (
+    EPILOG,
+    CheckpointsDir,
+    CorporaDir,
+    JsonOut,
+    Quiet,
+    Seed,
+    _folder,
+    _print_json,
+    app,
+)
+from authorgen.config import MODELS, TOKENIZERS, TrainConfig, parse_duration
+
+
+def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    from authorgen.errors import UsageError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise UsageError(
+            f"{option} takes a comma-separated list of {', '.join(allowed)} (got {text!r})"
+        )
+    return list(dict.fromkeys(names))
+
+
+@app.command(epilog=EPILOG)
+def compare(
+    corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="A corpus made by fetch.")],
+    models: Annotated[
+        str, typer.Option(help="Comma-separated: lstm, gru, rnn, transformer.")
+    ] = "lstm,gru,transformer",
+    tokenizers: Annotated[
+        str, typer.Option(help="Comma-separated: char, word, bpe, unigram.")
+    ] = "char",
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Training budget for each run, such as 2m (default: 2m).",
+            show_default=False,
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Train each run this many steps instead of --time.", show_default=False),
+    ] = None,
+    seed: Seed = None,
+    samples: Annotated[int, typer.Option(help="Samples per run to judge (0: none).")] = 3,
+    length: Annotated[int, typer.Option(help="Characters per sample.")] = 500,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Replace the runs of an earlier comparison.")] = False,
+    json_out: JsonOut = False,
+    corpora_dir: CorporaDir = None,
+    checkpoints_dir: CheckpointsDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train each model with each tokenizer on one corpus, with the same budget, split and seed,
+    then print a leaderboard (best validation bits per character first) and draw a chart.
+
+    Runs are named CORPUS-compare-MODEL-TOKENIZER; the chart is CORPUS-compare.png in the
+    checkpoints folder. Sizes are chosen for each model as `authorgen train` chooses them.
+    """
+    from authorgen.errors import UsageError
+
+    model_list = _names(models, MODELS, "--models")
+    tokenizer_list = _names(tokenizers, TOKENIZERS, "--tokenizers")
+    if samples < 0:
+        raise UsageError(f"--samples must be 0 or more (got {samples})")
+    given = {
+        "steps": steps,
+        "time_s": parse_duration(time) if time is not None else (None if steps else 120.0),
+        "seed": seed if seed is not None else TrainConfig.seed,
+        "device": device,
+    }
+    TrainConfig(**given)  # bad numbers fail here, before anything trains
+
+    from authorgen.console import TrainProgress, describe_comparison, make_console
+    from authorgen.evaluate import compare_models
+
+    console = make_console(quiet)
+
+    def on_start(i: int, total: int, model: str, kind: str) -> None:
+        console.print(f"[{i + 1}/{total}] {model} with {kind} tokens")
+
+    with TrainProgress(console) as progress:
+        rows, chart = compare_models(
+            _folder(corpora_dir, "corpora"),
+            _folder(checkpoints_dir, "checkpoints"),
+            corpus,
+            model_list,
+            tokenizer_list,
+            given,
+            samples=samples,
+            length=length,
+            force=force,
+            callback=progress,
+            on_start=on_start,
+        )
+    if json_out:
+        _print_json(rows)
+    describe_comparison(console, rows, chart)
