@@ -70,6 +70,6 @@ def test_chunks_keep_every_word_and_leave_no_short_last_chunk():
     pieces = style.chunks(words, 2000)
     assert [len(p) for p in pieces] == [2400]  # 400 would be too short alone
     pieces = style.chunks(words, 1000)
-    assert [len(p) for p in pieces] == [1000, 1400] and sum(pieces, []) == words
+    assert [len(p) for p in pieces] == [1000, 1400] and [w for p in pieces for w in p] == words
     assert [len(p) for p in style.chunks(words, 800)] == [800, 800, 800]
     assert style.chunks([], 10) == [[]]
