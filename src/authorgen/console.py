@@ -12,7 +12,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 def make_console(quiet: bool = False) -> Console:
     # markup off: titles, names and paths are printed as they are, brackets and all
-    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True, markup=False)
+    console = Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True, markup=False)
+    if not console.is_terminal:
+        console.width = 200  # a log or a pipe: tables keep their rows on one line
+    return console
 
 
 def _duration(seconds: float) -> str:
@@ -275,7 +278,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
 
 def describe_comparison(console: Console, rows: list[dict], chart) -> None:
     """The leaderboard of `authorgen compare`, best validation bpc first."""
-    columns = ["#", "model", "tokenizer", "val bpc", "params", "tokens/s", "time", "copy", "style"]
+    columns = ["#", "model", "tokenizer", "val bpc", "params", "tokens/s", "time", "copy", "Delta"]
     table = []
     for i, r in enumerate(rows, 1):
         orig = r.get("originality") or {}
@@ -286,14 +289,14 @@ def describe_comparison(console: Console, rows: list[dict], chart) -> None:
                 str(i), r["model"], r["tokenizer"], f"{r['val_bpc']:.4f}", f"{r['params']:,}",
                 f"{r['tokens_per_s']:,.0f}", _duration(r["time_s"]),
                 str(orig.get("longest_copy_chars", "-")),
-                f"Delta {delta:.2f} (rank {rank})" if delta is not None else "-",
+                f"{delta:.2f} (rank {rank})" if delta is not None else "-",
             ]
         )  # fmt: skip
     print_table(
         console, columns, table, right=("#", "val bpc", "params", "tokens/s", "time", "copy")
     )
     console.print(
-        "copy: the longest stretch of the samples found verbatim in the corpus; style: Burrows' "
-        "Delta of the samples to the author (lower is closer; rank among the corpora present)"
+        "copy: the longest stretch of the samples found verbatim in the corpus; Delta: Burrows' "
+        "Delta of the samples' style to the author (lower is closer; rank among the corpora here)"
     )
     console.print(f"chart: {chart}")

@@ -19,8 +19,10 @@ Comparing a text with candidate authors (`compare`), each given by some of their
    Cosine Delta (Smith and Aldridge 2011, the most reliable variant in Evert et al. 2017):
    1 - cosine of the z-score vectors. Both are symmetric and 0 for identical profiles; lower is
    closer. A text is ranked among the candidates by Delta.
-4. Calibration: the author's own chunks have a Delta to the author's whole profile too (their
-   median is `own_delta`): a text as close as that reads like the author's own pages.
+4. Calibration: Delta grows as texts get shorter (their word frequencies are noisier), so the
+   author's own text is cut into pieces as long as the text judged, and the median Delta of
+   those pieces to the author is `own_delta`: a text as close as that reads like the author's
+   own pages of the same length.
 
 The other features are reported beside Delta as plain differences (character 3-gram cosine
 distance, sentence and word lengths, punctuation rates), so a person can see where a text
@@ -176,7 +178,7 @@ def compare(
     }
     if author in profiles:
         own = profiles[author]
-        pieces = chunks(word_lists[author])
+        pieces = chunks(word_lists[author], max(50, target.n_words))
         if len(pieces) > 1:
             result["own_delta"] = round(
                 statistics.median(delta(_word_profile(c), own, scale) for c in pieces), 4

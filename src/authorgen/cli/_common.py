@@ -47,6 +47,15 @@ Seed = Annotated[
 ]
 
 
+def sub_app(name: str, help: str) -> typer.Typer:
+    """A command group (`authorgen NAME ...`) that lists when given no subcommand."""
+    group = typer.Typer(
+        help=help, no_args_is_help=False, add_completion=False, rich_markup_mode=None
+    )
+    app.add_typer(group, name=name)
+    return group
+
+
 def _folder(given: Path | None, kind: str) -> Path:
     from authorgen.files import default_dir
 

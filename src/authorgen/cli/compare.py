@@ -54,8 +54,8 @@ def compare(
         typer.Option(help="Train each run this many steps instead of --time.", show_default=False),
     ] = None,
     seed: Seed = None,
-    samples: Annotated[int, typer.Option(help="Samples per run to judge (0: none).")] = 3,
-    length: Annotated[int, typer.Option(help="Characters per sample.")] = 500,
+    samples: Annotated[int, typer.Option(help="Samples per run to judge (0: none).")] = 5,
+    length: Annotated[int, typer.Option(help="Characters per sample.")] = 1000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     force: Annotated[bool, typer.Option(help="Replace the runs of an earlier comparison.")] = False,
     json_out: JsonOut = False,
@@ -75,12 +75,18 @@ def compare(
     tokenizer_list = _names(tokenizers, TOKENIZERS, "--tokenizers")
     if samples < 0:
         raise UsageError(f"--samples must be 0 or more (got {samples})")
+    time_s = parse_duration(time) if time is not None else (None if steps else 120.0)
     given = {
         "steps": steps,
-        "time_s": parse_duration(time) if time is not None else (None if steps else 120.0),
+        "time_s": time_s,
         "seed": seed if seed is not None else TrainConfig.seed,
         "device": device,
     }
+    # about 8 evaluations per run, so the chart has curves to compare
+    if steps:
+        given["eval_every"] = max(1, steps // 8)
+    if time_s:
+        given["eval_every_s"] = max(5.0, time_s / 8)
     TrainConfig(**given)  # bad numbers fail here, before anything trains
 
     from authorgen.console import TrainProgress, describe_comparison, make_console

@@ -16,6 +16,7 @@ from authorgen.cli._common import (
     _folder,
     _print_json,
     app,
+    sub_app,
 )
 from authorgen.config import SampleConfig
 
@@ -122,13 +123,7 @@ def evaluate(
     describe_eval(console, result, reports if sweep_temperature else [])
 
 
-runs_app = typer.Typer(
-    help="List runs, or show one run's settings, results and chart.",
-    no_args_is_help=False,
-    add_completion=False,
-    rich_markup_mode=None,
-)
-app.add_typer(runs_app, name="runs")
+runs_app = sub_app("runs", "List runs, or show one run's settings, results and chart.")
 
 
 @runs_app.callback(invoke_without_command=True)

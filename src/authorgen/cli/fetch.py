@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from authorgen.cli._common import EPILOG, CorporaDir, JsonOut, Quiet, _folder, _print_json, app
+from authorgen.cli._common import (
+    EPILOG,
+    CorporaDir,
+    JsonOut,
+    Quiet,
+    _folder,
+    _print_json,
+    app,
+    sub_app,
+)
 
 
 def _split_sources(sources: list[str]) -> tuple[list[str], list[Path]]:
@@ -194,13 +203,9 @@ def fetch(
     console.print(f"next: authorgen train {results[-1].corpus.name}")
 
 
-corpora_app = typer.Typer(
-    help="List corpora, or show one corpus's works with where each came from.",
-    no_args_is_help=False,
-    add_completion=False,
-    rich_markup_mode=None,
+corpora_app = sub_app(
+    "corpora", "List corpora, or show one corpus's works with where each came from."
 )
-app.add_typer(corpora_app, name="corpora")
 
 
 @corpora_app.callback(invoke_without_command=True)
