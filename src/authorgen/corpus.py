@@ -22,11 +22,12 @@ from pathlib import Path
 
 from authorgen import __version__
 from authorgen.clean import clean_text
-from authorgen.errors import DataError
+from authorgen.errors import DataError, UsageError
 from authorgen.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_name,
     slugify,
     utc_now,
 )
@@ -59,9 +60,10 @@ class Corpus:
         """Open an existing corpus.
 
         Raises:
+            UsageError: when the name could leave the corpora folder (`..`, separators).
             DataError: when there is no such corpus or its manifest is unreadable.
         """
-        path = Path(corpora_dir) / name
+        path = Path(corpora_dir) / check_name(name, "corpus")
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise DataError(
@@ -208,7 +210,7 @@ def list_corpora(corpora_dir: Path) -> tuple[list[Corpus], list[str]]:
             continue
         try:
             found.append(Corpus.open(folder, path.name))
-        except DataError as exc:
+        except (DataError, UsageError) as exc:  # damaged, or a folder name no corpus can have
             damaged.append(str(exc))
     return found, damaged
 

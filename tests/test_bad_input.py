@@ -1,0 +1,142 @@
+"""Bad input, table-driven: every case fails in one line with the documented exit code, prints
+nothing on stdout, shows no traceback, and leaves the user's folders as they were."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from helpers import run_cli
+from texts import ENGLISH
+
+NUMBERS = ["nan", "inf", "-1", "0"]
+
+
+def _snapshot(home) -> dict:
+    """Every file under home (the cache aside) with its size and modification time."""
+    seen = {}
+    for root, dirs, files in os.walk(home):
+        dirs[:] = [d for d in dirs if d != "cache"]
+        for name in files:
+            path = os.path.join(root, name)
+            st = os.stat(path)
+            seen[path] = (st.st_size, st.st_mtime_ns)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A corpus and a tiny trained run."""
+    home = tmp_path_factory.mktemp("home")
+    book = home / "book.txt"
+    book.write_text(ENGLISH * 20, encoding="utf-8")
+    env = {"AUTHORGEN_CACHE": str(home / "cache")}
+    assert run_cli("fetch", str(book), "--name", "book", home=home, env=env).returncode == 0
+    trained = run_cli(
+        "train", "book", "--steps", "5", "--layers", "1", "--hidden", "16", "--embedding-dim",
+        "8", "--context", "16", "--device", "cpu", home=home, env=env,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    return home
+
+
+TRAIN = ["train", "book", "--device", "cpu", "--steps", "5"]
+GENERATE = ["generate", "book-lstm", "--length", "20"]
+CASES = [
+    # numbers: negative, zero, NaN, infinite, for each numeric option
+    *[([*TRAIN, "--lr", v], 2, "--lr") for v in NUMBERS],
+    *[(["train", "book", "--device", "cpu", "--steps", v], 2, "--steps") for v in ["0", "-3"]],
+    *[(["train", "book", "--time", v], 2, "--time") for v in ["0", "-1m", "soon", "nan"]],
+    *[([*TRAIN, "--batch-size", v], 2, "--batch-size") for v in ["0", "-1"]],
+    *[([*TRAIN, "--context", v], 2, "--context") for v in ["0", "-1"]],
+    *[([*TRAIN, "--dropout", v], 2, "--dropout") for v in ["nan", "-0.1", "1.5"]],
+    *[([*TRAIN, "--layers", v], 2, "--layers") for v in ["0", "-1"]],
+    *[([*TRAIN, "--hidden", v], 2, "--hidden") for v in ["0", "-1"]],
+    *[([*TRAIN, "--weight-decay", v], 2, "--weight-decay") for v in ["nan", "-1", "inf"]],
+    *[([*TRAIN, "--eval-every", v], 2, "--eval-every") for v in ["0", "-1"]],
+    *[([*GENERATE, "--temperature", v], 2, "--temperature") for v in ["nan", "inf", "-1"]],
+    *[([*GENERATE[:2], "--length", v], 2, "--length") for v in ["0", "-1"]],
+    *[([*GENERATE, "-n", v], 2, "-n") for v in ["0", "-1"]],
+    *[([*GENERATE, "--top-p", v], 2, "--top-p") for v in ["nan", "0", "1.5"]],
+    *[([*GENERATE, "--top-k", v], 2, "--top-k") for v in ["0", "-1"]],
+    *[([*GENERATE, "--repetition-penalty", v], 2, "--repetition-penalty") for v in NUMBERS],
+    *[([*GENERATE, "--max-copy", v], 2, "--max-copy") for v in ["0", "-1"]],
+    (["eval", "book-lstm", "--samples", "-1"], 2, "--samples"),
+    (["eval", "book-lstm", "--length", "0"], 2, "--length"),
+    (["compare", "book", "--steps", "0"], 2, "--steps"),
+    (["compare", "book", "--time", "-1"], 2, "--time"),
+    (["compare", "book", "--models", ""], 2, "--models"),
+    # unknown names
+    ([*TRAIN, "--model", "cnn"], 2, "--model"),
+    ([*TRAIN, "--tokenizer", "morse"], 2, "--tokenizer"),
+    (["train", "nobook", "--steps", "5"], 4, "no corpus named 'nobook'"),
+    (["generate", "no-such-run"], 4, "no run named 'no-such-run'"),
+    (["eval", "no-such-run"], 4, "no run named 'no-such-run'"),
+    (["runs", "show", "no-such-run"], 4, "no run named 'no-such-run'"),
+    (["corpora", "show", "nobook"], 4, "no corpus named 'nobook'"),
+    (["eval", "book-lstm", "--corpus", "nobook"], 4, "no corpus named 'nobook'"),
+    # names that would leave the folders
+    (["train", "../book", "--steps", "5"], 2, "invalid corpus name"),
+    ([*TRAIN, "--name", "../escape"], 2, "invalid run name"),
+    (["corpora", "show", "../x"], 2, "invalid corpus name"),
+    (["compare", "../book", "--steps", "5"], 2, "invalid corpus name"),
+    # prompts and texts
+    ([*GENERATE, "--prompt", "ℵ unseen"], 4, "ℵ"),
+    (["eval", "book-lstm", "--text", "/no/such/file.txt"], 4, "cannot read"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_fails_cleanly(home, args, code, says):
+    before = _snapshot(home)
+    out = run_cli(*args, home=home, env={"AUTHORGEN_CACHE": str(home / "cache")})
+    assert out.returncode == code, out.stderr
+    assert out.stdout == ""
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(("authorgen: error:", "Error:", "│", "╰", "Try")), lines[-1]
+    assert _snapshot(home) == before  # nothing the user had was touched
+
+
+# --- security: files in a run folder never run code ---------------------------------------
+
+
+class _Planted:
+    """Unpickling this creates a file: the proof that a pickle ran code."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("target", ["last/state.pt", "model.safetensors", "last/model.safetensors"])
+def test_a_pickle_planted_in_a_run_is_refused_without_running(home, tmp_path, target):
+    import pickle
+    import shutil
+
+    import torch
+
+    run = tmp_path / "planted"
+    shutil.copytree(home / "checkpoints" / "book-lstm", run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "status": "interrupted"}))
+    marker = tmp_path / "pwned"
+    with open(run / target, "wb") as f:
+        pickle.dump({"x": _Planted(str(marker))}, f)
+    torch.save({"step": _Planted(str(marker))}, tmp_path / "also.pt")  # a torch-style pickle too
+    if target == "last/state.pt":
+        shutil.copy(tmp_path / "also.pt", run / target)
+        shutil.copy(tmp_path / "also.pt", run / "last" / "extra.pt")
+        out = run_cli("train", "--resume", str(run), home=home)
+    elif target == "model.safetensors":
+        out = run_cli("generate", str(run), "--length", "10", home=home)
+    else:
+        out = run_cli("train", "--resume", str(run), home=home)
+    assert out.returncode == 4, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not marker.exists()
