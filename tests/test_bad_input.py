@@ -140,3 +140,52 @@ def test_a_pickle_planted_in_a_run_is_refused_without_running(home, tmp_path, ta
     assert out.returncode == 4, out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
     assert not marker.exists()
+
+
+# --- a full disk while saving ---------------------------------------------------------------
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_state(tmp_path, monkeypatch, capsys):
+    import errno
+    import sys
+
+    from authorgen import checkpoint
+    from authorgen.cli import main
+
+    home = tmp_path
+    book = home / "book.txt"
+    book.write_text(ENGLISH * 20, encoding="utf-8")
+    monkeypatch.setenv("AUTHORGEN_HOME", str(home))
+    real_save = checkpoint.save_file
+    calls = []
+
+    def failing_save(tensors, path):  # the disk fills up on the second evaluation's save
+        calls.append(path)
+        if len(calls) > 2:
+            with open(path, "wb") as f:
+                f.write(b"half a file")
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_save(tensors, path)
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["authorgen", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        return exit_info.value.code
+
+    assert run("fetch", str(book), "--name", "book", "-q") in (0, None)
+    monkeypatch.setattr(checkpoint, "save_file", failing_save)
+    args = ("train", "book", "--steps", "20", "--eval-every", "10", "--layers", "1", "--hidden")
+    code = run(*args, "16", "--embedding-dim", "8", "--context", "16", "--device", "cpu", "-q")
+    err = capsys.readouterr().err
+    assert code == 1 and "the disk is full" in err and "Traceback" not in err
+    run_dir = home / "checkpoints" / "book-lstm"
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "last.tmp").exists()
+    import torch
+
+    from authorgen.models import build_model
+
+    loaded = checkpoint.load_run(run_dir)  # the best weights of step 10 load
+    model = build_model(loaded.model.config)
+    state = checkpoint.load_last(run_dir, model, torch.device("cpu"))
+    assert state["step"] == 10  # the state saved before the disk filled

@@ -101,8 +101,12 @@ def save_last(run_dir: Path, model, state: dict) -> None:
     if staged.exists():
         shutil.rmtree(staged)
     staged.mkdir()
-    atomic_write(staged / WEIGHTS, lambda tmp: save_file(_weights(model), str(tmp)))
-    atomic_write(staged / STATE, lambda tmp: torch.save(state, tmp))
+    try:
+        atomic_write(staged / WEIGHTS, lambda tmp: save_file(_weights(model), str(tmp)))
+        atomic_write(staged / STATE, lambda tmp: torch.save(state, tmp))
+    except BaseException:  # a full disk or Ctrl-C: the previous last/ stays, nothing half-made
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     replace_dir(staged, Path(run_dir) / "last")
 
 

@@ -6,6 +6,7 @@ this package's imports: `authorgen --help` must start fast.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -48,6 +49,14 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("AUTHORGEN_DEBUG") == "1":
             raise
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(
+                f"authorgen: error: the disk is full ({exc.filename or exc.strerror}); what was "
+                "saved before is intact: free some space and run the command again (a training "
+                "run continues with `authorgen train --resume RUN`)",
+                file=sys.stderr,
+            )
+            sys.exit(1)
         print(
             f"authorgen: unexpected error: {type(exc).__name__}: {exc} "
             "(set AUTHORGEN_DEBUG=1 for the traceback, and please report it)",
