@@ -17,6 +17,7 @@ from authorgen.clean import (
 )
 from authorgen.errors import DataError
 from helpers import shared_file
+from texts import FRENCH, POLISH
 
 # file, first and last line of the body (stripped), era
 BODIES = [
@@ -126,11 +127,57 @@ def test_normalize_handles_bom_crlf_cr_and_nfc():
     assert normalize("\ufeffa\r\nb\rc e\u0301") == "a\nb\nc é"
 
 
-def test_decode_uses_the_declared_encoding_and_refuses_unknown_bytes():
+def test_decode_uses_the_declared_encoding_reading_latin1_as_cp1252():
     latin = "Character set encoding: ISO-8859-1\n\nVoilà l'été".encode("latin-1")
-    assert decode(latin) == ("Character set encoding: ISO-8859-1\n\nVoilà l'été", "iso-8859-1")
-    with pytest.raises(DataError, match="not UTF-8"):
-        decode("Voilà l'été".encode("latin-1"))
+    assert decode(latin) == ("Character set encoding: ISO-8859-1\n\nVoilà l'été", "latin-1")
+    # Windows quotes in a file that says Latin-1, as many old Gutenberg files do
+    quoted = "Character set encoding: ISO-8859-1\n\n“Voilà,” dit-il".encode("cp1252")
+    assert decode(quoted) == ("Character set encoding: ISO-8859-1\n\n“Voilà,” dit-il", "cp1252")
+    koi = "Character set encoding: KOI8-R\n\nМой дядя".encode("koi8-r")
+    assert decode(koi) == ("Character set encoding: KOI8-R\n\nМой дядя", "koi8-r")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pg11-alices-adventures-in-wonderland.txt",
+        "pg1400-great-expectations.txt",
+        "pg14155-madame-bovary.txt",
+        "pg51060-the-narrative-of-arthur-gordon-pym.txt",
+        "pg98-a-tale-of-two-cities.txt",
+    ],
+)
+def test_gutenberg_books_in_cp1252_or_latin1_clean_like_their_utf8(name):
+    raw = shared_file(name).read_bytes()
+    text = raw.decode("utf-8-sig")
+    assert any(ord(ch) > 127 for ch in text)  # the test means something only then
+    body, report, _ = clean_text(raw)
+    assert report.encoding == "utf-8"
+    windows = text.encode("cp1252")
+    assert clean_text(windows)[0] == body
+    c1 = any(0x80 <= b <= 0x9F for b in windows)
+    assert clean_text(windows)[1].encoding == ("cp1252" if c1 else "latin-1")
+    if not c1:  # no Windows-only characters: the same bytes are Latin-1
+        assert clean_text(text.encode("latin-1"))[0] == body
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [
+        (POLISH, "cp1250"),  # Windows Polish: "by³" for "był", "mo¿e" for "może"
+        (POLISH, "iso-8859-2"),
+        ("Zażółć gęślą jaźń.", "cp1250"),
+        ("Мой дядя самых честных правил, когда не в шутку занемог.", "cp1251"),
+        ("Мой дядя самых честных правил, когда не в шутку занемог.", "koi8-r"),
+        ("Άνδρα μοι έννεπε, Μούσα, πολύτροπον, ὃς μάλα πολλὰ.", "cp1253"),
+        (FRENCH, "mac_roman"),
+        (FRENCH, "cp437"),
+    ],
+)
+def test_other_code_pages_are_refused_with_a_way_out(text, codec):
+    raw = text.encode(codec, errors="ignore")
+    with pytest.raises(DataError, match="does not read as Latin-1 or cp1252.*iconv"):
+        decode(raw)
 
 
 def test_empty_and_binary_input_is_refused():

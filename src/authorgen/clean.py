@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import string
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
@@ -75,6 +76,7 @@ _GONE = "\x00"  # stands where a marker was, until its line is tidied
 class CleaningReport:
     """What `strip_boilerplate` removed; saved per work in corpus.json."""
 
+    encoding: str = "utf-8"  # what the raw bytes were decoded from (see `decode`)
     cut_head_lines: int = 0
     cut_tail_lines: int = 0
     markers: list[str] = field(default_factory=list)
@@ -87,29 +89,75 @@ class CleaningReport:
         return asdict(self)
 
 
+# Byte values of text in a Western Windows or ISO code page: cp1252 is ISO-8859-1 (Latin-1) with
+# printable characters in place of the C1 controls 0x80-0x9f, so it decodes both (as browsers do).
+_LATIN1_NAMES = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "us-ascii", "ascii"}
+# Non-letters Western prose uses; anything else outside ASCII (¹ ³ ± ¦ ...) suggests another code
+# page read wrongly: Polish cp1250 "by³" (był), "mo¿e" (może), Russian cp1251, MacRoman.
+_WESTERN_MARKS = set("‘’‚“”„–—…«»‹›•·°§¶†‡‰™£€¢¥¡¿©®½¼¾×÷\xa0\xad´¨ªº")
+# ... and those of them that never stand between two letters (Polish "mo¿e", cp437 "‚t‚")
+_NOT_INSIDE_WORDS = set("‚„¡¿¶§°½¼¾×÷¨´ªº")
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
+_MAX_ACCENTED_SHARE = 0.3  # French ~4%, German ~2%, Icelandic ~15% of letters; Cyrillic ~100%
+
+
+def _reads_as_western(text: str) -> bool:
+    """Whether `text` (bytes decoded as cp1252) reads as Western European prose: every character
+    outside ASCII is a letter or a mark such prose uses, none of ¿ ‚ ¶ ... sits inside a word, no
+    capital sits inside a lowercase word, and accented letters are a minority of letters."""
+    accented = 0
+    for m in _NON_ASCII_RE.finditer(text):
+        ch, i = m.group(), m.start()
+        before = text[i - 1] if i else " "
+        after = text[i + 1] if i + 1 < len(text) else " "
+        if ch.isalpha():
+            accented += 1
+            if ch.isupper() and before.islower() and after.islower():
+                return False  # MacRoman "ŽtŽ" for "été"
+        elif ch not in _WESTERN_MARKS or (
+            ch in _NOT_INSIDE_WORDS and before.isalpha() and after.isalpha()
+        ):
+            return False
+    letters = accented + sum(map(text.count, string.ascii_letters))
+    return accented <= _MAX_ACCENTED_SHARE * letters
+
+
 def decode(raw: bytes) -> tuple[str, str]:
-    """Decode `raw` as UTF-8 (a BOM is dropped) or the encoding its Gutenberg header declares.
+    """Decode `raw`: as UTF-8 (a BOM is dropped); else in the encoding its Gutenberg header
+    declares (Latin-1 read as its superset cp1252); else as cp1252 when the text reads as
+    Western European prose (see `_reads_as_western`), which is what older Gutenberg files and
+    Windows text editors wrote.
 
     Returns:
-        The text and the encoding used.
+        The text and the encoding used ("utf-8", the declared name, "cp1252" or "latin-1").
 
     Raises:
-        DataError: when the bytes are neither.
+        DataError: when the bytes are none of these; the message says how to convert them.
     """
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
-        declared = _HEADER_ENCODING_RE.search(raw[:5000])
-        if declared:
-            name = declared.group(1).decode("ascii").lower()
-            try:
-                return raw.decode(name), name
-            except (LookupError, UnicodeDecodeError):
-                pass
-        raise DataError(
-            f"text is not UTF-8 (bad byte at offset {exc.start}) and declares no usable "
-            "encoding; convert it first, e.g. iconv -f cp1252 -t utf-8 FILE"
-        ) from None
+        bad = exc.start
+    declared = _HEADER_ENCODING_RE.search(raw[:5000])
+    name = declared.group(1).decode("ascii").lower() if declared else None
+    if name is not None and name not in _LATIN1_NAMES:
+        try:
+            return raw.decode(name), name
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError:  # 0x81 0x8d 0x8f 0x90 0x9d: not Western Windows text
+        text = None
+    if text is not None and (name in _LATIN1_NAMES or _reads_as_western(text)):
+        return text, "cp1252" if re.search(rb"[\x80-\x9f]", raw) else "latin-1"
+    if name in _LATIN1_NAMES:  # declared, with bytes cp1252 leaves undefined
+        return raw.decode("latin-1"), "latin-1"
+    raise DataError(
+        f"text is not UTF-8 (bad byte at offset {bad}) and does not read as Latin-1 or cp1252; "
+        "convert it to UTF-8 first, e.g. iconv -f cp1250 -t utf-8 FILE > NEW.txt (cp1250 or "
+        "iso-8859-2 for Polish, cp1251 for Russian)"
+    )
 
 
 def normalize(text: str) -> str:
@@ -323,9 +371,10 @@ def clean_text(
     """
     if b"\x00" in raw[:8192]:
         raise DataError("this looks like a binary file, not text; give a plain .txt file")
-    text, _ = decode(raw)
+    text, encoding = decode(raw)
     text = normalize(text)
     body, report = strip_boilerplate(text)
+    report.encoding = encoding
     body, report.illustrations = remove_illustrations(body)
     if unwrap:
         body, report.unwrapped_paragraphs = unwrap_paragraphs(body)

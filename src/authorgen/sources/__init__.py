@@ -60,7 +60,11 @@ class FetchResult:
             self.skip(record["id"], "--refresh replaces it")
             return
         self.added.append(record)
-        self.report(f"added {record['id']}: {record['title']} ({record['chars']:,} characters)")
+        encoding = record["cleaning"]["encoding"]
+        note = "" if encoding == "utf-8" else f", decoded from {encoding}"
+        self.report(
+            f"added {record['id']}: {record['title']} ({record['chars']:,} characters{note})"
+        )
 
 
 class Fetcher:
