@@ -176,7 +176,7 @@ def test_gutenberg_books_in_cp1252_or_latin1_clean_like_their_utf8(name):
 )
 def test_other_code_pages_are_refused_with_a_way_out(text, codec):
     raw = text.encode(codec, errors="ignore")
-    with pytest.raises(DataError, match="does not read as Latin-1 or cp1252.*iconv"):
+    with pytest.raises(DataError, match=r"does not read as Latin-1 or cp1252.*iconv"):
         decode(raw)
 
 

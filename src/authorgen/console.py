@@ -166,9 +166,11 @@ def describe_corpus(console: Console, corpus) -> None:
     )
     for w in corpus.works:
         cleaning = w.get("cleaning", {})
-        done = [] if cleaning.get("encoding", "utf-8") == "utf-8" else [
-            f"decoded from {cleaning['encoding']}"
-        ]
+        done = (
+            []
+            if cleaning.get("encoding", "utf-8") == "utf-8"
+            else [f"decoded from {cleaning['encoding']}"]
+        )
         done += [
             f"cut {cleaning.get('cut_head_lines', 0)} head and "
             f"{cleaning.get('cut_tail_lines', 0)} tail lines"
