@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SHARED, manifest_rows
+from helpers import SHARED, manifest_rows, run_cli, shared_file
 from mirror import CATALOG_PATH, Mirror, catalog_csv, catalog_rows, gzip_bytes, synthetic_book
 
 
@@ -25,6 +25,15 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("AUTHORGEN_MIRROR", raising=False)
     monkeypatch.delenv("AUTHORGEN_CACHE", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def alice_home(tmp_path_factory) -> Path:
+    """A home whose corpus "alice" holds Alice's Adventures in Wonderland, for a module's tests."""
+    home = tmp_path_factory.mktemp("home")
+    alice = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    assert run_cli("fetch", str(alice), "--name", "alice", home=home).returncode == 0
+    return home
 
 
 @pytest.fixture

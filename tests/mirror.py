@@ -3,11 +3,15 @@ server), the real layout, byte ranges, ETags and conditional GETs, and faults on
 
 Faults are queued per path and each is used by one request:
 - "503": 503 Service Unavailable with Retry-After: 0;
+- "429": 429 Too Many Requests with Retry-After: 1 (a client must wait that second);
 - "html": a 200 HTML error page in place of the file;
 - "reset": the headers and half the body, then a TCP reset;
 - "short": the headers (with the full Content-Length) and half the body, then a clean close;
 - "ignore-range": the whole file with 200, whatever Range asked;
-- "slow": the body in small pieces, slowly (to interrupt the client midway).
+- "slow": the body in small pieces, slowly (to interrupt the client midway);
+- "stall": the headers and half the body, then silence for `Mirror.stall_s` (past the client's
+  read timeout) before closing;
+- "stall-headers": silence for `Mirror.stall_s` before answering at all.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -193,6 +198,13 @@ def synthetic_book(ebook: int, title: str, author: str, language: str) -> bytes:
     ).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-answer (a timeout, a reset) is part of the tests."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Mirror:
     """The server: `files` maps paths to bodies, `faults` queues faults per path, and `log`
     holds (path, request headers) of every request."""
@@ -201,8 +213,10 @@ class Mirror:
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[str, dict]] = []
+        self.times: list[float] = []  # time.monotonic() of each request in `log`
+        self.stall_s = 2.0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -248,10 +262,17 @@ def _handler(mirror: Mirror):
             path = self.path.split("?")[0]
             with mirror.lock:
                 mirror.log.append((path, dict(self.headers)))
+                mirror.times.append(time.monotonic())
                 queue = mirror.faults.get(path) or []
                 fault = queue.pop(0) if queue else None
             if fault == "503":
                 return self._send(503, b"busy", {"Retry-After": "0"})
+            if fault == "429":
+                return self._send(429, b"slow down", {"Retry-After": "1"})
+            if fault == "stall-headers":
+                time.sleep(mirror.stall_s)
+                self.close_connection = True
+                return None
             if fault == "html":
                 return self._send(200, b"<html>Error</html>", {"Content-Type": "text/html"})
             body = mirror.files.get(path)
@@ -276,7 +297,7 @@ def _handler(mirror: Mirror):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
             payload = body[start:]
-            if fault in ("slow", "reset", "short"):
+            if fault in ("slow", "reset", "short", "stall"):
                 self._start(status, headers, len(payload))
                 try:
                     if fault == "slow":  # 4 KiB every 20 ms: time to interrupt the client
@@ -287,6 +308,8 @@ def _handler(mirror: Mirror):
                         return None
                     self.wfile.write(payload[: len(payload) // 2])
                     self.wfile.flush()
+                    if fault == "stall":
+                        time.sleep(mirror.stall_s)
                 except OSError:  # the client went away
                     pass
                 self.close_connection = True

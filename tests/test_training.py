@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from authorgen.errors import Interrupted, UsageError
 from authorgen.models import build_model, count_parameters
 from authorgen.models.transformer import KVCache
 from authorgen.train import Callback, Diverged, Trainer, make_optimizer, resume, train_corpus
-from helpers import default_sigint, run_cli, shared_file
+from helpers import default_sigint, run_cli
 
 TINY_LSTM = {
     "model": "lstm", "layers": 2, "hidden": 24, "embedding_dim": 8, "dropout": 0.1,
@@ -33,14 +32,6 @@ TINY_TRANSFORMER = {
     "model": "transformer", "layers": 2, "heads": 2, "embedding_dim": 16, "dropout": 0.1,
     "context": 24, "batch_size": 4, "lr": 3e-3, "device": "cpu",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def alice_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    alice = shared_file("pg11-alices-adventures-in-wonderland.txt")
-    assert run_cli("fetch", str(alice), "--name", "alice", home=home).returncode == 0
-    return home
 
 
 def _tiny_transformer(context: int = 12, vocab: int = 11) -> torch.nn.Module:
@@ -252,45 +243,6 @@ def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(alice_home, op
     assert config["status"] == "finished" and config["resumed"][0]["step"] == 17
     with pytest.raises(UsageError, match="already finished"):
         resume(corpora, checkpoints, f"{name}-cut")
-
-
-def test_kill_9_at_a_random_moment_then_resume_equals_an_uninterrupted_run(alice_home):
-    args = [
-        "--model", "lstm", "--layers", "1", "--hidden", "32", "--embedding-dim", "8",
-        "--context", "16", "--batch-size", "4", "--dropout", "0.1", "--device", "cpu",
-        "--steps", "600", "--eval-every", "25", "--lr", "1e-2",
-    ]  # fmt: skip
-    whole = run_cli("train", "alice", *args, "--name", "k-whole", home=alice_home)
-    assert whole.returncode == 0, whole.stderr
-    env = {**os.environ, "AUTHORGEN_HOME": str(alice_home)}
-    env.pop("AUTHORGEN_CACHE", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "authorgen", "train", "alice", *args, "--name", "k-cut"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    metrics = alice_home / "checkpoints" / "k-cut" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 0.3))  # somewhere between evaluations, maybe mid-save
-    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    cut_dir = alice_home / "checkpoints" / "k-cut"
-    assert not (cut_dir / "last" / "state.pt.tmp").exists() or (cut_dir / "last").is_dir()
-    again = run_cli("train", "--resume", "k-cut", home=alice_home)
-    assert again.returncode == 0, again.stderr
-    assert "resuming k-cut at step" in again.stderr
-    whole_dir = alice_home / "checkpoints" / "k-whole"
-    _assert_same_weights(_weights(whole_dir), _weights(cut_dir))
-    _assert_same_weights(
-        _weights(whole_dir, "model.safetensors"), _weights(cut_dir, "model.safetensors")
-    )
-    steps = [
-        json.loads(line)["step"] for line in (cut_dir / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert steps == list(range(25, 601, 25))  # no step logged twice
 
 
 def test_sigterm_saves_exits_130_and_the_run_resumes(alice_home):

@@ -110,6 +110,18 @@ def save_last(run_dir: Path, model, state: dict) -> None:
     replace_dir(staged, Path(run_dir) / "last")
 
 
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete what a killed process left half-made: `*.tmp` files and staged `*.tmp` folders.
+    They are never read (only whole files are renamed into place), only in the way."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / "last", run_dir / "last.old"):
+        for path in folder.glob("*.tmp") if folder.is_dir() else ():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def load_last(run_dir: Path, model, device: torch.device) -> dict | None:
     """Load the latest weights into `model` and return the training state saved with them;
     None when the run has no latest state yet.

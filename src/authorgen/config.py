@@ -65,6 +65,22 @@ def parse_duration(text: str) -> float:
     return total
 
 
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+
+
+def parse_size(text: str, option: str = "--max-bytes") -> int:
+    """Bytes in "5000000", "500k", "64M", "64MB", "1.5G" (k, M and G are powers of 1024).
+
+    Raises:
+        UsageError: when the text is not such a size or is under one byte.
+    """
+    m = _SIZE_RE.fullmatch(text.strip())
+    size = float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ") if m else 0.0
+    if not m or not math.isfinite(size) or size < 1:
+        raise UsageError(f"{option} wants a size such as 64M, 500k or 2G (got {text!r})")
+    return int(size)
+
+
 class _Saved:
     """JSON round trip shared by the configs."""
 

@@ -670,6 +670,7 @@ def resume(
             f"run {run_dir.name} has already {config['status']} (step {steps}); there is "
             "nothing to resume. Train a new run to go further"
         )
+    checkpoint.remove_leftovers(run_dir)
     data = config.get("data", {})
     corpus = Corpus.open(corpora_dir, data.get("corpus", "?"))
     if corpus.sha256() != data.get("corpus_sha256"):

@@ -112,6 +112,13 @@ def fetch(
     delay: Annotated[
         float, typer.Option(help="Seconds to wait between requests to one server.")
     ] = 2.0,
+    max_bytes: Annotated[
+        str,
+        typer.Option(
+            help="The largest book to download or file to read (k, M, G: powers of 1024); "
+            "anything larger is refused and not kept.",
+        ),
+    ] = "64M",
     refresh: Annotated[
         bool,
         typer.Option(
@@ -141,6 +148,7 @@ def fetch(
         authorgen fetch --id 1342 --id 161 --name jane-austen
         authorgen fetch ~/books/dickens/ --name dickens
     """
+    from authorgen.config import parse_size
     from authorgen.console import describe_selection, make_console
     from authorgen.errors import UsageError
     from authorgen.sources import Fetcher, corpus_name_for
@@ -162,6 +170,7 @@ def fetch(
         refresh=refresh,
         unwrap=unwrap,
         report=console.print,
+        max_bytes=parse_size(max_bytes),
     )
     selections = []
     if authors:

@@ -16,6 +16,7 @@ from authorgen.errors import AuthorgenError, DataError, SourceError, UsageError
 from authorgen.files import cache_dir, check_name, slugify
 from authorgen.sources.catalog import Book, Selection, read_catalog
 from authorgen.sources.gutenberg import book_url, load_catalog, resolve_mirror
+from authorgen.sources.http import MAX_BYTES
 from authorgen.sources.local import list_text_files
 
 
@@ -79,6 +80,7 @@ class Fetcher:
         unwrap: join hard-wrapped paragraphs when cleaning.
         report: where notes go (stderr); never stdout.
         session: a `PoliteSession` to use (default: one with `delay`).
+        max_bytes: the largest book to download or file to read, in bytes.
 
     Raises:
         UsageError: for a bad mirror URL or delay.
@@ -94,6 +96,7 @@ class Fetcher:
         unwrap: bool = False,
         report: Callable[[str], None] = lambda message: None,
         session=None,
+        max_bytes: int = MAX_BYTES,
     ):
         if not (delay >= 0 and math.isfinite(delay)):
             raise UsageError(f"--delay must be 0 or more seconds (got {delay!r})")
@@ -104,6 +107,7 @@ class Fetcher:
         self.unwrap = unwrap
         self.report = report
         self._session = session
+        self.max_bytes = max_bytes
 
     @property
     def mirror(self) -> str:
@@ -178,9 +182,15 @@ class Fetcher:
         for path in paths:
             for file in list_text_files(path):
                 try:
-                    raw = file.read_bytes()
+                    with open(file, "rb") as f:
+                        raw = f.read(self.max_bytes + 1)
                 except OSError as exc:
                     raise DataError(f"cannot read {file}: {exc.strerror}") from None
+                if len(raw) > self.max_bytes:
+                    raise DataError(
+                        f"{file} is larger than --max-bytes ({self.max_bytes:,} bytes); raise "
+                        "--max-bytes if it really is one text"
+                    )
                 try:
                     result.add(
                         raw,
@@ -231,7 +241,7 @@ class Fetcher:
         if not dest.exists():  # only a whole, checked download is ever renamed to dest
             self.report(f"downloading {url}")
             try:
-                self.session.download(url, dest)
+                self.session.download(url, dest, max_bytes=self.max_bytes)
             except NotFound as exc:
                 if book is None:
                     raise type(exc)(f"{exc}; check the ebook number") from None

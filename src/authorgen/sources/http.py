@@ -125,7 +125,10 @@ class PoliteSession:
                 sink.write(chunk)
                 size += len(chunk)
                 if size > max_bytes:
-                    raise SourceError(f"{url} is larger than {max_bytes} bytes; refusing it")
+                    raise SourceError(
+                        f"{url} is larger than {max_bytes:,} bytes; refusing it (raise "
+                        "--max-bytes if you trust the server)"
+                    )
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise _Cut(type(exc).__name__) from None
         except requests.Timeout:
