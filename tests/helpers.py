@@ -31,7 +31,12 @@ def manifest_rows() -> list[dict]:
 
 
 def run_cli(
-    *args: str, home: Path, stdin: str | None = None, env: dict | None = None, timeout: float = 300
+    *args: str,
+    home: Path,
+    stdin: str | None = None,
+    env: dict | None = None,
+    timeout: float = 300,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """`python -m authorgen ARGS` in a fresh process, stdout and stderr kept apart."""
     full_env = {**os.environ, "AUTHORGEN_HOME": str(home), "NO_COLOR": "1", **(env or {})}
@@ -45,6 +50,7 @@ def run_cli(
         text=True,
         env=full_env,
         timeout=timeout,
+        cwd=cwd,
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
 

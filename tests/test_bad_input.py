@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from helpers import run_cli
-from texts import ENGLISH
+from texts import ENGLISH, POLISH
 
 NUMBERS = ["nan", "inf", "-1", "0"]
 
@@ -26,19 +29,83 @@ def _snapshot(home) -> dict:
     return seen
 
 
+def _damage(home, run: str, damage) -> None:
+    """A copy of the trained run "book-lstm", named `run`, damaged by `damage(folder)`."""
+    folder = home / "checkpoints" / run
+    shutil.copytree(home / "checkpoints" / "book-lstm", folder)
+    damage(folder)
+
+
+def _cut(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_config(folder, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def _link_out(path, target) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A corpus and a tiny trained run."""
+    """A corpus, a tiny trained run, damaged copies of both, and bad files to fetch."""
     home = tmp_path_factory.mktemp("home")
     book = home / "book.txt"
     book.write_text(ENGLISH * 20, encoding="utf-8")
     env = {"AUTHORGEN_CACHE": str(home / "cache")}
     assert run_cli("fetch", str(book), "--name", "book", home=home, env=env).returncode == 0
+    (home / "tiny.txt").write_text("Hello there. A small text.\n")
+    assert run_cli("fetch", str(home / "tiny.txt"), "--name", "tiny", home=home).returncode == 0
     trained = run_cli(
         "train", "book", "--steps", "5", "--layers", "1", "--hidden", "16", "--embedding-dim",
         "8", "--context", "16", "--device", "cpu", home=home, env=env,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
+    # files to fetch
+    inputs = home / "inputs"
+    inputs.mkdir()
+    (inputs / "empty.txt").write_bytes(b"")
+    (inputs / "blank.txt").write_text(" \n\t\n  \r\n")
+    (inputs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
+    (inputs / "polish-cp1250.txt").write_bytes(POLISH.encode("cp1250"))
+    outside = home / "outside.txt"  # what links in damaged folders point at; never touched
+    outside.write_text("the user's own file\n")
+    # damaged runs
+    _damage(home, "no-weights", lambda f: (f / "model.safetensors").unlink())
+    _damage(home, "cut-weights", lambda f: _cut(f / "model.safetensors"))
+    _damage(
+        home, "foreign-weights", lambda f: save_file({"x": torch.zeros(3)}, f / "model.safetensors")
+    )
+    _damage(home, "no-tokenizer", lambda f: (f / "tokenizer.json").unlink())
+    _damage(home, "foreign-tokenizer", lambda f: (f / "tokenizer.json").write_text('{"a": 1}'))
+    _damage(home, "cut-config", lambda f: _cut(f / "config.json"))
+    _damage(home, "newer", lambda f: _edit_config(f, format=99, authorgen="9.0.0"))
+    _damage(
+        home,
+        "cut-state",
+        lambda f: (_cut(f / "last" / "state.pt"), _edit_config(f, status="interrupted")),
+    )
+    _damage(home, "linked-metrics", lambda f: _link_out(f / "metrics.jsonl", outside))
+    _damage(
+        home,
+        "linked-state",
+        lambda f: (
+            _link_out(f / "last" / "state.pt", outside),
+            _edit_config(f, status="interrupted"),
+        ),
+    )
+    # damaged corpora
+    corpora = home / "corpora"
+    shutil.copytree(corpora / "book", corpora / "linked")
+    _link_out(next((corpora / "linked" / "works").iterdir()), outside)
+    shutil.copytree(corpora / "book", corpora / "escape")
+    manifest = json.loads((corpora / "escape" / "corpus.json").read_text())
+    manifest["works"][0]["file"] = "../../outside.txt"
+    (corpora / "escape" / "corpus.json").write_text(json.dumps(manifest))
     return home
 
 
@@ -85,13 +152,43 @@ CASES = [
     # prompts and texts
     ([*GENERATE, "--prompt", "ℵ unseen"], 4, "ℵ"),
     (["eval", "book-lstm", "--text", "/no/such/file.txt"], 4, "cannot read"),
+    (["train", "tiny", "--device", "cpu", "--steps", "5"], 4, "too few for --context"),
+    # files to fetch
+    (["fetch", "inputs/empty.txt", "--name", "x"], 4, "no text left"),
+    (["fetch", "inputs/blank.txt", "--name", "x"], 4, "no text left"),
+    (["fetch", "inputs/picture.png", "--name", "x"], 4, "binary file"),
+    (["fetch", "inputs/polish-cp1250.txt", "--name", "x"], 4, "iconv -f cp1250"),
+    (["fetch", "inputs/missing.txt", "--name", "x"], 4, "no such file"),
+    (["fetch", "book.txt", "--name", "x", "--max-bytes", "1k"], 4, "larger than --max-bytes"),
+    *[(["fetch", "book.txt", "--max-bytes", v], 2, "--max-bytes") for v in [*NUMBERS, "lots"]],
+    (["fetch", "--id", "1", "--mirror", "ftp://mirror.example"], 2, "--mirror"),
+    (["fetch", "--id", "1", "--delay", "0", "--mirror", "http://127.0.0.1:9"], 3, "refused"),
+    # damaged run folders: missing, cut and foreign files, a newer format, links out
+    (["generate", "no-weights"], 4, "cannot load"),
+    (["generate", "cut-weights"], 4, "cannot load"),
+    (["generate", "foreign-weights"], 4, "cannot load"),
+    (["eval", "foreign-weights"], 4, "cannot load"),
+    (["generate", "no-tokenizer"], 4, "tokenizer"),
+    (["generate", "foreign-tokenizer"], 4, "tokenizer"),
+    (["generate", "cut-config"], 4, "damaged"),
+    (["runs", "show", "cut-config"], 4, "damaged"),
+    (["generate", "newer"], 4, "newer authorgen"),
+    (["train", "--resume", "newer"], 4, "newer authorgen"),
+    (["train", "--resume", "cut-state"], 4, "cannot read the latest state"),
+    (["generate", "linked-metrics"], 4, "link that leads outside"),
+    (["train", "--resume", "linked-state"], 4, "link that leads outside"),
+    # damaged corpora
+    (["train", "linked", "--steps", "5"], 4, "link that leads outside"),
+    (["corpora", "show", "escape"], 4, "damaged"),
+    (["train", "escape", "--steps", "5"], 4, "damaged"),
 ]
 
 
 @pytest.mark.parametrize(("args", "code", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_bad_input_fails_cleanly(home, args, code, says):
     before = _snapshot(home)
-    out = run_cli(*args, home=home, env={"AUTHORGEN_CACHE": str(home / "cache")})
+    env = {"AUTHORGEN_CACHE": str(home / "cache")}
+    out = run_cli(*args, home=home, env=env, cwd=home)
     assert out.returncode == code, out.stderr
     assert out.stdout == ""
     assert says in out.stderr
@@ -118,8 +215,6 @@ class _Planted:
 def test_a_pickle_planted_in_a_run_is_refused_without_running(home, tmp_path, target):
     import pickle
     import shutil
-
-    import torch
 
     run = tmp_path / "planted"
     shutil.copytree(home / "checkpoints" / "book-lstm", run)
@@ -181,7 +276,6 @@ def test_a_full_disk_while_saving_keeps_the_previous_state(tmp_path, monkeypatch
     assert code == 1 and "the disk is full" in err and "Traceback" not in err
     run_dir = home / "checkpoints" / "book-lstm"
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "last.tmp").exists()
-    import torch
 
     from authorgen.models import build_model
 

@@ -181,8 +181,9 @@ def test_other_code_pages_are_refused_with_a_way_out(text, codec):
 
 
 def test_empty_and_binary_input_is_refused():
-    with pytest.raises(DataError, match="no text left"):
-        clean_text(b"  \n\n ")
+    for empty in (b"", b"  \n\n ", b"\xef\xbb\xbf\r\n"):
+        with pytest.raises(DataError, match="no text left"):
+            clean_text(empty)
     with pytest.raises(DataError, match="binary"):
         clean_text(b"\x89PNG\r\n\x1a\n\x00\x00")
 

@@ -28,7 +28,14 @@ from safetensors.torch import load_file, save_file
 from authorgen import __version__
 from authorgen.config import ModelConfig
 from authorgen.errors import DataError, UsageError, first_line
-from authorgen.files import atomic_write, atomic_write_json, check_name, existing_dir, replace_dir
+from authorgen.files import (
+    atomic_write,
+    atomic_write_json,
+    check_links_inside,
+    check_name,
+    existing_dir,
+    replace_dir,
+)
 from authorgen.models import build_model
 from authorgen.tokenizer import Tokenizer, load_tokenizer
 
@@ -267,6 +274,13 @@ def save_index(run_dir: Path, sources) -> None:
 
 
 def read_config(run_dir: Path) -> dict:
+    """A run's config.json, once the run folder is known to hold no link leading out of it.
+
+    Raises:
+        DataError: when it is missing, damaged, from a newer authorgen, or the folder has such
+            a link.
+    """
+    check_links_inside(run_dir, "run folder")
     path = Path(run_dir) / CONFIG
     try:
         config = json.loads(path.read_text(encoding="utf-8"))

@@ -220,7 +220,7 @@ def strip_boilerplate(text: str) -> tuple[str, CleaningReport]:
     lo, hi = 0, len(lines)
 
     # The START marker is in the head of the file; take the last one there (some files repeat it).
-    head_limit = max(1, len(lines) // 2)
+    head_limit = min(len(lines), max(1, len(lines) // 2))  # an empty file has no lines
     start = None
     i = _find(lines, _START_RES, 0, head_limit)
     while i is not None:

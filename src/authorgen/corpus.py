@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,12 +28,16 @@ from authorgen.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_links_inside,
     check_name,
     slugify,
     utc_now,
 )
 
 MANIFEST = "corpus.json"
+# what a manifest may list: one file name under works/, an id usable as raw/<id>.txt
+_SAFE_ID_RE = re.compile(r"[A-Za-z0-9][\w\-]*\Z")
+_SAFE_FILE_RE = re.compile(r"works/\w[\w.\-]*\Z")
 VAL_FRACTION = 0.1  # single-work corpora: the last 10% of characters, as nanoGPT splits
 
 
@@ -70,11 +75,15 @@ class Corpus:
                 f"no corpus named {name!r} in {corpora_dir}; create it with "
                 f"`authorgen fetch --id N --name {name}` or `authorgen fetch FILE --name {name}`"
             )
+        check_links_inside(path, "corpus")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             if not isinstance(manifest.get("works"), list):
                 raise ValueError("no works list")
-        except (ValueError, UnicodeDecodeError) as exc:
+            for work in manifest["works"]:  # paths in the manifest stay inside the corpus
+                if not (_SAFE_ID_RE.match(work["id"]) and _SAFE_FILE_RE.match(work["file"])):
+                    raise ValueError(f"a work lists the path {work['file']!r}")
+        except (ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:
             raise DataError(f"{manifest_path} is damaged ({exc}); fetch the corpus again") from None
         return cls(path, manifest)
 

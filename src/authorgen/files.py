@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from authorgen.errors import UsageError
+from authorgen.errors import DataError, UsageError
 
 HOME_ENV = "AUTHORGEN_HOME"
 CACHE_ENV = "AUTHORGEN_CACHE"
@@ -173,3 +173,23 @@ def check_name(name: str, what: str) -> str:
             "(no path separators, no '..', not starting with '.')"
         )
     return name
+
+
+def check_links_inside(folder: Path, what: str) -> None:
+    """Refuse a corpus or run folder holding a symbolic link that leads outside it, so that no
+    command reads or writes anything beyond the folder through it (a shared folder may hold
+    such links). The folder itself may be a link, as may corpora/ and checkpoints/.
+
+    Raises:
+        DataError: naming the first such link.
+    """
+    root = Path(folder).resolve()
+    for parent, dirs, files in os.walk(root):  # os.walk does not follow links
+        for name in dirs + files:
+            path = Path(parent) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise DataError(
+                    f"{what} {folder} holds a link that leads outside it "
+                    f"({path.relative_to(root)} -> {os.readlink(path)}); replace the link with "
+                    "a copy of the file"
+                )

@@ -61,6 +61,7 @@ class PoliteSession:
         self._last: dict[str, float] = {}  # host -> time of our last request to it
         retry = Retry(
             total=retries,
+            connect=min(retries, 2),  # a refused connection is more often a wrong URL than busy
             backoff_factor=backoff,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset({"GET", "HEAD"}),
@@ -106,9 +107,9 @@ class PoliteSession:
                     )
                 yield resp
         except requests.RequestException as exc:
+            why = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
             raise SourceError(
-                f"could not download {url} ({type(exc).__name__}); check the network or use "
-                "another --mirror"
+                f"could not download {url} ({why}); check the network or use another --mirror"
             ) from None
 
     @staticmethod
