@@ -38,10 +38,12 @@ def run_cli(
     timeout: float = 300,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """`python -m authorgen ARGS` in a fresh process, stdout and stderr kept apart."""
+    """`python -m authorgen ARGS` in a fresh process, stdout and stderr kept apart; a None value
+    in `env` unsets that variable."""
     full_env = {**os.environ, "AUTHORGEN_HOME": str(home), "NO_COLOR": "1", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     full_env.pop("AUTHORGEN_DEBUG", None)
-    if "AUTHORGEN_CACHE" not in (env or {}):
+    if not (env or {}).get("AUTHORGEN_CACHE"):
         full_env.pop("AUTHORGEN_CACHE", None)  # the cache goes into home/cache
     return subprocess.run(
         [sys.executable, "-m", "authorgen", *args],

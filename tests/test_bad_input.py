@@ -283,3 +283,40 @@ def test_a_full_disk_while_saving_keeps_the_previous_state(tmp_path, monkeypatch
     model = build_model(loaded.model.config)
     state = checkpoint.load_last(run_dir, model, torch.device("cpu"))
     assert state["step"] == 10  # the state saved before the disk filled
+
+
+# --- nothing is written outside the corpora, checkpoints and cache folders ---------------------
+
+
+def test_a_whole_session_writes_only_into_corpora_checkpoints_and_the_cache(tmp_path):
+    home, cwd, user = tmp_path / "home", tmp_path / "cwd", tmp_path / "user"
+    for folder in (home, cwd, user):
+        folder.mkdir()
+    book = tmp_path / "book.txt"  # names from the header must not lead anywhere
+    book.write_text(
+        "Title: ../../../escape/../me\nAuthor: ../../outside/Evil\n\n"
+        "*** START OF THE PROJECT GUTENBERG EBOOK ESCAPE ***\n\n"
+        + ENGLISH * 20
+        + "\n*** END OF THE PROJECT GUTENBERG EBOOK ESCAPE ***\n"
+    )
+    unset = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
+    env = {"HOME": str(user), **dict.fromkeys(unset)}  # the cache: AUTHORGEN_HOME/cache
+
+    def run(*args):
+        out = run_cli(*args, home=home, cwd=cwd, env=env)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    run("fetch", str(book))
+    assert [p.name for p in (home / "corpora").iterdir()] == ["outside-evil"]
+    work = json.loads((home / "corpora" / "outside-evil" / "corpus.json").read_text())["works"][0]
+    assert work["title"] == "../../../escape/../me"  # kept as written, used only as a label
+    assert work["file"].startswith("works/") and work["file"].count("/") == 1
+    small = ["--layers", "1", "--hidden", "16", "--embedding-dim", "8", "--context", "16"]
+    run("train", "outside-evil", "--steps", "20", "--eval-every", "10", *small, "--device", "cpu")
+    run("generate", "outside-evil-lstm", "--length", "40", "-n", "2")
+    run("eval", "outside-evil-lstm", "--samples", "1", "--length", "100")
+    run("runs")
+    assert sorted(p.name for p in home.iterdir()) == ["cache", "checkpoints", "corpora"]
+    assert list(cwd.iterdir()) == [] and list(user.rglob("*")) == []
+    assert (home / "checkpoints" / "outside-evil-lstm" / "loss.png").is_file()  # charts drawn

@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from authorgen.files import atomic_write
+from authorgen.files import atomic_write, cache_dir
 
 
 def _figure(width: float = 8.0, height: float = 4.5):
+    # matplotlib keeps a font cache; in authorgen's cache, not ~/.cache, unless the user says
+    os.environ.setdefault("MPLCONFIGDIR", str(cache_dir() / "matplotlib"))
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
