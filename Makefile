@@ -14,6 +14,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
+# pytest processes for make test; each test file runs whole on one of them
+TEST_WORKERS ?= 2
 
 .PHONY: install test lint format demo bench clean
 
@@ -34,7 +36,7 @@ format: install
 	$(BIN)/ruff format .
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(BIN)/authorgen fetch --id 1342 --name jane-austen
