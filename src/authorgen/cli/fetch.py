@@ -115,6 +115,7 @@ def fetch(
     max_bytes: Annotated[
         str,
         typer.Option(
+            metavar="SIZE",
             help="The largest book to download or file to read (k, M, G: powers of 1024); "
             "anything larger is refused and not kept.",
         ),
