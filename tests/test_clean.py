@@ -133,6 +133,9 @@ def test_decode_uses_the_declared_encoding_reading_latin1_as_cp1252():
     # Windows quotes in a file that says Latin-1, as many old Gutenberg files do
     quoted = "Character set encoding: ISO-8859-1\n\n“Voilà,” dit-il".encode("cp1252")
     assert decode(quoted) == ("Character set encoding: ISO-8859-1\n\n“Voilà,” dit-il", "cp1252")
+    ascii_said = "Character set encoding: US-ASCII\n\nMoże być".encode("cp1250")  # it is not
+    with pytest.raises(DataError, match="cp1250"):
+        decode(ascii_said)
     koi = "Character set encoding: KOI8-R\n\nМой дядя".encode("koi8-r")
     assert decode(koi) == ("Character set encoding: KOI8-R\n\nМой дядя", "koi8-r")
 

@@ -91,7 +91,7 @@ class CleaningReport:
 
 # Byte values of text in a Western Windows or ISO code page: cp1252 is ISO-8859-1 (Latin-1) with
 # printable characters in place of the C1 controls 0x80-0x9f, so it decodes both (as browsers do).
-_LATIN1_NAMES = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "us-ascii", "ascii"}
+_LATIN1_NAMES = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1"}
 # Non-letters Western prose uses; anything else outside ASCII (¹ ³ ± ¦ ...) suggests another code
 # page read wrongly: Polish cp1250 "by³" (był), "mo¿e" (może), Russian cp1251, MacRoman.
 _WESTERN_MARKS = set("‘’‚“”„–—…«»‹›•·°§¶†‡‰™£€¢¥¡¿©®½¼¾×÷\xa0\xad´¨ªº")
