@@ -40,7 +40,8 @@ class _Cut(Exception):
 
 
 class PoliteSession:
-    """A requests session that waits `delay` seconds between requests to one host and retries.
+    """A requests session that waits `delay` seconds from the end of one request to a host to the
+    start of the next, and retries.
 
     Retries (urllib3's Retry) cover connection errors and 429/5xx answers, with exponential
     backoff, honouring a server's Retry-After header. A body cut off midway is resumed by
@@ -58,7 +59,7 @@ class PoliteSession:
         self.backoff = backoff
         self.retries = retries
         self.timeout = timeout
-        self._last: dict[str, float] = {}  # host -> time of our last request to it
+        self._last: dict[str, float] = {}  # host -> when our last request to it ended
         retry = Retry(
             total=retries,
             connect=min(retries, 2),  # a refused connection is more often a wrong URL than busy
@@ -75,11 +76,9 @@ class PoliteSession:
         self.session.mount("https://", adapter)
 
     def _wait_turn(self, url: str) -> None:
-        host = urlparse(url).netloc
-        pause = self._last.get(host, 0.0) + self.delay - time.monotonic()
+        pause = self._last.get(urlparse(url).netloc, 0.0) + self.delay - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        self._last[host] = time.monotonic()
 
     @contextmanager
     def _get(self, url: str, headers: dict[str, str], ok: tuple[int, ...]) -> Iterator:
@@ -111,6 +110,8 @@ class PoliteSession:
             raise SourceError(
                 f"could not download {url} ({why}); check the network or use another --mirror"
             ) from None
+        finally:  # the delay counts from the end of this request and its retries
+            self._last[urlparse(url).netloc] = time.monotonic()
 
     @staticmethod
     def _copy_body(resp, sink: BinaryIO, start: int, max_bytes: int, url: str) -> int:
