@@ -98,6 +98,7 @@ def home(tmp_path_factory):
             _edit_config(f, status="interrupted"),
         ),
     )
+    (home / "checkpoints" / "book-gru").mkdir()  # killed before its config was written
     # damaged corpora
     corpora = home / "corpora"
     shutil.copytree(corpora / "book", corpora / "linked")
@@ -177,6 +178,8 @@ CASES = [
     (["train", "--resume", "cut-state"], 4, "cannot read the latest state"),
     (["generate", "linked-metrics"], 4, "link that leads outside"),
     (["train", "--resume", "linked-state"], 4, "link that leads outside"),
+    (["train", "--resume", "book-gru"], 4, "stopped before training began"),
+    ([*TRAIN, "--model", "gru"], 2, "holds no run"),
     # damaged corpora
     (["train", "linked", "--steps", "5"], 4, "link that leads outside"),
     (["corpora", "show", "escape"], 4, "damaged"),

@@ -64,6 +64,11 @@ def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> tuple[P
     run_dir = Path(checkpoints_dir) / name
     replaced = None
     if run_dir.exists():
+        if not force and not (run_dir / CONFIG).exists():
+            raise UsageError(
+                f"{run_dir} holds no run (a command was stopped before training began); add "
+                "--force to replace it"
+            )
         if not force:
             raise UsageError(
                 f"run {name!r} already exists in {checkpoints_dir}; pick another --name "
@@ -240,6 +245,11 @@ def resolve_run(ref: str, checkpoints_dir: Path) -> Path:
         return by_name
     if (Path(ref) / CONFIG).is_file():
         return Path(ref)
+    if "/" not in ref and by_name.is_dir() and not (by_name / CONFIG).exists():
+        raise DataError(
+            f"{by_name} holds no run: a command was stopped before training began; start "
+            f"it again with `authorgen train CORPUS --name {ref} --force`"
+        )
     raise DataError(
         f"no run named {ref!r} in {checkpoints_dir}; train one with `authorgen train CORPUS` "
         "or give the path of a run folder"
