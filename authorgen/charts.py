@@ -1,7 +1,7 @@
 """Pictures of runs, drawn with matplotlib's object API (no pyplot, no display, Agg):
 
 - `loss_chart`: a run's train and validation loss against tokens seen (loss.png in the run);
-- `compare_chart`: several runs' validation bits per character against tokens seen, and their
+- `compare_chart`: several runs' validation bits per character against characters seen, and their
   best values side by side (the chart of `authorgen compare`).
 """
 
@@ -47,21 +47,25 @@ def loss_chart(rows: list[dict], path: Path, title: str) -> None:
     _save(fig, path)
 
 
-def compare_chart(runs: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
-    """Validation bpc against characters seen for each (label, metrics rows), and the best of
-    each. Rows may carry `chars` (tokens turned into characters, so that runs with different
-    tokenizers share an axis); otherwise tokens are used."""
+def compare_chart(
+    runs: list[tuple[str, list[tuple[float, float]]]], path: Path, title: str
+) -> None:
+    """Draw `compare_figure` into `path`."""
+    _save(compare_figure(runs, title), path)
+
+
+def compare_figure(runs: list[tuple[str, list[tuple[float, float]]]], title: str):
+    """Validation bpc against characters seen for each (label, [(chars, bpc), ...]), and the
+    best of each side by side."""
     fig = _figure(11.0, 4.5)
     curves, bars = fig.subplots(1, 2, width_ratios=[3, 2])
     labels, best = [], []
-    for label, rows in runs:
-        if not rows:
+    for label, points in runs:
+        if not points:
             continue
-        curves.plot(
-            [r["tokens"] for r in rows], [r["val_bpc"] for r in rows], marker=".", label=label
-        )
+        curves.plot(*zip(*points, strict=True), marker=".", label=label)
         labels.append(label)
-        best.append(min(r["val_bpc"] for r in rows))
+        best.append(min(bpc for _, bpc in points))
     curves.set(xlabel="characters seen", ylabel="validation bits per character", title=title)
     curves.grid(alpha=0.3)
     curves.legend(fontsize="small")
@@ -74,4 +78,4 @@ def compare_chart(runs: list[tuple[str, list[dict]]], path: Path, title: str) ->
     bars.set(xlabel="best validation bpc (lower is better)")
     if best:
         bars.set_xlim(0, max(best) * 1.18)
-    _save(fig, path)
+    return fig

@@ -18,7 +18,7 @@ import json
 import os
 import pickle
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from authorgen import __version__
-from authorgen.config import ModelConfig
+from authorgen.config import ModelConfig, TrainConfig
 from authorgen.errors import DataError, UsageError, first_line
 from authorgen.files import (
     atomic_write,
@@ -93,9 +93,79 @@ def finish_create(run_dir: Path, replaced: Path | None) -> None:
         os.replace(replaced, run_dir)
 
 
-def save_config(run_dir: Path, config: dict) -> None:
-    config = {"format": FORMAT, "authorgen": __version__, "torch": torch.__version__, **config}
+@dataclass
+class RunRecord:
+    """What a run is and how it went: its config.json.
+
+    Written at the start of training, at each better validation loss and at the end, so the
+    folder always says what it holds; `format`, `authorgen` and `torch` are added on writing.
+    """
+
+    name: str
+    created: str  # UTC, ISO 8601
+    model: ModelConfig
+    tokenizer: dict  # TokenizerConfig fields, the vocabulary made and tokens per character
+    train: TrainConfig
+    data: dict  # corpus, its sha256, works, holdout, the plan's reasons, split sizes
+    seed: int
+    device: str
+    precision: str  # bf16 | fp32
+    threads: int
+    processes: int
+    params: int
+    status: str = "training"  # training | finished | stopped early | interrupted | diverged
+    pretrained_embeddings: dict | None = None
+    best: dict | None = None  # {step, val_loss, val_bpc} of the weights in model.safetensors
+    warnings: list[str] = field(default_factory=list)
+    resumed: list[dict] = field(default_factory=list)  # {at, step} per `train --resume`
+    result: dict | None = None  # {steps, tokens, elapsed_s, tokens_per_s} once it ended
+
+    def to_dict(self) -> dict:
+        record = {
+            "name": self.name,
+            "created": self.created,
+            "status": self.status,
+            "model": self.model.to_dict(),
+            "tokenizer": self.tokenizer,
+            "train": self.train.to_dict(),
+            "data": self.data,
+            "pretrained_embeddings": self.pretrained_embeddings,
+            "seed": self.seed,
+            "device": self.device,
+            "precision": self.precision,
+            "threads": self.threads,
+            "processes": self.processes,
+            "params": self.params,
+            "best": self.best,
+            "warnings": self.warnings,
+        }
+        if self.resumed:
+            record["resumed"] = self.resumed
+        if self.result is not None:
+            record["result"] = self.result
+        return record
+
+
+def save_config(run_dir: Path, record: RunRecord) -> None:
+    """Write the run's config.json."""
+    config = {
+        "format": FORMAT,
+        "authorgen": __version__,
+        "torch": torch.__version__,
+        **record.to_dict(),
+    }
     atomic_write_json(Path(run_dir) / CONFIG, config)
+
+
+def start_run(run_dir: Path, tokenizer: Tokenizer, record: RunRecord, index_sources=None) -> None:
+    """Write what a run needs before its first step: the tokenizer, the record and, given the
+    corpus's `(label, text part)` pairs, its originality index (kept when already there, as in
+    a resumed run)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run_dir)
+    save_config(run_dir, record)
+    if index_sources is not None:
+        save_index(run_dir, index_sources)
 
 
 def _weights(model) -> dict[str, torch.Tensor]:

@@ -239,6 +239,52 @@ class TrainConfig(_Saved):
             raise UsageError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
 
 
+DEFAULT_TIME_S = 300.0  # `train` with no budget: 5 minutes
+
+
+@dataclass
+class TrainOptions:
+    """What a user asked of `authorgen train`: each field left at None is chosen by the plan
+    (`authorgen.plan`) or falls back to TrainConfig's default. With no budget at all the run
+    gets `DEFAULT_TIME_S`.
+    """
+
+    # the model's sizes (ModelConfig fields)
+    model: str | None = None
+    layers: int | None = None
+    hidden: int | None = None
+    embedding_dim: int | None = None
+    heads: int | None = None
+    tie_weights: bool | None = None
+    dropout: float | None = None
+    # how it trains (TrainConfig fields)
+    context: int | None = None
+    batch_size: int | None = None
+    batching: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    steps: int | None = None
+    time_s: float | None = None
+    eval_every: int | None = None
+    eval_every_s: float | None = None
+    patience: int | None = None
+    seed: int | None = None
+    device: str = "auto"
+    precision: str | None = None
+    compile: bool | None = None
+    index: bool | None = None
+    pretrained_embeddings: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.time_s is None:
+            self.time_s = DEFAULT_TIME_S
+
+    def given(self) -> dict[str, Any]:
+        """The options that were set, by field name."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 UNTIL = ("sentence", "paragraph")
 MAX_UNTIL_EXTRA = 1000  # --until looks this many characters past --length (or --length, if more)
 

@@ -64,6 +64,11 @@ class Group:
         return (then or fn)()
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 when not under torchrun); only rank 0 prints."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: str) -> Group:
     """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA), if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

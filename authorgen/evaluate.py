@@ -1,67 +1,26 @@
-"""Validation loss in nats per character of the original text (DESIGN.md, Metrics).
-
-Loss per character, not per token, so models with different tokenizers compare; bits per
-character = nats / ln 2.
+"""Judging a run, as `authorgen eval` does: its loss in nats and bits per character on held-out
+text (`losses`), and what its samples are like: how much they copy from the corpus, how varied
+they are (distinct-n) and how close their style is to the author's (`style`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from authorgen.clean import clean_text
+from authorgen.config import SampleConfig
 from authorgen.corpus import Corpus, Split, TextSlice, list_corpora, read_chunks, split_corpus
-from authorgen.data import IGNORE, encode_split, eval_streams
-from authorgen.errors import DataError
+from authorgen.data import encode_split
+from authorgen.errors import DataError, UsageError
 from authorgen.files import cache_dir
+from authorgen.losses import bits, total_nll
 from authorgen.sample import Generation
 from authorgen.style import compare, words_of
-
-
-@torch.no_grad()
-def total_nll(
-    model, ids: torch.Tensor, device: torch.device, n_streams: int = 64
-) -> tuple[float, int]:
-    """Summed negative log-likelihood (nats) of every token of `ids` after the first, and its count.
-
-    The text runs as `n_streams` contiguous streams fed `model.eval_chunk` tokens at a time, the
-    state carried along: an RNN predicts each token from everything before it in its stream, a
-    transformer from the `context - 1` tokens before it at most (its KV cache slides).
-    """
-    was_training = model.training
-    model.eval()
-    total, count, state = 0.0, 0, None
-    try:
-        for x, y in eval_streams(ids, n_streams, model.eval_chunk):
-            x, y = x.to(device), y.to(device)
-            logits, state = model(x, state)
-            total += F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(),
-                y.reshape(-1),
-                ignore_index=IGNORE,
-                reduction="sum",
-            ).item()
-            count += int((y != IGNORE).sum())
-    finally:
-        model.train(was_training)
-    return total, count
-
-
-def validation_loss(model, ids: torch.Tensor, chars: int, device: torch.device) -> float:
-    """Nats per character: the NLL of `ids[1:]` over the `chars` characters those tokens spell."""
-    total, _ = total_nll(model, ids, device)
-    return total / chars
-
-
-def bits(nats: float) -> float:
-    """Nats to bits."""
-    return nats / math.log(2)
-
-
-# --- evaluating a run: held-out loss, and what its samples are like ---------------------------
 
 STYLE_CHARS = 300_000  # characters of each corpus a style comparison reads
 
@@ -181,92 +140,78 @@ def sample_report(run, config, seeds, device, candidates: dict, author: str | No
     }
 
 
-def compare_models(
+@dataclass
+class EvalResult:
+    """What `authorgen eval` found: the held-out loss and, per temperature, a sample report."""
+
+    run: str
+    corpus: str | None  # the run's own corpus
+    loss: dict  # heldout_loss's fields
+    samples: int  # per temperature
+    temperatures: list[float]
+    reports: list[dict] = field(default_factory=list)  # sample_report's, without the texts
+
+    def to_dict(self) -> dict:
+        """The JSON `eval --json` prints: the loss, the first temperature's report at the top
+        level, and with several temperatures every report under `sweep`."""
+        first = self.reports[0] if self.reports else {}
+        result = {
+            "run": self.run,
+            "corpus": self.corpus,
+            **self.loss,
+            "originality": first.get("originality"),
+            "distinct": first.get("distinct"),
+            "style": first.get("style"),
+            "samples": self.samples,
+            "temperature": self.temperatures[0],
+        }
+        if len(self.temperatures) > 1:
+            result["sweep"] = self.reports
+        return result
+
+
+def evaluate_run(
     corpora_dir: Path,
     checkpoints_dir: Path,
-    corpus: str,
-    models: list[str],
-    tokenizers: list[str],
-    given: dict,
+    run_ref: str,
     *,
+    text: Path | None = None,
+    corpus: str | None = None,
     samples: int = 5,
     length: int = 1000,
-    force: bool = False,
-    callback=None,
-    on_start=None,
-) -> tuple[list[dict], Path]:
-    """Train every model x tokenizer on `corpus` with the same budget, split and seed (`given`),
-    judge each, draw the chart; returns the leaderboard rows (best first) and the chart's path.
-
-    Runs are named CORPUS-compare-MODEL-TOKENIZER; existing ones are replaced only with `force`.
+    temperatures: Sequence[float] = (0.8,),
+    seed: int = 0,
+    device: str = "auto",
+) -> EvalResult:
+    """Measure run `run_ref` (a name or a folder) on held-out text (`heldout_split`: `text`,
+    `corpus`, or its own), then judge `samples` samples of `length` characters at each
+    temperature, seeded from `seed`.
 
     Raises:
-        UsageError: when a run of the comparison exists already and `force` is not set.
+        UsageError: for a bad number of samples or temperature.
+        DataError: when the run or the text to evaluate on is missing or damaged.
     """
-    from authorgen.charts import compare_chart
-    from authorgen.checkpoint import CONFIG, load_run, read_metrics
-    from authorgen.config import SampleConfig, TokenizerConfig
-    from authorgen.errors import UsageError
-    from authorgen.files import check_name
-    from authorgen.train import resolve_device, train_corpus
+    from authorgen.checkpoint import load_run, resolve_run
+    from authorgen.devices import resolve_device
 
-    check_name(corpus, "corpus")
-    combos = [(m, t) for m in models for t in tokenizers]
-    names = {c: f"{corpus}-compare-{c[0]}-{c[1]}" for c in combos}
-    existing = [n for n in names.values() if (Path(checkpoints_dir) / n / CONFIG).exists()]
-    if existing and not force:
-        raise UsageError(
-            f"runs from an earlier comparison exist ({', '.join(existing)}); add --force to "
-            "replace them"
-        )
-    device = resolve_device(given.get("device", "auto"))
-    rows, curves = [], []
-    candidates, author = None, None
-    for i, (model, kind) in enumerate(combos):
-        if on_start:
-            on_start(i, len(combos), model, kind)
-        result = train_corpus(
-            corpora_dir,
-            checkpoints_dir,
-            corpus,
-            {**given, "model": model},
-            run_name=names[(model, kind)],
-            force=True,
-            callback=callback,
-            tokenizer_config=TokenizerConfig(kind=kind),
-        )
-        run = load_run(result.run_dir, device)
-        if candidates is None:
-            candidates, author = style_candidates(run.config, corpora_dir)
-        row = {
-            "run": result.run_dir.name,
-            "model": model,
-            "tokenizer": kind,
-            "val_bpc": round(result.best_val_bpc, 4),
-            "val_loss": round(result.best_val_loss, 4),
-            "params": result.params,
-            "steps": result.steps,
-            "tokens_per_s": round(result.tokens_per_s, 1),
-            "time_s": round(result.elapsed_s, 1),
-        }
-        if samples:
-            config = SampleConfig(temperature=0.8, length=length, n=samples)
-            report = sample_report(run, config, list(range(samples)), device, candidates, author)
-            style = report["style"]
-            row.update(
-                {
-                    "originality": report["originality"],
-                    "distinct_2": report["distinct"]["distinct_2"],
-                    "style_delta": style["delta"][author] if style and author else None,
-                    "style_rank": style["rank"] if style else None,
-                    "style": style["summary"] if style else None,
-                }
-            )
-        rows.append(row)
-        per_char = run.config.get("tokenizer", {}).get("tokens_per_char") or 1.0
-        metrics = [{**r, "chars": r["tokens"] / per_char} for r in read_metrics(result.run_dir)]
-        curves.append((f"{model} {kind}", metrics))
-    chart = Path(checkpoints_dir) / f"{corpus}-compare.png"
-    compare_chart(curves, chart, f"{corpus}: same split, seed and budget")
-    rows.sort(key=lambda r: r["val_bpc"])
-    return rows, chart
+    if samples < 0:
+        raise UsageError(f"--samples must be 0 or more (got {samples})")
+    configs = [SampleConfig(temperature=t, length=length, n=max(samples, 1)) for t in temperatures]
+    dev = resolve_device(device)
+    run = load_run(resolve_run(run_ref, checkpoints_dir), dev)
+    split = heldout_split(run.config, corpora_dir, text, corpus)
+    result = EvalResult(
+        run=run.path.name,
+        corpus=run.config.get("data", {}).get("corpus"),
+        loss=heldout_loss(run, split, dev),
+        samples=samples,
+        temperatures=list(temperatures),
+    )
+    if samples:
+        candidates, author = style_candidates(run.config, corpora_dir)
+        seeds = list(range(seed, seed + samples))
+        for config in configs:
+            report = sample_report(run, config, seeds, dev, candidates, author)
+            report.pop("texts")
+            result.reports.append(report)
+    return result

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from authorgen.config import ModelConfig, TrainConfig
+from authorgen.config import ModelConfig, TrainConfig, TrainOptions
 from authorgen.errors import UsageError
 
 # Tokens per character of English prose at the default vocabulary sizes (benchmarks/README.md),
@@ -98,18 +98,18 @@ def choose(
     train_chars: int,
     tokenizer: str,
     device: str,
-    given: dict,
+    options: TrainOptions,
     preset: str | None = None,
 ) -> Plan:
-    """The model and training settings: `given` options, then `preset` (or the automatic one),
-    then the library defaults.
+    """The model and training settings: the options the user set, then `preset` (or the
+    automatic one), then the library defaults.
 
-    `train_chars` is the size of the training text; `device` is "cpu" or "cuda"; `given`
-    holds the options the user set (ModelConfig and TrainConfig fields), nothing else.
+    `train_chars` is the size of the training text; `device` is "cpu" or "cuda".
 
     Raises:
         UsageError: for an unknown preset, or options that do not fit together.
     """
+    given = options.given()
     tokens = max(1, int(train_chars * TOKENS_PER_CHAR.get(tokenizer, 1.0)))
     reasons = []
     sized = SIZE_FIELDS & given.keys()
@@ -139,22 +139,22 @@ def choose(
     if sized:
         named = (f"{k.replace('_', '-')} {given[k]}" for k in sorted(sized))
         reasons.append("given: " + ", ".join(named))
-    options = {**base, **given}
-    if options["model"] != "transformer" and "heads" not in given:
-        options.pop("heads", None)
+    settings = {**base, **given}
+    if settings["model"] != "transformer" and "heads" not in given:
+        settings.pop("heads", None)
     # Streams must fit the text: at least a few windows per stream.
-    if options["batching"] == "stream" and "context" not in given:
-        fit = max(8, tokens // (options["batch_size"] * 4))
-        if fit < options["context"]:
-            options["context"] = fit
+    if settings["batching"] == "stream" and "context" not in given:
+        fit = max(8, tokens // (settings["batch_size"] * 4))
+        if fit < settings["context"]:
+            settings["context"] = fit
             reasons.append(f"context {fit}: the text is short")
-    model_fields = {k: v for k, v in options.items() if k in MODEL_FIELDS}
-    if options["model"] == "transformer":
-        model_fields["context"] = options["context"]
+    model_fields = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
+    if settings["model"] == "transformer":
+        model_fields["context"] = settings["context"]
         if "hidden" not in given and "embedding_dim" in given:
             model_fields["hidden"] = 4 * given["embedding_dim"]
     model = ModelConfig(**model_fields)
-    train = TrainConfig(**{k: v for k, v in options.items() if k not in MODEL_FIELDS})
+    train = TrainConfig(**{k: v for k, v in settings.items() if k not in MODEL_FIELDS})
     return Plan(model, train, reasons)
 
 

@@ -267,6 +267,34 @@ class Sample:
     def chars(self) -> int:
         return len(self.text)
 
+    def to_dict(self, config: SampleConfig, prompt: str, run: str) -> dict:
+        """The JSON line `generate --json` prints: the text, how it was sampled and how it came."""
+        return {
+            "text": self.text,
+            "prompt": prompt,
+            "seed": self.seed,
+            "temperature": config.temperature,
+            "top_k": config.top_k,
+            "top_p": config.top_p,
+            "repetition_penalty": config.repetition_penalty,
+            "no_repeat_ngram": config.no_repeat_ngram,
+            "max_copy": config.max_copy,
+            "chars": self.chars,
+            "tokens": self.tokens,
+            "elapsed_s": self.elapsed_s,
+            "stopped": self.stopped,
+            "originality": self.originality,
+            "run": run,
+        }
+
+
+def sample_seeds(config: SampleConfig) -> list[int]:
+    """One seed per sample: `config.seed`, +1, +2, ...; from a fresh random seed when unset."""
+    import secrets
+
+    first = config.seed if config.seed is not None else secrets.randbelow(2**31)
+    return [first + i for i in range(config.n)]
+
 
 @dataclass
 class _Row:
@@ -335,7 +363,14 @@ class Generation:
         start = time.monotonic()
         rows = [self._new_row(seed) for seed in seeds]
         max_tokens = 4 * self.config.limit + 16  # a byte piece is at least a quarter character
+        was_training = self.model.training
         self.model.eval()
+        try:
+            yield from self._steps(first, rows, max_tokens, start)
+        finally:
+            self.model.train(was_training)  # the caller's model is left as it was given
+
+    def _steps(self, first: int, rows: list[_Row], max_tokens: int, start: float):
         x = torch.tensor([self.ids] * len(rows), device=self.device)
         logits, state = self.model(x)
         while True:

@@ -23,10 +23,17 @@ from pathlib import Path
 
 from authorgen import plan
 from authorgen.clean import decode, normalize
-from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, parse_duration
+from authorgen.config import (
+    ModelConfig,
+    TokenizerConfig,
+    TrainConfig,
+    TrainOptions,
+    parse_duration,
+)
 from authorgen.console import TrainProgress, make_console
 from authorgen.corpus import split_text
-from authorgen.train import resolve_device, train
+from authorgen.devices import resolve_device
+from authorgen.train import train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -91,8 +98,8 @@ def main() -> None:
     split = split_text(text)
     tokenizer = TokenizerConfig(args["tokenizer"], vocab_size=args["vocab_size"])
     device = resolve_device(args["device"])
-    given = {k: args[k] for k in OPTIONS if args[k] is not None}
-    given.update(
+    options = TrainOptions(
+        **{k: args[k] for k in OPTIONS if args[k] is not None},
         steps=args["steps"],
         time_s=parse_duration(args["time"]),
         device=device.type,
@@ -100,7 +107,7 @@ def main() -> None:
         seed=args["seed"],
         eval_every=args["eval_every"],
     )
-    chosen = plan.choose(split.train_chars, tokenizer.kind, device.type, given, args["preset"])
+    chosen = plan.choose(split.train_chars, tokenizer.kind, device.type, options, args["preset"])
     console = make_console()
     for line in chosen.reasons:
         console.print(f"  plan: {line}")
@@ -113,9 +120,9 @@ def main() -> None:
                 chosen.model,
                 chosen.train,
                 run_dir,
-                {"corpus": str(args["text"].name)},
-                progress,
-                tokenizer,
+                run_info={"corpus": str(args["text"].name)},
+                callback=progress,
+                tokenizer_config=tokenizer,
             )
             config = json.loads((run_dir / "config.json").read_text())
     flops = training_flops_per_token(config["model"], result.params, config["model"]["vocab_size"])

@@ -28,7 +28,7 @@ from authorgen.sample import (
 )
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
-from authorgen.train import Trainer
+from authorgen.train import train
 from helpers import run_cli, shared_file
 
 
@@ -332,7 +332,7 @@ def memorised(tmp_path_factory):
     )
     run_dir = home / "checkpoints" / "memo"
     model = ModelConfig(hidden=96, embedding_dim=16, layers=1)
-    Trainer(Split.from_texts(text, text[:300], "test"), model, config, run_dir).run()
+    train(Split.from_texts(text, text[:300], "test"), model, config, run_dir)
     return home, run_dir, text
 
 
@@ -499,7 +499,7 @@ def test_a_run_without_an_index_generates_without_reports_and_refuses_max_copy(t
     config = TrainConfig(steps=5, context=16, batch_size=2, device="cpu", index=False)
     run_dir = tmp_path / "checkpoints" / "plain"
     model = ModelConfig(hidden=16, embedding_dim=8, layers=1)
-    Trainer(Split.from_texts(text, text[:300], "test"), model, config, run_dir).run()
+    train(Split.from_texts(text, text[:300], "test"), model, config, run_dir)
     assert not (run_dir / "index").exists()
     out = run_cli("generate", "plain", "--length", "30", "--seed", "1", "--json", home=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -16,12 +16,13 @@ import torch
 from safetensors.torch import load_file
 
 from authorgen import plan
-from authorgen.config import ModelConfig, TrainConfig
+from authorgen.config import ModelConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Split
 from authorgen.errors import Interrupted, UsageError
 from authorgen.models import build_model, count_parameters
 from authorgen.models.transformer import KVCache
-from authorgen.train import Callback, Diverged, Trainer, make_optimizer, resume, train_corpus
+from authorgen.train import build_trainer, resume, train, train_corpus
+from authorgen.trainer import Callback, Diverged, make_optimizer
 from helpers import default_sigint, run_cli
 
 TINY_LSTM = {
@@ -156,7 +157,7 @@ def test_weight_decay_skips_norms_biases_and_embeddings():
 @pytest.mark.parametrize("chars", [10_000, 1_000_000, 100_000_000])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_auto_sizing_picks_something_sane(chars, device):
-    chosen = plan.choose(chars, "char", device, {"time_s": 300.0})
+    chosen = plan.choose(chars, "char", device, TrainOptions(time_s=300.0))
     m, t = chosen.model, chosen.train
     params = count_parameters(build_model(replace(m, vocab_size=100)))
     assert chosen.reasons and "preset" in chosen.reasons[0]
@@ -172,21 +173,21 @@ def test_auto_sizing_picks_something_sane(chars, device):
 
 
 def test_given_options_win_and_a_too_big_model_is_warned_about(tmp_path):
-    chosen = plan.choose(5_000, "char", "cpu", {"hidden": 512, "layers": 3, "steps": 1})
+    chosen = plan.choose(5_000, "char", "cpu", TrainOptions(hidden=512, layers=3, steps=1))
     assert (chosen.model.hidden, chosen.model.layers) == (512, 3)
     assert chosen.train.steps == 1 and chosen.train.time_s is None
     assert "given: hidden 512, layers 3" in chosen.reasons
     text = "a small text to learn. " * 200
-    trainer = Trainer(_split(text, text[:300]), chosen.model, chosen.train, tmp_path / "run")
-    assert "4,600 training tokens: it will likely memorise" in trainer.config["warnings"][0]
-    transformer = plan.choose(1_000_000, "bpe", "cpu", {"model": "transformer", "steps": 5})
+    trainer = build_trainer(_split(text, text[:300]), chosen.model, chosen.train, tmp_path / "run")
+    assert "4,600 training tokens: it will likely memorise" in trainer.record.warnings[0]
+    transformer = plan.choose(1_000_000, "bpe", "cpu", TrainOptions(model="transformer", steps=5))
     assert transformer.model.model == "transformer" and transformer.train.batching == "windows"
     with pytest.raises(UsageError, match="--preset must be one of"):
-        plan.choose(1000, "char", "cpu", {"steps": 1}, preset="huge")
+        plan.choose(1000, "char", "cpu", TrainOptions(steps=1), preset="huge")
     with pytest.raises(UsageError, match="--heads applies to the transformer"):
-        plan.choose(1000, "char", "cpu", {"steps": 1, "model": "lstm", "heads": 2})
+        plan.choose(1000, "char", "cpu", TrainOptions(steps=1, model="lstm", heads=2))
     with pytest.raises(UsageError, match="heads of an even size"):
-        plan.choose(1000, "char", "cpu", {"steps": 1, "model": "transformer", "heads": 5})
+        plan.choose(1000, "char", "cpu", TrainOptions(steps=1, model="transformer", heads=5))
 
 
 # --- exact resume -----------------------------------------------------------------------------
@@ -216,12 +217,12 @@ def _assert_same_weights(a, b):
 @pytest.mark.parametrize("options", [TINY_LSTM, TINY_TRANSFORMER], ids=["lstm", "transformer"])
 def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(alice_home, options):
     corpora, checkpoints = alice_home / "corpora", alice_home / "checkpoints"
-    given = {**options, "steps": 30, "eval_every": 10, "time_s": None}
+    settings = TrainOptions(**options, steps=30, eval_every=10)
     name = options["model"]
-    whole = train_corpus(corpora, checkpoints, "alice", given, run_name=f"{name}-whole")
+    whole = train_corpus(corpora, checkpoints, "alice", settings, run_name=f"{name}-whole")
     with pytest.raises(Interrupted, match="--resume"):
         train_corpus(
-            corpora, checkpoints, "alice", given, run_name=f"{name}-cut", callback=StopAt(17)
+            corpora, checkpoints, "alice", settings, run_name=f"{name}-cut", callback=StopAt(17)
         )
     cut_dir = checkpoints / f"{name}-cut"
     assert json.loads((cut_dir / "config.json").read_text())["status"] == "interrupted"
@@ -287,7 +288,7 @@ def test_the_time_budget_is_honoured(tmp_path):
     text = "the quick brown fox jumps over the lazy dog. " * 400
     config = TrainConfig(time_s=2.0, context=16, batch_size=4, eval_every=10_000, device="cpu")
     t0 = time.monotonic()
-    result = Trainer(_split(text, text[:500]), _model(), config, tmp_path / "run").run()
+    result = train(_split(text, text[:500]), _model(), config, tmp_path / "run")
     wall = time.monotonic() - t0
     assert 2.0 <= result.elapsed_s <= 4.0 and wall <= 10.0
     assert result.steps > 10
@@ -296,7 +297,7 @@ def test_the_time_budget_is_honoured(tmp_path):
 def test_patience_stops_when_validation_stops_improving(tmp_path):
     # it learns "abab...", so its validation loss on "aaaa..." gets worse as it learns
     config = TrainConfig(steps=400, eval_every=5, patience=3, lr=3e-2, context=8, device="cpu")
-    result = Trainer(_split("ab" * 2000, "a" * 400), _model(), config, tmp_path / "run").run()
+    result = train(_split("ab" * 2000, "a" * 400), _model(), config, tmp_path / "run")
     rows = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -324,7 +325,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_state_before_it(tmp_path)
     callback = Poison(ref)
     config = TrainConfig(steps=50, context=8, device="cpu")
     text = "some text to learn from. " * 100
-    trainer = Trainer(
+    trainer = build_trainer(
         _split(text, text[:200]), _model(), config, tmp_path / "run", callback=callback
     )
     ref.append(trainer)
@@ -342,12 +343,12 @@ def test_bf16_autocast_on_the_cpu_trains_or_is_refused_in_one_line(tmp_path):
     text = "bf16 on a processor. " * 200
     config = TrainConfig(steps=3, context=8, device="cpu", precision="bf16")
     transformer = _model(model="transformer", heads=2, context=8)
-    result = Trainer(_split(text, text[:200]), transformer, config, tmp_path / "t").run()
+    result = train(_split(text, text[:200]), transformer, config, tmp_path / "t")
     assert math.isfinite(result.best_val_loss)
     assert json.loads((tmp_path / "t" / "config.json").read_text())["precision"] == "bf16"
     # oneDNN has a bf16 LSTM only on processors with AVX512-BF16 (or AMX)
     try:
-        lstm = Trainer(_split(text, text[:200]), _model(), config, tmp_path / "l").run()
+        lstm = train(_split(text, text[:200]), _model(), config, tmp_path / "l")
     except UsageError as exc:
         assert "cannot run the lstm in bf16" in str(exc) and "--precision fp32" in str(exc)
         assert "\n" not in str(exc)

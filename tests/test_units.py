@@ -12,12 +12,12 @@ from authorgen.config import ModelConfig, SampleConfig, TrainConfig, parse_durat
 from authorgen.corpus import Corpus, read_chunks, split_corpus, split_text
 from authorgen.data import IGNORE, eval_streams, random_windows
 from authorgen.errors import DataError, UsageError
-from authorgen.evaluate import validation_loss
 from authorgen.files import atomic_write, atomic_write_text, check_name, slugify
+from authorgen.losses import validation_loss
 from authorgen.models import build_model
 from authorgen.sample import sample_next
 from authorgen.tokenizer import UNK_TEXT, CharTokenizer
-from authorgen.train import learning_rate
+from authorgen.trainer import learning_rate
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from authorgen.cli._common import (
     _print_json,
     app,
 )
-from authorgen.config import MODELS, TOKENIZERS, TrainConfig, parse_duration
+from authorgen.config import MODELS, TOKENIZERS, parse_duration
 
 
 def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
@@ -75,23 +75,10 @@ def compare(
     tokenizer_list = _names(tokenizers, TOKENIZERS, "--tokenizers")
     if samples < 0:
         raise UsageError(f"--samples must be 0 or more (got {samples})")
-    time_s = parse_duration(time) if time is not None else (None if steps else 120.0)
-    given = {
-        "steps": steps,
-        "time_s": time_s,
-        "seed": seed if seed is not None else TrainConfig.seed,
-        "device": device,
-    }
-    # about 8 evaluations per run, so the chart has curves to compare
-    if steps:
-        given["eval_every"] = max(1, steps // 8)
-    if time_s:
-        given["eval_every_s"] = max(5.0, time_s / 8)
-    TrainConfig(**given)  # bad numbers fail here, before anything trains
-
+    from authorgen.compare import budget, compare_models
     from authorgen.console import TrainProgress, describe_comparison, make_console
-    from authorgen.evaluate import compare_models
 
+    options = budget(steps, parse_duration(time) if time is not None else None, seed, device)
     console = make_console(quiet)
 
     def on_start(i: int, total: int, model: str, kind: str) -> None:
@@ -104,7 +91,7 @@ def compare(
             corpus,
             model_list,
             tokenizer_list,
-            given,
+            options,
             samples=samples,
             length=length,
             force=force,

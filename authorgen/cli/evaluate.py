@@ -77,50 +77,29 @@ def evaluate(
     The style score is Burrows' Delta of the samples against the run's author (its held-out
     text) and against every other corpus present; lower is closer (see the README).
     """
-    from authorgen.errors import UsageError
-
     if text is not None and corpus is not None:
         raise typer.BadParameter("give --text or --corpus, not both", param_hint="--text")
-    if samples < 0:
-        raise UsageError(f"--samples must be 0 or more (got {samples})")
     temperatures = _temperatures(sweep_temperature) if sweep_temperature else [temperature]
-    configs = [SampleConfig(temperature=t, length=length, n=max(samples, 1)) for t in temperatures]
 
-    from authorgen.checkpoint import load_run, resolve_run
     from authorgen.console import describe_eval, make_console
-    from authorgen.evaluate import heldout_loss, heldout_split, sample_report, style_candidates
-    from authorgen.train import resolve_device
+    from authorgen.evaluate import evaluate_run
 
     console = make_console(quiet)
-    dev = resolve_device(device)
-    corpora = _folder(corpora_dir, "corpora")
-    loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
-    split = heldout_split(loaded.config, corpora, text, corpus)
-    result = {"run": loaded.path.name, "corpus": loaded.config.get("data", {}).get("corpus")}
-    result.update(heldout_loss(loaded, split, dev))
-    reports = []
-    if samples:
-        candidates, author = style_candidates(loaded.config, corpora)
-        seeds = list(range(seed, seed + samples))
-        for config in configs:
-            report = sample_report(loaded, config, seeds, dev, candidates, author)
-            report.pop("texts")
-            reports.append(report)
-    first = reports[0] if reports else {}
-    result.update(
-        {
-            "originality": first.get("originality"),
-            "distinct": first.get("distinct"),
-            "style": first.get("style"),
-            "samples": samples,
-            "temperature": temperatures[0],
-        }
+    result = evaluate_run(
+        _folder(corpora_dir, "corpora"),
+        _folder(checkpoints_dir, "checkpoints"),
+        run,
+        text=text,
+        corpus=corpus,
+        samples=samples,
+        length=length,
+        temperatures=temperatures,
+        seed=seed,
+        device=device,
     )
-    if sweep_temperature:
-        result["sweep"] = reports
     if json_out:
-        _print_json(result)
-    describe_eval(console, result, reports if sweep_temperature else [])
+        _print_json(result.to_dict())
+    describe_eval(console, result.to_dict(), result.reports if sweep_temperature else [])
 
 
 runs_app = sub_app("runs", "List runs, or show one run's settings, results and chart.")

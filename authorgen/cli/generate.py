@@ -160,8 +160,8 @@ def generate(
 
     from authorgen.checkpoint import load_run, resolve_run
     from authorgen.console import describe_sample
-    from authorgen.sample import Generation
-    from authorgen.train import resolve_device
+    from authorgen.devices import resolve_device
+    from authorgen.sample import Generation, sample_seeds
 
     dev = resolve_device(device)
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
@@ -175,12 +175,9 @@ def generate(
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if unknown[10:] else "")
         console.print(f"note: words this model does not know, read as <unk>: {shown}")
-    import secrets
-
-    base_seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
-    seeds = [base_seed + i for i in range(config.n)]
+    seeds = sample_seeds(config)
     generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index)
-    console.print(f"seed {base_seed} (--seed {base_seed} gives this text again)")
+    console.print(f"seed {seeds[0]} (--seed {seeds[0]} gives this text again)")
     out = _JsonLines(config, text, loaded.path.name) if json_out else _Plain(text if echo else "")
     for i, piece, sample in generation:
         if sample is None:
@@ -246,25 +243,7 @@ class _JsonLines:
     def finished(self, i: int, sample) -> None:
         self.ready[i] = sample
         while self.current in self.ready:
-            s = self.ready.pop(self.current)
-            cfg = self.config
-            row = {
-                "text": s.text,
-                "prompt": self.prompt,
-                "seed": s.seed,
-                "temperature": cfg.temperature,
-                "top_k": cfg.top_k,
-                "top_p": cfg.top_p,
-                "repetition_penalty": cfg.repetition_penalty,
-                "no_repeat_ngram": cfg.no_repeat_ngram,
-                "max_copy": cfg.max_copy,
-                "chars": s.chars,
-                "tokens": s.tokens,
-                "elapsed_s": s.elapsed_s,
-                "stopped": s.stopped,
-                "originality": s.originality,
-                "run": self.run,
-            }
+            row = self.ready.pop(self.current).to_dict(self.config, self.prompt, self.run)
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
             sys.stdout.flush()
             self.current += 1

@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from authorgen.cli._common import EPILOG, CheckpointsDir, CorporaDir, Quiet, _folder, app
-from authorgen.config import DEFAULT_VOCAB, TokenizerConfig, TrainConfig, parse_duration
+from authorgen.config import (
+    DEFAULT_VOCAB,
+    TokenizerConfig,
+    TrainConfig,
+    TrainOptions,
+    parse_duration,
+)
 from authorgen.plan import PRESETS
 
 
@@ -206,9 +212,8 @@ def train(
     --resume), the tokenizer, the config and metrics.jsonl; it is all `authorgen generate`
     needs. Under `torchrun --nproc_per_node=N -m authorgen train ...` it trains on N processes.
     """
-    import os as _os
-
     from authorgen.console import TrainProgress, make_console
+    from authorgen.distributed import launched_rank
 
     sizes = {
         "model": model,
@@ -225,8 +230,7 @@ def train(
         "weight_decay": weight_decay,
     }
     sizes = {k: v for k, v in sizes.items() if v is not None}
-    rank = int(_os.environ.get("RANK", "0"))
-    console = make_console(quiet or rank != 0)
+    console = make_console(quiet or launched_rank() != 0)
     checkpoints = _folder(checkpoints_dir, "checkpoints")
     corpora = _folder(corpora_dir, "corpora")
     if resume is not None:
@@ -252,19 +256,19 @@ def train(
         from authorgen.vectors import vector_dim
 
         sizes["embedding_dim"] = vector_dim(pretrained_embeddings)
-    given = {
+    options = TrainOptions(
         **sizes,
-        "steps": steps,
-        "time_s": parse_duration(time) if time is not None else (None if steps else 300.0),
-        "eval_every": eval_every,
-        "patience": patience,
-        "seed": seed,
-        "device": device or "auto",
-        "precision": precision,
-        "compile": compile,
-        "index": index,
-        "pretrained_embeddings": str(pretrained_embeddings) if pretrained_embeddings else None,
-    }
+        steps=steps,
+        time_s=parse_duration(time) if time is not None else None,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+        device=device or "auto",
+        precision=precision,
+        compile=compile,
+        index=index,
+        pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
+    )
     from authorgen.train import train_corpus
 
     with TrainProgress(console) as progress:
@@ -272,7 +276,7 @@ def train(
             corpora,
             checkpoints,
             corpus,
-            given,
+            options,
             run_name=name,
             preset=preset,
             force=force,

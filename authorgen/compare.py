@@ -1,0 +1,134 @@
+"""Comparing models, as `authorgen compare` does: every model x tokenizer trained on one corpus
+with the same budget, split and seed, judged as `eval` judges, ranked by validation bits per
+character, and drawn on one chart of validation bpc against characters seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from authorgen.charts import compare_chart
+from authorgen.checkpoint import CONFIG, load_run, read_metrics
+from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
+from authorgen.devices import resolve_device
+from authorgen.errors import UsageError
+from authorgen.evaluate import sample_report, style_candidates
+from authorgen.files import check_name
+from authorgen.train import train_corpus
+from authorgen.trainer import Callback
+
+DEFAULT_TIME_S = 120.0  # each run's budget when none is given
+EVALS_PER_RUN = 8  # about this many evaluations per run, so the chart has curves to compare
+
+
+def budget(steps: int | None, time_s: float | None, seed: int | None, device: str) -> TrainOptions:
+    """The options every run of a comparison shares: the budget (2 minutes when none is given),
+    an evaluation cadence giving about `EVALS_PER_RUN` points per curve, the seed and device.
+
+    Raises:
+        UsageError: for a budget or seed that training would refuse, before anything trains.
+    """
+    if steps is None and time_s is None:
+        time_s = DEFAULT_TIME_S
+    options = TrainOptions(
+        steps=steps,
+        time_s=time_s,
+        seed=seed if seed is not None else TrainConfig.seed,
+        device=device,
+        eval_every=max(1, steps // EVALS_PER_RUN) if steps else None,
+        eval_every_s=max(5.0, time_s / EVALS_PER_RUN) if time_s else None,
+    )
+    TrainConfig(**{k: v for k, v in options.given().items() if k != "model"})
+    return options
+
+
+def chars_seen(rows: list[dict], tokens_per_char: float) -> list[tuple[float, float]]:
+    """(characters seen, validation bpc) of each metrics row: tokens turned into characters, so
+    that runs with different tokenizers share an axis."""
+    return [(r["tokens"] / tokens_per_char, r["val_bpc"]) for r in rows]
+
+
+def compare_models(
+    corpora_dir: Path,
+    checkpoints_dir: Path,
+    corpus: str,
+    models: list[str],
+    tokenizers: list[str],
+    options: TrainOptions,
+    *,
+    samples: int = 5,
+    length: int = 1000,
+    force: bool = False,
+    callback: Callback | None = None,
+    on_start: Callable[[int, int, str, str], None] | None = None,
+) -> tuple[list[dict], Path]:
+    """Train every model x tokenizer on `corpus` with the same `options` (see `budget`), judge
+    each, draw the chart; returns the leaderboard rows (best first) and the chart's path.
+
+    Runs are named CORPUS-compare-MODEL-TOKENIZER; existing ones are replaced only with `force`.
+    `on_start(i, total, model, tokenizer)` is called before each run.
+
+    Raises:
+        UsageError: when a run of the comparison exists already and `force` is not set.
+    """
+    check_name(corpus, "corpus")
+    combos = [(m, t) for m in models for t in tokenizers]
+    names = {c: f"{corpus}-compare-{c[0]}-{c[1]}" for c in combos}
+    existing = [n for n in names.values() if (Path(checkpoints_dir) / n / CONFIG).exists()]
+    if existing and not force:
+        raise UsageError(
+            f"runs from an earlier comparison exist ({', '.join(existing)}); add --force to "
+            "replace them"
+        )
+    device = resolve_device(options.device)
+    rows, curves = [], []
+    candidates, author = None, None
+    for i, (model, kind) in enumerate(combos):
+        if on_start:
+            on_start(i, len(combos), model, kind)
+        result = train_corpus(
+            corpora_dir,
+            checkpoints_dir,
+            corpus,
+            replace(options, model=model),
+            run_name=names[(model, kind)],
+            force=True,
+            callback=callback,
+            tokenizer_config=TokenizerConfig(kind=kind),
+        )
+        run = load_run(result.run_dir, device)
+        if candidates is None:
+            candidates, author = style_candidates(run.config, corpora_dir)
+        row = {
+            "run": result.run_dir.name,
+            "model": model,
+            "tokenizer": kind,
+            "val_bpc": round(result.best_val_bpc, 4),
+            "val_loss": round(result.best_val_loss, 4),
+            "params": result.params,
+            "steps": result.steps,
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "time_s": round(result.elapsed_s, 1),
+        }
+        if samples:
+            config = SampleConfig(temperature=0.8, length=length, n=samples)
+            report = sample_report(run, config, list(range(samples)), device, candidates, author)
+            style = report["style"]
+            row.update(
+                {
+                    "originality": report["originality"],
+                    "distinct_2": report["distinct"]["distinct_2"],
+                    "style_delta": style["delta"][author] if style and author else None,
+                    "style_rank": style["rank"] if style else None,
+                    "style": style["summary"] if style else None,
+                }
+            )
+        rows.append(row)
+        per_char = run.config.get("tokenizer", {}).get("tokens_per_char") or 1.0
+        curves.append((f"{model} {kind}", chars_seen(read_metrics(result.run_dir), per_char)))
+    chart = Path(checkpoints_dir) / f"{corpus}-compare.png"
+    compare_chart(curves, chart, f"{corpus}: same split, seed and budget")
+    rows.sort(key=lambda r: r["val_bpc"])
+    return rows, chart

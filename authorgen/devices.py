@@ -1,0 +1,69 @@
+"""Where a model runs and in what precision: the device by name, bf16 autocast, and moving a
+recurrent state between devices."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from authorgen.errors import UsageError, first_line
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """ "auto" is CUDA when available, else the CPU; under torchrun, this process's GPU.
+
+    Raises:
+        UsageError: when CUDA is asked for and not there.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for --precision bf16, or auto on a CUDA GPU that has it; None: plain fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device):
+    """A context that runs the forward pass in `dtype` (a no-op for None: fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def check_precision(model, precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, once a tiny forward pass shows that the
+    device has kernels for it.
+
+    Raises:
+        UsageError: in one line, when it has none (oneDNN's bf16 LSTM needs AVX512-BF16).
+    """
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
+        return None
+    try:
+        with torch.no_grad(), autocast(dtype, device):
+            model(torch.zeros(1, 2, dtype=torch.long, device=device))
+    except RuntimeError as exc:
+        raise UsageError(
+            f"--precision {precision}: this {device.type.upper()} cannot run the "
+            f"{model.config.model} in bf16 ({first_line(exc)[:120]}); use --precision fp32"
+        ) from None
+    return dtype
+
+
+def state_to(state, device: torch.device | str):
+    """A recurrent state (a tensor, a tuple of tensors, or None) on `device`."""
+    if state is None:
+        return None
+    if isinstance(state, (tuple, list)):
+        return tuple(s.to(device) for s in state)
+    return state.to(device)

@@ -1,0 +1,409 @@
+"""The training loop: AdamW, warmup + cosine schedule fitted to the budget, gradient clipping,
+periodic validation in nats per character, best and last states saved in the run directory.
+
+Resuming is exact: `last/` holds the weights, the optimizer, the step, every random generator,
+the data cursor and the carried recurrent state, so a run stopped at an evaluation (or by
+Ctrl-C/SIGTERM, which save first) and resumed ends with the same weights, bit for bit on a CPU,
+as one never stopped. A run killed outright (kill -9) resumes from its last evaluation and
+replays the steps since. With a --time budget the schedule follows the clock, so time-limited
+runs are not repeatable to the bit even without interruption; resume continues with the time
+that was left.
+
+The loop knows nothing of the screen: it reports through a `Callback` (minGPT's trainer hook),
+and the command line decides how to draw it. It knows nothing of corpora either: `train`
+prepares the data and the model and hands them over.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from authorgen import checkpoint, distributed
+from authorgen.checkpoint import RunRecord
+from authorgen.config import TrainConfig
+from authorgen.data import StreamBatches, random_windows
+from authorgen.devices import autocast, autocast_dtype, state_to
+from authorgen.errors import AuthorgenError, Interrupted, first_line
+from authorgen.losses import bits, validation_loss
+from authorgen.models.rnn import detach_state
+from authorgen.prepare import RunData
+
+
+class Callback:
+    """Hooks the loop calls; override what you need. All run in the training process."""
+
+    def on_start(self, info: dict) -> None:
+        """Once, before the first step: run, device, parameters, split sizes, budget."""
+
+    def on_step(self, step: int, loss: float, progress: float, tokens_per_s: float) -> None:
+        """After each optimizer step; `progress` is the fraction of the budget used (0..1)."""
+
+    def on_eval(self, row: dict) -> None:
+        """After each evaluation, with the row written to metrics.jsonl."""
+
+    def on_message(self, text: str) -> None:
+        """A note while preparing (plan, tokenizer, token ids, word vectors) or stopping."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    elapsed_s: float
+    tokens_per_s: float
+    params: int
+    best_step: int
+    best_val_loss: float  # nats per character
+    best_val_bpc: float
+    status: str = "finished"  # finished | stopped early
+
+
+class Diverged(AuthorgenError):
+    """The loss or the gradient stopped being finite."""
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over `warmup_steps` times a cosine from 1 to `min_lr_ratio` over the budget."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    floor = config.min_lr_ratio
+    cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * warmup * cosine
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device):
+    """AdamW; weight decay only on weight matrices, never on norms, biases or embeddings."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        is_matrix = param.dim() >= 2 and not name.startswith("embedding")
+        (decay if is_matrix else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class Trainer:
+    """The loop, one step, and the state that makes a run resumable.
+
+    Args:
+        model: the network, on its device, with fresh (or pretrained-embedding) weights.
+        data: the tokenizer and token ids (`prepare.prepare_data`).
+        config: how to train.
+        run_dir: the run folder.
+        record: the run's config.json, written when the run starts and kept up to date.
+        index_sources: the corpus as `(label, text part)` pairs, when the run keeps an
+            originality index of it.
+        callback: where progress goes.
+        group: the torchrun process group, if any; rank 0 alone writes.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: RunData,
+        config: TrainConfig,
+        run_dir: Path,
+        record: RunRecord,
+        *,
+        index_sources=None,
+        callback: Callback | None = None,
+        group: distributed.Group | None = None,
+    ):
+        self.model, self.data, self.config, self.record = model, data, config, record
+        self.run_dir, self.callback = Path(run_dir), callback or Callback()
+        self.index_sources = index_sources
+        self.group = group or distributed.Group()
+        self.device = next(model.parameters()).device
+        self.amp = autocast_dtype(config.precision, self.device)
+        self.batch_rng = torch.Generator().manual_seed(config.seed)  # batch positions
+        # Each process takes its own rows of one global batch, so N processes see what one
+        # process with N times the batch would.
+        rank, world = self.group.rank, self.group.world
+        self.rows = slice(rank * config.batch_size, (rank + 1) * config.batch_size)
+        self.streams = (
+            StreamBatches(data.train.ids, config.batch_size * world, config.context, self.batch_rng)
+            if config.batching == "stream"
+            else None
+        )
+        # what the training step calls: the model itself, or wrapped for DDP, or compiled
+        self.forward = model
+        if self.group.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(model, device_ids=ids)
+        if config.compile:
+            self.forward = torch.compile(self.forward)
+        self.optimizer = make_optimizer(model, config, self.device)
+        self.chart_failed = False
+        self.step = self.tokens = 0
+        self.best, self.best_step, self.last_eval_step = math.inf, 0, -1
+        self.evals_since_best = 0
+        self.losses: list[float] = []
+        self.carried = None  # recurrent state carried from one stream batch to the next
+        self.elapsed = self.train_time = self.last_eval_s = 0.0  # seconds, before this process
+        self.start = 0.0
+        self.progress_now = 0.0  # the fraction of the budget used, agreed by all processes
+
+    @property
+    def stateful(self) -> bool:
+        return self.streams is not None and self.model.stateful
+
+    def _clock(self) -> float:
+        """Seconds of training so far, across interruptions."""
+        return self.elapsed + time.monotonic() - self.start
+
+    def _local_progress(self) -> float:
+        """The fraction of the budget used: steps or time, whichever is further along."""
+        config = self.config
+        by_steps = self.step / config.steps if config.steps else 0.0
+        by_time = self._clock() / config.time_s if config.time_s else 0.0
+        return max(by_steps, by_time)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows of the next batch: inputs x (B, T) and targets y (B, T)."""
+        if self.streams is None:
+            rows = self.config.batch_size * self.group.world
+            x, y = random_windows(self.data.train.ids, rows, self.config.context, self.batch_rng)
+        else:
+            x, y, reset = self.streams.next()
+            if reset:
+                self.carried = None
+        return x[self.rows], y[self.rows]
+
+    def train_step(self) -> float:
+        """One optimizer step; returns the batch loss in nats per token.
+
+        Raises:
+            Diverged: when the loss or the gradient is not finite; the weights are untouched.
+        """
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step, self.progress_now)
+        x, y = self._batch()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with autocast(self.amp, self.device):
+            logits, state = self.forward(x, self.carried if self.stateful else None)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # The gradient is averaged over the processes first, so all of them agree here.
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        value = loss.item()
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            what = f"loss became {value}" if not math.isfinite(value) else f"gradient became {norm}"
+            raise Diverged(
+                f"the {what} at step {self.step + 1}; the state before it is saved in "
+                f"{self.run_dir}. Lower --lr (now {self.config.lr:g}) and train again"
+            )
+        self.optimizer.step()
+        if self.stateful:
+            self.carried = detach_state(state)
+        self.step += 1
+        self.tokens += x.numel() * self.group.world
+        self.losses.append(value)
+        return value
+
+    def state_dict(self) -> dict:
+        """Everything besides the weights that the next step depends on."""
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed_s": self._clock(),
+            "train_time_s": self.train_time,
+            "last_eval_s": self.last_eval_s,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": (
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
+            "batch_rng": self.batch_rng.get_state(),
+            "streams": self.streams.state_dict() if self.streams else None,
+            "carried": state_to(self.carried, "cpu"),
+            "losses": list(self.losses),
+            "best": self.best,
+            "best_step": self.best_step,
+            "last_eval_step": self.last_eval_step,
+            "evals_since_best": self.evals_since_best,
+            "processes": self.group.world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.elapsed, self.train_time = state["elapsed_s"], state["train_time_s"]
+        self.last_eval_s = state["last_eval_s"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.batch_rng.set_state(state["batch_rng"])
+        same_rows = state.get("processes", 1) == self.group.world
+        if self.streams is not None and state["streams"] is not None and same_rows:
+            self.streams.load_state_dict(state["streams"])
+            self.carried = state_to(state["carried"], self.device)
+        elif not same_rows:
+            self.callback.on_message(
+                f"the run was trained on {state.get('processes', 1)} processes and goes on with "
+                f"{self.group.world}: the data order differs from here on (not bit-exact)"
+            )
+        self.losses = list(state["losses"])
+        self.best, self.best_step = state["best"], state["best_step"]
+        self.last_eval_step = state["last_eval_step"]
+        self.evals_since_best = state["evals_since_best"]
+
+    def restore(self) -> bool:
+        """Continue from the run's `last/` state, if it has one (else start afresh).
+
+        Metrics logged after that state are dropped: the steps will be taken again.
+        """
+        loaded = checkpoint.load_last(self.run_dir, self.model, self.device)
+        if loaded is None:
+            return False
+        self.load_state_dict(loaded)
+        if self.group.main:
+            checkpoint.truncate_metrics(self.run_dir, self.step)
+        return True
+
+    def save_state(self) -> None:
+        if self.group.main:
+            checkpoint.save_last(self.run_dir, self.model, self.state_dict())
+
+    def evaluate(self) -> dict:
+        """Validate, keep the best weights, log a metrics row, save the latest state."""
+        val_ids, val_chars = self.data.val.ids, self.data.val.predicted_chars
+        with autocast(self.amp, self.device):
+            val = validation_loss(self.model, val_ids, val_chars, self.device)
+        losses = self.losses
+        per_char = self.data.chars_per_token
+        row = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed_s": round(self._clock(), 3),
+            "train_loss": sum(losses) / len(losses) / per_char if losses else None,
+            "val_loss": val,
+            "val_bpc": bits(val),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        self.losses, self.last_eval_step, self.last_eval_s = [], self.step, self._clock()
+        if val < self.best:
+            self.best, self.best_step, self.evals_since_best = val, self.step, 0
+            if self.group.main:
+                checkpoint.save_weights(self.run_dir, self.model)
+                self.record.best = {"step": self.step, "val_loss": val, "val_bpc": bits(val)}
+                checkpoint.save_config(self.run_dir, self.record)
+        else:
+            self.evals_since_best += 1
+        if self.group.main:
+            # the row first: a run killed between the two redoes this evaluation on resume
+            checkpoint.append_metrics(self.run_dir, row)
+            self.save_state()
+            self._draw_chart()
+        self.callback.on_eval(row)
+        return row
+
+    def _draw_chart(self) -> None:
+        """Redraw loss.png; a picture that cannot be drawn is a warning, never a lost run."""
+        try:
+            checkpoint.save_chart(self.run_dir)
+        except Exception as exc:  # matplotlib can fail in many ways; the run must go on
+            if not self.chart_failed:
+                self.callback.on_message(f"warning: loss.png not drawn ({first_line(exc)})")
+            self.chart_failed = True
+
+    def _save_on_failure(self, status: str) -> None:
+        self.save_state()
+        if self.group.main:
+            if self.best == math.inf:  # nothing saved yet: keep these weights usable
+                checkpoint.save_weights(self.run_dir, self.model)
+            self.record.status = status
+            checkpoint.save_config(self.run_dir, self.record)
+
+    def _loop(self) -> str:
+        """Steps until the budget is used or patience runs out; returns how it ended."""
+        while self.progress_now < 1.0:
+            t0 = time.monotonic()
+            loss = self.train_step()
+            self.train_time += time.monotonic() - t0
+            due = self._clock() - self.last_eval_s >= self.config.eval_every_s
+            loss, self.progress_now, due = self.group.mean(
+                [loss, self._local_progress(), float(due)]
+            )
+            self.callback.on_step(self.step, loss, self.progress_now, self.tokens / self.train_time)
+            if self.step % self.config.eval_every == 0 or due > 0:
+                self.evaluate()
+                if self.config.patience and self.evals_since_best >= self.config.patience:
+                    self.callback.on_message(
+                        f"stopped early: no better validation loss in {self.config.patience} "
+                        f"evaluations since step {self.best_step:,} (--patience)"
+                    )
+                    return "stopped early"
+        if self.last_eval_step != self.step:
+            self.evaluate()
+        return "finished"
+
+    def run(self) -> TrainResult:
+        """Train to the end of the budget (or until --patience runs out), validating every
+        `eval_every` steps, every `eval_every_s` seconds and at the end.
+
+        Raises:
+            Interrupted: on Ctrl-C or SIGTERM, after saving the latest state.
+            Diverged: when the loss stops being finite, after saving the state before it.
+        """
+        if self.group.main:
+            checkpoint.start_run(self.run_dir, self.data.tokenizer, self.record, self.index_sources)
+        self.callback.on_start({**self.record.to_dict(), "run_dir": str(self.run_dir)})
+        in_main = threading.current_thread() is threading.main_thread()
+        old_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None
+        self.model.train()
+        self.start = time.monotonic()
+        self.progress_now = self._local_progress()
+        try:
+            status = self._loop()
+        except KeyboardInterrupt:
+            self._save_on_failure("interrupted")
+            raise Interrupted(
+                f"training interrupted at step {self.step}; the state is saved in "
+                f"{self.run_dir}; continue with: authorgen train --resume {self.run_dir.name}"
+            ) from None
+        except Diverged:
+            self._save_on_failure("diverged")
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, old_handler)
+        speed = self.tokens / self.train_time if self.train_time else 0.0
+        self.record.status = status
+        self.record.result = {
+            "steps": self.step,
+            "tokens": self.tokens,
+            "elapsed_s": round(self._clock(), 3),
+            "tokens_per_s": round(speed, 1),
+        }
+        if self.group.main:
+            checkpoint.save_config(self.run_dir, self.record)
+        return TrainResult(
+            self.run_dir,
+            self.step,
+            self.tokens,
+            self._clock(),
+            speed,
+            self.record.params,
+            self.best_step,
+            self.best,
+            bits(self.best),
+            status,
+        )
