@@ -1,4 +1,5 @@
-"""Domain errors. Each carries the exit code the command line returns (DESIGN.md, shell contract).
+"""Domain errors. Each carries the exit code the command line returns: 0 ok, 1 unexpected
+failure, 2 usage, 3 network or source failure after retries, 4 bad input data, 130 interrupted.
 
 Library code raises these with a message that says what to do; `cli.main` turns them into one
 line on stderr. Nothing else in the package prints an error.

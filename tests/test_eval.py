@@ -7,6 +7,8 @@ import json
 import pytest
 from PIL import Image
 
+from authorgen.charts import compare_figure
+from authorgen.compare import chars_seen
 from authorgen.evaluate import distinct_n
 from helpers import run_cli, shared_file
 
@@ -113,6 +115,17 @@ def test_compare_trains_every_combination_and_draws_the_chart(evaluated):
     assert again.returncode == 2 and "--force" in again.stderr
     bad = run_cli("compare", "alice", "--models", "lstm,cnn", home=home)
     assert bad.returncode == 2 and "--models" in bad.stderr
+
+
+def test_the_compare_chart_plots_characters_seen_whatever_the_tokenizer():
+    rows = [{"tokens": 100, "val_bpc": 3.0}, {"tokens": 200, "val_bpc": 2.5}]
+    words = chars_seen(rows, tokens_per_char=0.25)  # a word is four characters here
+    assert words == [(400.0, 3.0), (800.0, 2.5)]
+    fig = compare_figure([("lstm word", words), ("lstm char", chars_seen(rows, 1.0))], "t")
+    curves = fig.axes[0]
+    assert curves.get_xlabel() == "characters seen"
+    assert [list(line.get_xdata()) for line in curves.lines] == [[400.0, 800.0], [100.0, 200.0]]
+    assert [list(line.get_ydata()) for line in curves.lines] == [[3.0, 2.5], [3.0, 2.5]]
 
 
 def test_distinct_n_by_hand():

@@ -234,6 +234,21 @@ def test_a_batch_of_samples_equals_each_sample_alone(kind):
     assert _texts(model, tok, config, [8]) == alone[1:2]  # the same seed, the same text
 
 
+def test_generation_leaves_the_callers_model_in_the_mode_it_was_in():
+    model, tok = _tiny("lstm")
+    config = SampleConfig(temperature=1.0, length=20, n=2)
+    for training in (True, False):
+        model.train(training)
+        assert len(_texts(model, tok, config, [1, 2])) == 2
+        assert model.training is training
+    model.train()
+    generation = iter(Generation(model, tok, "the ", config, [3]))
+    next(generation)
+    assert not model.training  # dropout is off while it writes
+    generation.close()  # a reader that stops early (Ctrl-C, a closed pipe) restores it too
+    assert model.training
+
+
 def test_samples_with_different_ends_finish_apart_in_one_batch():
     model, tok = _tiny("lstm")
     config = SampleConfig(temperature=1.5, length=30, until="sentence", stop=("x",))

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from authorgen import plan
@@ -20,7 +21,7 @@ from authorgen.config import ModelConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Split
 from authorgen.errors import Interrupted, UsageError
 from authorgen.models import build_model, count_parameters
-from authorgen.models.transformer import KVCache
+from authorgen.models.transformer import KVCache, rotary
 from authorgen.train import build_trainer, resume, train, train_corpus
 from authorgen.trainer import Callback, Diverged, make_optimizer
 from helpers import default_sigint, run_cli
@@ -35,10 +36,10 @@ TINY_TRANSFORMER = {
 }  # fmt: skip
 
 
-def _tiny_transformer(context: int = 12, vocab: int = 11) -> torch.nn.Module:
+def _tiny_transformer(context: int = 12, vocab: int = 11, layers: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
     config = ModelConfig(
-        model="transformer", vocab_size=vocab, layers=2, heads=2, embedding_dim=16,
+        model="transformer", vocab_size=vocab, layers=layers, heads=2, embedding_dim=16,
         hidden=32, context=context,
     )  # fmt: skip
     return build_model(config).eval()
@@ -78,20 +79,73 @@ def test_attention_is_causal_and_depends_only_on_relative_positions():
 
 
 def test_the_cache_slides_so_generation_has_no_length_limit():
-    model = _tiny_transformer(context=8)
+    # one layer: a token's logits depend on exactly the tokens its attention sees
+    model = _tiny_transformer(context=8, layers=1)
     idx = torch.randint(0, 11, (1, 30))
+    fed = idx[0].tolist()
     with torch.no_grad():
         logits, state = model(idx)  # longer than the context: fed in pieces
         assert logits.shape == (1, 30, 11) and torch.isfinite(logits).all()
         for t in range(40):
-            logits, state = model(idx[:, t % 30 : t % 30 + 1], state)
+            token = idx[:, t % 30 : t % 30 + 1]
+            fed.append(int(token))
+            logits, state = model(token, state)
             assert state.keys[0].shape[2] <= 8
-        # at the end, the last token saw exactly the 7 before it, as a fresh pass would
-        window = torch.cat([idx[:, 3:10], idx[:, 9:10]], dim=1)
-        fresh, _ = model(window)
-    assert state.position == 70
-    assert torch.isfinite(logits).all()
-    assert fresh.shape == (1, 8, 11)
+        # the last token saw exactly the 7 fed before it, as a fresh pass over those 8 does
+        fresh, _ = model(torch.tensor([fed[-8:]]))
+        shorter, _ = model(torch.tensor([fed[-3:]]))
+    assert state.position == len(fed) == 70
+    torch.testing.assert_close(logits[:, -1], fresh[:, -1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(logits[:, -1], shorter[:, -1], atol=1e-3)
+
+
+def _banded(model, seq: torch.Tensor, window: int) -> torch.Tensor:
+    """Logits of a whole-sequence pass in which every layer attends to at most `window`
+    positions (the query's own included): what a sliding cache computes."""
+    B, T = seq.shape
+    cos, sin = model._angles(0, T, seq.device)
+    i = torch.arange(T)
+    mask = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < window)  # (T, T)
+    x = model.embedding(seq)
+    for block in model.blocks:
+        attention, E = block.attention, x.shape[-1]
+        qkv = attention.qkv(block.norm1(x)).view(B, T, 3, attention.heads, E // attention.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + attention.out(y.transpose(1, 2).reshape(B, T, E))
+        x = x + block.mlp(block.norm2(x))
+    return F.linear(model.norm(x), model.embedding.weight)
+
+
+def test_one_token_steps_attend_over_a_sliding_window_at_every_layer():
+    model = _tiny_transformer(context=8, layers=2)
+    seq = torch.randint(0, 11, (2, 30))
+    with torch.no_grad():
+        logits, state = model(seq[:, :1])
+        steps = [logits]
+        for t in range(1, 30):
+            logits, state = model(seq[:, t : t + 1], state)
+            steps.append(logits)
+        expected = _banded(model, seq, window=8)
+        wider = _banded(model, seq, window=9)
+    torch.testing.assert_close(torch.cat(steps, dim=1), expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(expected[:, 8:], wider[:, 8:], atol=1e-4)  # the band matters
+
+
+def test_a_chunk_past_the_context_slides_the_cache_in_one_forward_pass():
+    model = _tiny_transformer(context=8, layers=1)
+    seq = torch.randint(0, 11, (2, 10))
+    with torch.no_grad():
+        _, state = model(seq[:, :6])
+        logits, state = model(seq[:, 6:10], state)  # 6 cached + 4 new > 8: 2 slide out
+        for i, p in enumerate(range(6, 10)):
+            # the chunk attends to the last 8 - 4 cached positions (2..5) and to itself
+            fresh, _ = model(seq[:, 2 : p + 1])
+            torch.testing.assert_close(logits[:, i], fresh[:, -1], atol=1e-5, rtol=1e-4)
+        whole = _banded(model, seq, window=10)  # every token before it, unslid
+    assert not torch.allclose(logits[:, -1], whole[:, -1], atol=1e-4)
+    assert state.position == 10 and state.keys[0].shape[2] <= 8
 
 
 def _steps(model, idx, ring: bool) -> torch.Tensor:
@@ -204,6 +258,19 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
+class Notes(Callback):
+    """Keeps the messages and counts the starts it is given."""
+
+    def __init__(self):
+        self.messages, self.started = [], 0
+
+    def on_message(self, text):
+        self.messages.append(text)
+
+    def on_start(self, info):
+        self.started += 1
+
+
 def _weights(run_dir, name="last/model.safetensors"):
     return load_file(str(run_dir / name))
 
@@ -227,7 +294,10 @@ def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(alice_home, op
     cut_dir = checkpoints / f"{name}-cut"
     assert json.loads((cut_dir / "config.json").read_text())["status"] == "interrupted"
     assert torch.load(cut_dir / "last" / "state.pt", weights_only=True)["step"] == 17
-    resumed = resume(corpora, checkpoints, f"{name}-cut")
+    notes = Notes()
+    resumed = resume(corpora, checkpoints, f"{name}-cut", callback=notes)
+    assert notes.messages[-1].startswith(f"resuming {name}-cut at step 17 (")
+    assert notes.started == 1  # the loop reports to the same callback as the resume
     assert resumed.steps == whole.steps == 30
     _assert_same_weights(_weights(whole.run_dir), _weights(cut_dir))
     _assert_same_weights(
