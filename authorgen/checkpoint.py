@@ -34,7 +34,7 @@ from authorgen.files import (
     check_links_inside,
     check_name,
     existing_dir,
-    replace_dir,
+    staged_dir,
 )
 from authorgen.models import build_model
 from authorgen.tokenizer import Tokenizer, load_tokenizer
@@ -179,17 +179,10 @@ def save_weights(run_dir: Path, model) -> None:
 
 def save_last(run_dir: Path, model, state: dict) -> None:
     """The latest weights and training state (optimizer, step, RNG), swapped in as one folder."""
-    staged = Path(run_dir) / "last.tmp"
-    if staged.exists():
-        shutil.rmtree(staged)
-    staged.mkdir()
-    try:
+    # a full disk or Ctrl-C while writing: the previous last/ stays, nothing half-made
+    with staged_dir(Path(run_dir) / "last") as staged:
         atomic_write(staged / WEIGHTS, lambda tmp: save_file(_weights(model), str(tmp)))
         atomic_write(staged / STATE, lambda tmp: torch.save(state, tmp))
-    except BaseException:  # a full disk or Ctrl-C: the previous last/ stays, nothing half-made
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    replace_dir(staged, Path(run_dir) / "last")
 
 
 def remove_leftovers(run_dir: Path) -> None:

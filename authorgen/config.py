@@ -14,7 +14,6 @@ from typing import Any
 from authorgen.errors import UsageError
 
 MODELS = ("lstm", "gru", "rnn", "transformer")
-RNN_MODELS = ("lstm", "gru", "rnn")
 BATCHING = ("stream", "windows")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -26,7 +26,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,12 @@ import torch
 from authorgen.config import TokenizerConfig
 from authorgen.corpus import CHUNK_CHARS, Split, read_chunks
 from authorgen.errors import DataError
-from authorgen.files import atomic_write_json, replace_dir, utc_now
+from authorgen.files import atomic_write_json, staged_dir, utc_now
 from authorgen.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 IGNORE = -100  # target id that cross_entropy skips (padding of the last stream)
 FORMAT = 1  # of the cached ids; bump to ignore old cache entries
+_STAGED = f".tmp{os.getpid()}"  # cache entries are staged per process: several may build one
 
 
 @dataclass
@@ -87,9 +87,8 @@ def prepare_tokenizer(
         except DataError:
             pass  # a damaged cache entry is made again
     tokenizer = train_tokenizer(config, read_chunks(split.train), seed)
-    staged = _staging(folder)
-    tokenizer.save(staged)
-    replace_dir(staged, folder)
+    with staged_dir(folder, _STAGED) as staged:
+        tokenizer.save(staged)
     return tokenizer, False
 
 
@@ -101,9 +100,9 @@ def encode_split(split: Split, tokenizer: Tokenizer, cache_dir: Path) -> Encoded
     found = _open_cached(folder)
     if found is not None:
         return EncodedSplit(*found, folder, True)
-    staged = _staging(folder)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    try:
+    # Ctrl-C or a full disk: nothing half-written is left in the cache
+    with staged_dir(folder, _STAGED) as staged:
         meta = {
             "format": FORMAT,
             "created": utc_now(),
@@ -116,21 +115,10 @@ def encode_split(split: Split, tokenizer: Tokenizer, cache_dir: Path) -> Encoded
             "val": encode_to_file(tokenizer, read_chunks(split.val), staged / "val.bin", dtype),
         }
         atomic_write_json(staged / "meta.json", meta)  # written last: its presence means complete
-        replace_dir(staged, folder)
-    except BaseException:  # Ctrl-C or a full disk: leave nothing half-written in the cache
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     found = _open_cached(folder)
     if found is None:
         raise DataError(f"the token cache {folder} could not be read back; check the disk")
     return EncodedSplit(*found, folder, False)
-
-
-def _staging(folder: Path) -> Path:
-    staged = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    return staged
 
 
 def _open_cached(folder: Path) -> tuple[TokenIds, TokenIds] | None:

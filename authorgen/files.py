@@ -12,7 +12,8 @@ import os
 import re
 import shutil
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -112,6 +113,26 @@ def replace_dir(staged: Path, dest: Path) -> None:
     _fsync_dir(dest.parent)
     if old.exists():
         shutil.rmtree(old)
+
+
+@contextmanager
+def staged_dir(dest: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """An empty folder beside `dest` (`dest` + `suffix`) to write a whole folder into: when the
+    block ends it takes the place of `dest` (`replace_dir`); when the block fails (a full disk,
+    Ctrl-C) it is removed and `dest` stays as it was.
+
+    A per-process `suffix` keeps processes that build the same folder apart.
+    """
+    dest = Path(dest)
+    staged = dest.with_name(dest.name + suffix)
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    replace_dir(staged, dest)
 
 
 def existing_dir(dest: Path) -> Path | None:

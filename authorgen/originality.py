@@ -29,7 +29,6 @@ import json
 import mmap
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from authorgen.corpus import TextSlice, read_chunks
 from authorgen.errors import DataError
-from authorgen.files import atomic_write_json, replace_dir
+from authorgen.files import atomic_write_json, staged_dir
 
 TEXT = "text.bin"
 SUFFIXES = "suffixes.npy"
@@ -53,9 +52,6 @@ def build_index(dest: Path, sources: Iterable[tuple[dict, str | TextSlice]]) -> 
     folder `dest`, written whole or not at all."""
     from pydivsufsort import divsufsort  # C code; imported only when building
 
-    staged = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
     works, pieces, at = [], [], 0
     for i, (label, part) in enumerate(sources):
         if i:
@@ -69,12 +65,12 @@ def build_index(dest: Path, sources: Iterable[tuple[dict, str | TextSlice]]) -> 
         at += len(data)
     text = np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()  # divsufsort needs it writable
     del pieces
-    with open(staged / TEXT, "wb") as f:
-        f.write(text.tobytes())
     suffixes = divsufsort(text) if len(text) else np.zeros(0, dtype=np.int32)
-    np.save(staged / SUFFIXES, suffixes)
-    atomic_write_json(staged / WORKS, works)
-    replace_dir(staged, dest)
+    with staged_dir(dest) as staged:
+        with open(staged / TEXT, "wb") as f:
+            f.write(text.tobytes())
+        np.save(staged / SUFFIXES, suffixes)
+        atomic_write_json(staged / WORKS, works)
 
 
 class Index:

@@ -156,8 +156,8 @@ def test_polite_session_waits_between_requests_and_retries_503(httpserver):
 
     httpserver.expect_request("/t").respond_with_handler(handler)
     session = PoliteSession(delay=0.4, backoff=0.0)
-    assert session.get_bytes(httpserver.url_for("/t")) == b"one"  # the 503 was retried
-    assert session.get_bytes(httpserver.url_for("/t")) == b"two"
+    assert session.get_if_changed(httpserver.url_for("/t"), {})[0] == b"one"  # the 503 was retried
+    assert session.get_if_changed(httpserver.url_for("/t"), {})[0] == b"two"
     assert times[2] - times[1] >= 0.39  # the politeness delay between our two requests
 
 
@@ -167,10 +167,10 @@ def test_html_error_page_and_truncation_are_refused(httpserver):
     )
     session = PoliteSession(delay=0)
     with pytest.raises(SourceError, match="HTML"):
-        session.get_bytes(httpserver.url_for("/html"))
+        session.get_if_changed(httpserver.url_for("/html"), {})
     httpserver.expect_request("/big").respond_with_data("x" * 100, content_type="text/plain")
     with pytest.raises(SourceError, match="larger than"):
-        session.get_bytes(httpserver.url_for("/big"), max_bytes=10)
+        session.get_if_changed(httpserver.url_for("/big"), {}, max_bytes=10)
 
 
 def test_a_download_over_the_size_cap_leaves_nothing_to_resume(httpserver, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from authorgen.errors import SourceError, UsageError
-from authorgen.files import atomic_write_bytes, atomic_write_json, utc_now
+from authorgen.files import atomic_write_bytes, atomic_write_json, cache_dir, utc_now
 from authorgen.sources.http import NotFound, PoliteSession
 
 # PGLAF's own mirror of the collection, including the generated cache/epub files.
@@ -107,3 +107,29 @@ def load_catalog(
     meta["checked"] = time.time()
     atomic_write_json(meta_path, meta)
     return data
+
+
+def download_ebook(
+    session: PoliteSession,
+    url: str,
+    work_id: str,
+    *,
+    refresh: bool = False,
+    max_bytes: int,
+    report: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """The downloaded text of an ebook, in the cache's downloads folder. A download cut off by
+    an earlier run resumes; one finished earlier (stored, then not yet added) is reused unless
+    `refresh`. The caller deletes the file once the work is stored.
+
+    Raises:
+        NotFound: when the mirror has no such file.
+        SourceError: when the download fails after retries.
+    """
+    dest = cache_dir() / "downloads" / f"{work_id}.txt"
+    if refresh:
+        dest.unlink(missing_ok=True)
+    if not dest.exists():  # only a whole, checked download is ever renamed to dest
+        report(f"downloading {url}")
+        session.download(url, dest, max_bytes=max_bytes)
+    return dest

@@ -140,20 +140,6 @@ class PoliteSession:
             raise _Cut(f"{size - start} of {expected} bytes")
         return size
 
-    def get_bytes(
-        self, url: str, max_bytes: int = MAX_BYTES, headers: dict[str, str] | None = None
-    ) -> bytes:
-        """The body of `url` (status 200).
-
-        Raises:
-            NotFound: on 404.
-            SourceError: on network failure after retries, another error status, an HTML page,
-                a body over `max_bytes`, or a body shorter than announced.
-        """
-        body = self.get_if_changed(url, headers or {}, max_bytes)[0]
-        assert body is not None  # without validators the server cannot answer 304
-        return body
-
     def get_if_changed(
         self, url: str, validators: dict[str, str], max_bytes: int = MAX_BYTES
     ) -> tuple[bytes | None, dict[str, str]]:
