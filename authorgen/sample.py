@@ -1,20 +1,10 @@
-"""Sampling: turn a model's logits into text, streamed, for one sample or many in one batch.
+"""Generation: a model's scores turned into text, streamed, for one sample or many in one batch.
 
-Each step of a sample, its row of logits goes through these samplers, in this order:
-
-1. bans: ids never to print (`<unk>`, control pieces) and pieces that would break UTF-8;
-2. `repetition_penalty` (CTRL's): the logits of tokens among the last `repetition_window`
-   (prompt included) are divided by the penalty when positive, multiplied when negative;
-3. `no_repeat_ngram`: tokens that would complete an n-gram of tokens already in the text are
-   banned (lifted for a step in which it would ban everything);
-4. temperature: logits / T; at 0 the likeliest token is taken and 5-7 are skipped;
-5. top-k: only the k likeliest stay (ties with the k-th stay too);
-6. top-p: only the fewest likeliest whose probabilities add up to p stay;
-7. one draw: a uniform number from the sample's own generator against the cumulative
-   probabilities (float64).
-
-With `--max-copy` a drawn token that would make a stretch of more than N characters copied from
-the corpus is banned and the draw repeated (the same chain, one more ban).
+Each step, the scores of the samples still being written go through the samplers of
+`authorgen.samplers` in their stated order (bans, repetition penalty, no-repeat n-grams,
+temperature, top-k, top-p) and one token is drawn per sample. With `--max-copy` a drawn token
+that would make a stretch of more than N characters copied from the corpus is banned and the
+draw repeated (the same chain, one more ban). A `StopPolicy` decides where each sample ends.
 
 Samples are independent of the batch: sample i draws only from its own `torch.Generator`,
 seeded `seed + i`, so it is the same text whether written alone or among others (up to float
@@ -24,127 +14,22 @@ a boundary).
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from authorgen.clean import normalize
 from authorgen.config import SampleConfig
 from authorgen.errors import DataError
+from authorgen.originality import CopyGuard, Index
+from authorgen.samplers import NEG_INF, Sampler, ban
+from authorgen.tokenizer.base import Decoder
 
 BATCH = 32  # samples written together at most
 MAX_TRIES = 64  # draws per step under --max-copy before the sample ends there
-NEG_INF = float("-inf")
-
-
-# --- the samplers: each takes and returns one row of logits (float64, shape (V,)) ---
-# Each checks its own setting (ValueError), so a caller that skips SampleConfig cannot pass a
-# value that would quietly do something else.
-
-
-def _require(ok: bool, what: str, value) -> None:
-    if not ok:
-        raise ValueError(f"{what} (got {value!r})")
-
-
-def penalize_repeats(logits: torch.Tensor, recent: Sequence[int], penalty: float) -> torch.Tensor:
-    """Divide positive (multiply negative) logits of the `recent` tokens by `penalty`."""
-    _require(
-        math.isfinite(penalty) and penalty > 0, "the repetition penalty must be above 0", penalty
-    )
-    if penalty == 1.0 or not recent:
-        return logits
-    ids = torch.tensor(sorted(set(recent)), dtype=torch.long)
-    chosen = logits[ids]
-    logits = logits.clone()
-    logits[ids] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
-    return logits
-
-
-class NgramMemory:
-    """The n-grams of tokens seen so far, to ban the tokens that would repeat one."""
-
-    def __init__(self, n: int, ids: Sequence[int] = ()):
-        _require(isinstance(n, int) and n >= 1, "n-grams must have at least 1 token", n)
-        self.n = n
-        self.seen: dict[tuple[int, ...], set[int]] = {}
-        self.tail: list[int] = []
-        for i in ids:
-            self.add(i)
-
-    def add(self, token: int) -> None:
-        if len(self.tail) == self.n - 1:
-            self.seen.setdefault(tuple(self.tail), set()).add(token)
-        self.tail = ([*self.tail, token])[-(self.n - 1) :] if self.n > 1 else []
-
-    def banned(self) -> list[int]:
-        """Tokens that would complete an n-gram already seen."""
-        return sorted(self.seen.get(tuple(self.tail), ()))
-
-
-def ban(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-    if len(ids):
-        logits = logits.clone()
-        logits[torch.as_tensor(ids, dtype=torch.long)] = NEG_INF
-    return logits
-
-
-def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
-    """Keep the k largest logits (and any tied with the k-th); the rest become -inf."""
-    _require(k is None or (isinstance(k, int) and k >= 1), "top-k must be at least 1", k)
-    if k is None or k >= logits.numel():
-        return logits
-    kth = torch.topk(logits, k).values[-1]
-    return logits.masked_fill(logits < kth, NEG_INF)
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the fewest likeliest tokens whose probabilities reach `p` (nucleus sampling)."""
-    _require(0.0 < p <= 1.0, "top-p must be above 0 and at most 1", p)
-    if p >= 1.0:
-        return logits
-    probs = torch.softmax(logits, dim=-1)
-    order = torch.argsort(probs, descending=True, stable=True)
-    before = torch.cumsum(probs[order], dim=-1) - probs[order]  # mass of the likelier tokens
-    drop = order[before >= p]
-    return logits.index_fill(0, drop, NEG_INF)
-
-
-def distribution(logits: torch.Tensor, config: SampleConfig) -> torch.Tensor:
-    """Probabilities (float64) after temperature, top-k and top-p (steps 4-6)."""
-    temperature = config.temperature
-    _require(math.isfinite(temperature) and temperature > 0, "sampling needs T > 0", temperature)
-    logits = logits / config.temperature
-    logits = top_p_filter(top_k_filter(logits, config.top_k), config.top_p)
-    return torch.softmax(logits, dim=-1)
-
-
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> int:
-    """One token from `probs` by inverse transform: the first whose cumulative probability
-    exceeds a uniform draw. A zero-probability token is never taken."""
-    cumulative = torch.cumsum(probs, dim=-1)
-    total = float(cumulative[-1])
-    _require(
-        math.isfinite(total) and total > 0 and bool((probs >= 0).all()), "bad probabilities", total
-    )
-    u = torch.rand((), generator=generator, dtype=torch.float64) * cumulative[-1]
-    at = int(torch.searchsorted(cumulative, u.reshape(1), right=True))
-    return min(at, probs.numel() - 1)
-
-
-def sample_next(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Next ids (B,) from logits (B, V) with temperature alone (0: greedy)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    config = SampleConfig(temperature=temperature)
-    rows = [draw(distribution(row.double(), config), generator) for row in logits]
-    return torch.tensor(rows, dtype=torch.long)
 
 
 # --- where a sample ends ---
@@ -178,7 +63,7 @@ def _is_sentence_end(text: str, match: re.Match) -> bool:
     return not (word_text in ABBREVIATIONS or (len(word_text) == 1 and word_text.isupper()))
 
 
-class Ending:
+class StopPolicy:
     """Decides where a sample ends and which of its text is safe to print yet.
 
     Text comes in pieces; `feed` returns what may be printed now. Text that might still be cut
@@ -297,16 +182,17 @@ def sample_seeds(config: SampleConfig) -> list[int]:
 
 
 @dataclass
-class _Row:
+class SampleState:
+    """One sample while it is written."""
+
     seed: int
     generator: torch.Generator
-    decoder: object
-    history: list[int]
-    ending: Ending
-    ngrams: NgramMemory | None = None
-    guard: object = None
-    tokens: int = 0
-    sample: Sample | None = field(default=None)
+    decoder: Decoder
+    history: list[int]  # token ids, the prompt's first
+    stop: StopPolicy
+    guard: CopyGuard | None = None  # --max-copy
+    tokens: int = 0  # generated so far
+    sample: Sample | None = None  # once finished
 
 
 class Generation:
@@ -314,8 +200,8 @@ class Generation:
 
     Iterating yields (i, text, sample) events in the order they happen: `text` is the next piece
     of sample i that is safe to print, and `sample` is the finished `Sample` (with empty text
-    in that event). `index` (an `originality.Index`) adds originality reports and is required
-    for `config.max_copy`.
+    in that event). `index` adds originality reports and is required for `config.max_copy`.
+    The model is in eval mode while it writes, and in the mode it was given in afterwards.
     """
 
     def __init__(
@@ -326,7 +212,7 @@ class Generation:
         config: SampleConfig,
         seeds: Sequence[int],
         device: torch.device | str = "cpu",
-        index=None,
+        index: Index | None = None,
     ):
         if config.max_copy is not None and index is None:
             raise DataError(
@@ -344,105 +230,98 @@ class Generation:
         for first in range(0, len(self.seeds), BATCH):
             yield from self._batch(first, self.seeds[first : first + BATCH])
 
-    def _new_row(self, seed: int) -> _Row:
-        from authorgen.originality import CopyGuard
-
+    def _new_state(self, seed: int) -> SampleState:
         cfg = self.config
-        return _Row(
+        return SampleState(
             seed=seed,
             generator=torch.Generator().manual_seed(seed),
             decoder=self.tokenizer.decoder(self.prompt),
             history=list(self.ids),
-            ending=Ending(cfg),
-            ngrams=NgramMemory(cfg.no_repeat_ngram, self.ids) if cfg.no_repeat_ngram else None,
+            stop=StopPolicy(cfg),
             guard=CopyGuard(self.index, cfg.max_copy) if cfg.max_copy is not None else None,
         )
 
     @torch.no_grad()
     def _batch(self, first: int, seeds: list[int]) -> Iterator[tuple[int, str, Sample | None]]:
-        start = time.monotonic()
-        rows = [self._new_row(seed) for seed in seeds]
-        max_tokens = 4 * self.config.limit + 16  # a byte piece is at least a quarter character
         was_training = self.model.training
         self.model.eval()
         try:
-            yield from self._steps(first, rows, max_tokens, start)
+            yield from self._write([self._new_state(seed) for seed in seeds], first)
         finally:
             self.model.train(was_training)  # the caller's model is left as it was given
 
-    def _steps(self, first: int, rows: list[_Row], max_tokens: int, start: float):
-        x = torch.tensor([self.ids] * len(rows), device=self.device)
-        logits, state = self.model(x)
+    def _write(self, states: list[SampleState], first: int):
+        start = time.monotonic()
+        sampler = Sampler(self.config)  # new per batch: NoRepeatNgram remembers its samples
+        max_tokens = 4 * self.config.limit + 16  # a byte piece is at least a quarter character
+        x = torch.tensor([self.ids] * len(states), device=self.device)
+        logits, cache = self.model(x)  # (B, T, V)
         while True:
-            last = logits[:, -1, :].double().cpu()
-            next_ids = []
-            for i, row in enumerate(rows):
-                if row.sample is not None:
-                    next_ids.append(row.history[-1])
-                    continue
-                token, piece = self._choose(row, last[i])
-                text = ""
+            scores = self._penalized(logits[:, -1, :].double(), states, sampler)  # (B, V)
+            active = [i for i, s in enumerate(states) if s.sample is None]
+            drawn = sampler.choose(scores[active], [states[i].generator for i in active])
+            for i, token in zip(active, drawn.tolist(), strict=True):
+                state = states[i]
+                token, piece = self._accept(state, token, scores[i : i + 1], sampler)
                 if token is not None:
-                    row.tokens += 1
-                    row.history.append(token)
-                    if row.ngrams:
-                        row.ngrams.add(token)
-                    text = row.ending.feed(piece)
-                    if not row.ending.done and row.tokens >= max_tokens:
-                        text += row.ending.close("length")
+                    state.tokens += 1
+                    state.history.append(token)
+                    text = state.stop.feed(piece)
+                    if not state.stop.done and state.tokens >= max_tokens:
+                        text += state.stop.close("length")
                 else:
-                    text = row.ending.feed(row.decoder.flush()) + row.ending.close("max_copy")
+                    text = state.stop.feed(state.decoder.flush()) + state.stop.close("max_copy")
                 if text:
                     yield first + i, text, None
-                if row.ending.done:
-                    row.sample = self._finish(row, start)
-                    yield first + i, "", row.sample
-                next_ids.append(row.history[-1])
-            if all(row.sample is not None for row in rows):
+                if state.stop.done:
+                    state.sample = self._finish(state, start)
+                    yield first + i, "", state.sample
+            if all(s.sample is not None for s in states):
                 return
-            x = torch.tensor(next_ids, device=self.device).view(-1, 1)
-            logits, state = self.model(x, state)
+            x = torch.tensor([[s.history[-1]] for s in states], device=self.device)  # (B, 1)
+            logits, cache = self.model(x, cache)
 
-    def _choose(self, row: _Row, logits: torch.Tensor) -> tuple[int | None, str]:
-        """The next token of a row and its text; None when --max-copy leaves no token."""
-        cfg = self.config
-        logits = ban(logits, self.tokenizer.special_ids)
-        logits = ban(logits, row.decoder.banned())
-        logits = penalize_repeats(
-            logits, row.history[-cfg.repetition_window :], cfg.repetition_penalty
-        )
-        if row.ngrams:
-            banned = ban(logits, row.ngrams.banned())
-            if torch.isfinite(banned).any():
-                logits = banned
+    def _penalized(
+        self, scores: torch.Tensor, states: list[SampleState], sampler: Sampler
+    ) -> torch.Tensor:
+        """Steps 1-3: the bans, then the samplers that look at what each sample wrote."""
+        if self.tokenizer.special_ids:
+            scores[:, self.tokenizer.special_ids] = NEG_INF
+        for i, state in enumerate(states):
+            if state.sample is None:
+                scores = ban(scores, i, state.decoder.banned())
+        return sampler.penalize(scores, [s.history for s in states])
+
+    def _accept(
+        self, state: SampleState, token: int, scores: torch.Tensor, sampler: Sampler
+    ) -> tuple[int | None, str]:
+        """The drawn token and its text, or under --max-copy the first redraw that copies no
+        more than allowed (None when none does)."""
+        if state.guard is None:
+            return token, state.decoder.push(token)
         for _ in range(MAX_TRIES):
-            if cfg.temperature == 0:
-                token = int(torch.argmax(logits))
-            else:
-                token = draw(distribution(logits, cfg), row.generator)
-            if row.guard is None:
-                return token, row.decoder.push(token)
-            decoder = row.decoder.clone()
+            decoder = state.decoder.clone()
             piece = decoder.push(token)
-            suffix = row.guard.check(piece)
+            suffix = state.guard.check(piece)
             if suffix is not None:
-                row.guard.accept(suffix)
-                row.decoder = decoder
+                state.guard.accept(suffix)
+                state.decoder = decoder
                 return token, piece
-            logits = ban(logits, [token])
-            if not torch.isfinite(logits).any():
+            scores = ban(scores, 0, [token])
+            if not torch.isfinite(scores).any():
                 break
+            token = int(sampler.choose(scores, [state.generator])[0])
         return None, ""
 
-    def _finish(self, row: _Row, start: float) -> Sample:
-        ending = row.ending
-        text = ending.text[: ending.end]
+    def _finish(self, state: SampleState, start: float) -> Sample:
+        stop = state.stop
+        text = stop.text[: stop.end]
         return Sample(
             text=text,
-            seed=row.seed,
-            tokens=row.tokens,
+            seed=state.seed,
+            tokens=state.tokens,
             elapsed_s=round(time.monotonic() - start, 3),
-            stopped=ending.reason,
+            stopped=stop.reason,
             originality=self.index.report(text) if self.index is not None else None,
         )
 

@@ -44,7 +44,8 @@ def kv_cache_against_recompute(chars: int, threads: int | None) -> dict:
 
     from authorgen.config import ModelConfig, SampleConfig
     from authorgen.models import build_model
-    from authorgen.sample import Generation, distribution, draw
+    from authorgen.sample import Generation
+    from authorgen.samplers import Sampler
     from authorgen.tokenizer.char import CharTokenizer
 
     if threads:
@@ -70,13 +71,14 @@ def kv_cache_against_recompute(chars: int, threads: int | None) -> dict:
     def recompute() -> str:
         ids = tok.encode_prompt(prompt)
         generator = torch.Generator().manual_seed(1)
+        sampler = Sampler(sample)
         out = []
         for _ in range(chars):
             window = torch.tensor([ids[-config.context :]])
             logits, _ = model(window)
-            last = logits[0, -1].double()
-            last[tok.special_ids] = float("-inf")
-            token = draw(distribution(last, sample), generator)
+            last = logits[:, -1].double()  # (1, V)
+            last[:, tok.special_ids] = float("-inf")
+            token = int(sampler.choose(last, [generator]))
             ids.append(token)
             out.append(tok.decode([token]))
         return "".join(out)

@@ -16,15 +16,17 @@ from authorgen.corpus import Split, TextSlice
 from authorgen.errors import DataError, UsageError
 from authorgen.models import build_model
 from authorgen.originality import Index, build_index
-from authorgen.sample import (
-    Ending,
-    Generation,
+from authorgen.sample import Generation, StopPolicy
+from authorgen.samplers import (
+    NEG_INF,
     NgramMemory,
-    distribution,
+    NoRepeatNgram,
+    RepetitionPenalty,
+    Sampler,
+    Temperature,
+    TopK,
+    TopP,
     draw,
-    penalize_repeats,
-    top_k_filter,
-    top_p_filter,
 )
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
@@ -33,8 +35,8 @@ from helpers import run_cli, shared_file
 
 
 def _probs(logits, **config) -> list[float]:
-    cfg = SampleConfig(**config)
-    return distribution(torch.tensor(logits, dtype=torch.float64), cfg).tolist()
+    scores = torch.tensor([logits], dtype=torch.float64)  # a batch of one
+    return Sampler(SampleConfig(**config)).distribution(scores)[0].tolist()
 
 
 def _softmax(values: list[float]) -> list[float]:
@@ -71,10 +73,14 @@ def test_temperature_comes_before_top_p():
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
-    logits = torch.tensor([2.0, -1.0, 0.5, 3.0], dtype=torch.float64)
-    out = penalize_repeats(logits, [0, 1, 0], 2.0)
-    assert out.tolist() == [1.0, -2.0, 0.5, 3.0]
-    assert logits.tolist() == [2.0, -1.0, 0.5, 3.0]  # the input is not changed
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [2.0, -1.0, 0.5, 3.0]], dtype=torch.float64)
+    out = RepetitionPenalty(2.0)(logits, [[0, 1, 0], [2, 3, 2, 3]])
+    assert out[0].tolist() == [1.0, -2.0, 0.5, 3.0]
+    assert out[1].tolist() == [2.0, -1.0, 0.25, 1.5]  # each sample its own history
+    assert RepetitionPenalty(2.0, window=1)(logits[:1], [[0, 1]])[0].tolist() == [
+        2.0, -2.0, 0.5, 3.0
+    ]  # fmt: skip
+    assert logits[0].tolist() == [2.0, -1.0, 0.5, 3.0]  # the input is not changed
 
 
 def test_no_repeat_ngram_bans_what_would_complete_a_seen_ngram():
@@ -85,23 +91,60 @@ def test_no_repeat_ngram_bans_what_would_complete_a_seen_ngram():
     memory = NgramMemory(2, [5, 6, 5, 7, 5])
     assert memory.banned() == [6, 7]
     assert NgramMemory(1, [4, 2, 4]).banned() == [2, 4]  # unigrams: no token twice
+    # as a sampler: a batch, each sample with its own n-grams, kept between steps
+    sampler, scores = NoRepeatNgram(2), torch.zeros(2, 8, dtype=torch.float64)
+    history = [[5, 6, 5], [1, 2, 3]]
+    out = sampler(scores, history)
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [6]  # 5 6 was seen
+    assert torch.isfinite(out[1]).all()  # 3 came only last
+    history[1].append(1)  # the next step: 1 2 was seen, so 2 after 1 is banned
+    assert torch.isinf(sampler(scores, history)[1]).nonzero().flatten().tolist() == [2]
 
 
 def test_filters_keep_at_least_one_token():
-    logits = torch.tensor([0.0, 0.0, 5.0], dtype=torch.float64)
-    assert torch.isfinite(top_p_filter(logits, 1e-9)).tolist() == [False, False, True]
-    assert torch.isfinite(top_k_filter(logits, 1)).tolist() == [False, False, True]
+    logits = torch.tensor([[0.0, 0.0, 5.0]], dtype=torch.float64)
+    assert torch.isfinite(TopP(1e-9)(logits, ())).tolist() == [[False, False, True]]
+    assert torch.isfinite(TopK(1)(logits, ())).tolist() == [[False, False, True]]
+    # a ban that would leave a sample nothing is lifted for that step
+    assert torch.isfinite(NoRepeatNgram(1)(logits[:, :1], [[0]])).all()
+
+
+def test_filters_work_row_by_row():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    first_only = [[True, False, False], [False, False, True]]  # each row its own likeliest
+    assert torch.isfinite(TopK(1)(logits, ())).tolist() == first_only
+    assert torch.isfinite(TopP(0.5)(logits, ())).tolist() == first_only
 
 
 def test_draws_follow_the_distribution_and_never_take_an_impossible_token():
-    probs = torch.tensor([0.1, 0.0, 0.2, 0.7], dtype=torch.float64)
+    probs = torch.tensor([[0.1, 0.0, 0.2, 0.7]], dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
     counts = [0, 0, 0, 0]
     for _ in range(20_000):
-        counts[draw(probs, generator)] += 1
+        counts[int(draw(probs, [generator]))] += 1
     assert counts[1] == 0
-    for got, p in zip(counts, probs.tolist(), strict=True):
+    for got, p in zip(counts, probs[0].tolist(), strict=True):
         assert abs(got / 20_000 - p) < 0.015
+
+
+def test_each_row_draws_from_its_own_generator():
+    probs = torch.full((3, 50), 1 / 50, dtype=torch.float64)
+    seeds = [torch.Generator().manual_seed(s) for s in (1, 2, 1)]
+    together = draw(probs, seeds).tolist()
+    alone = [int(draw(probs[:1], [torch.Generator().manual_seed(s)])) for s in (1, 2, 1)]
+    assert together == alone and together[0] == together[2]
+
+
+def test_greedy_takes_the_likeliest_and_cold_sampling_nearly_always_does():
+    logits = torch.tensor([[0.0, 3.0, 1.0]], dtype=torch.float64)
+    assert Sampler(SampleConfig(temperature=0.0)).choose(logits, [None]).tolist() == [1]
+    gen = torch.Generator().manual_seed(0)
+    warm = Sampler(SampleConfig(temperature=1.0))
+    draws = torch.cat([warm.choose(logits, [gen]) for _ in range(4000)])
+    freq = torch.bincount(draws, minlength=3).double() / 4000
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
+    cold = Sampler(SampleConfig(temperature=0.1))
+    assert all(int(cold.choose(logits, [gen])) == 1 for _ in range(200))
 
 
 @pytest.mark.parametrize(
@@ -127,24 +170,25 @@ def test_bad_sampler_values_are_refused_with_the_option_named(options, flag):
 
 
 def test_each_sampler_checks_its_own_setting():
-    logits = torch.zeros(4, dtype=torch.float64)
-    cfg = SampleConfig(temperature=1.0)
-    cold = SampleConfig(temperature=1.0)
-    cold.temperature = 0.0  # past the config's own check
+    logits = torch.zeros(1, 4, dtype=torch.float64)
     for call in (
-        lambda: penalize_repeats(logits, [1], 0.0),
-        lambda: penalize_repeats(logits, [1], float("nan")),
+        lambda: RepetitionPenalty(0.0),
+        lambda: RepetitionPenalty(float("nan")),
+        lambda: RepetitionPenalty(1.2, window=0),
         lambda: NgramMemory(0),
-        lambda: top_k_filter(logits, 0),
-        lambda: top_p_filter(logits, 0.0),
-        lambda: top_p_filter(logits, float("nan")),
-        lambda: distribution(logits, cold),
-        lambda: draw(torch.zeros(4, dtype=torch.float64)),
-        lambda: draw(torch.tensor([0.5, -0.1, 0.6], dtype=torch.float64)),
+        lambda: NoRepeatNgram(0),
+        lambda: Temperature(0.0),
+        lambda: Temperature(float("inf")),
+        lambda: TopK(0),
+        lambda: TopP(0.0),
+        lambda: TopP(float("nan")),
+        lambda: draw(torch.zeros(1, 4, dtype=torch.float64), [None]),
+        lambda: draw(torch.tensor([[0.5, -0.1, 0.6]], dtype=torch.float64), [None]),
     ):
         with pytest.raises(ValueError):
             call()
-    assert distribution(logits, cfg).tolist() == [0.25] * 4
+    assert Sampler(SampleConfig(temperature=1.0)).distribution(logits)[0].tolist() == [0.25] * 4
+    assert float("-inf") == NEG_INF
 
 
 # --- where a sample ends ----------------------------------------------------------------------
@@ -152,16 +196,16 @@ def test_each_sampler_checks_its_own_setting():
 
 def _end(text: str, seed: int = 0, **config) -> tuple[str, str, str]:
     """Feed `text` in random pieces; return what was released, the sample's text, the reason."""
-    ending = Ending(SampleConfig(**config))
+    stop = StopPolicy(SampleConfig(**config))
     rng = random.Random(seed)
     released, at = "", 0
-    while at < len(text) and not ending.done:
+    while at < len(text) and not stop.done:
         step = rng.randint(1, 4)
-        released += ending.feed(text[at : at + step])
+        released += stop.feed(text[at : at + step])
         at += step
-    if not ending.done:
-        released += ending.close("eof")
-    return released, ending.text[: ending.end], ending.reason
+    if not stop.done:
+        released += stop.close("eof")
+    return released, stop.text[: stop.end], stop.reason
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -15,7 +15,6 @@ from authorgen.errors import DataError, UsageError
 from authorgen.files import atomic_write, atomic_write_text, check_name, slugify
 from authorgen.losses import validation_loss
 from authorgen.models import build_model
-from authorgen.sample import sample_next
 from authorgen.tokenizer import UNK_TEXT, CharTokenizer
 from authorgen.trainer import learning_rate
 
@@ -121,17 +120,6 @@ def test_validation_loss_of_a_uniform_model_is_log_vocab_per_char():
     # 499 predicted tokens; counted as 998 characters (as if every token were 2 characters)
     assert validation_loss(model, ids, 499, "cpu") == pytest.approx(math.log(10))
     assert validation_loss(model, ids, 998, "cpu") == pytest.approx(math.log(10) / 2)
-
-
-def test_sample_next_greedy_and_temperature():
-    logits = torch.tensor([[0.0, 3.0, 1.0]])
-    assert sample_next(logits, 0.0).tolist() == [1]
-    gen = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_next(logits, 1.0, gen) for _ in range(4000)])
-    freq = torch.bincount(draws.flatten(), minlength=3).float() / 4000
-    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
-    cold = torch.stack([sample_next(logits, 0.1, gen) for _ in range(200)])
-    assert (cold == 1).all()
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():

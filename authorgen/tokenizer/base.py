@@ -1,10 +1,12 @@
-"""What every tokenizer shares: the `<unk>` text, the file name, and default methods."""
+"""What every tokenizer shares: the `<unk>` text, the file name, default methods, and the
+shape of the incremental decoder each one gives for generation."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -12,6 +14,26 @@ from authorgen.files import atomic_write_json
 
 UNK_TEXT = "\ufffd"  # how <unk> decodes: the Unicode replacement character
 FILENAME = "tokenizer.json"
+
+
+class Decoder(Protocol):
+    """Turns generated ids into text one at a time, holding back what is not yet whole."""
+
+    def push(self, token_id: int) -> str:
+        """The text that `token_id` completes (may be empty)."""
+        ...
+
+    def banned(self) -> list[int]:
+        """Ids that cannot come next (they would break the text, e.g. a UTF-8 sequence)."""
+        ...
+
+    def flush(self) -> str:
+        """Whatever is held back, now that no more ids come."""
+        ...
+
+    def clone(self) -> Decoder:
+        """An independent copy, to try an id without committing to it."""
+        ...
 
 
 class BaseTokenizer:
