@@ -141,34 +141,60 @@ class ModelConfig(_Saved):
 
     model: str = "lstm"  # lstm | gru | rnn (Elman SimpleRNN, tanh) | transformer
     vocab_size: int = 0  # filled in from the tokenizer
-    embedding_dim: int = 64  # transformer: the width of the residual stream
-    hidden: int = 256  # units per recurrent layer; transformer: the MLP's inner width
+    embedding_dim: int = 64  # the size of a token's vector (the transformer: its width too)
     layers: int = 2
     dropout: float = 0.0  # RNN: between layers and before the head; transformer: everywhere
-    heads: int = 0  # transformer only: attention heads
-    context: int = 0  # transformer only: the longest span it attends over (its training context)
-    tie_weights: bool = False  # RNN: the output layer reuses the embedding (transformer: always)
+    # recurrent networks only
+    hidden: int | None = None  # units per recurrent layer (default 256)
+    tie_weights: bool | None = None  # the output layer reuses the embedding (default: no)
+    # the transformer only (it always ties its output layer to the embedding)
+    heads: int = 0  # attention heads
+    mlp_dim: int | None = None  # the MLP's inner width (default: 4 x embedding_dim)
+    context: int = 0  # the longest span it attends over (its training context)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise UsageError(f"--model must be one of {', '.join(MODELS)} (got {self.model!r})")
-        for name in ("embedding_dim", "hidden", "layers"):
+        for name in ("embedding_dim", "layers"):
             _positive_int(name.replace("_", "-"), getattr(self, name))
         if self.vocab_size < 0:
             raise UsageError("vocab_size cannot be negative")
         _finite("dropout", self.dropout, 0.0, 0.9)
         if self.model != "transformer":
-            if self.heads:
-                raise UsageError("--heads applies to the transformer only")
+            if self.heads or self.mlp_dim is not None:
+                raise UsageError(
+                    f"--{'heads' if self.heads else 'mlp-dim'} applies to the transformer only; "
+                    "a recurrent network's size is --hidden"
+                )
+            self.hidden = 256 if self.hidden is None else self.hidden
+            _positive_int("hidden", self.hidden)
+            self.tie_weights = bool(self.tie_weights)
             return
+        if self.hidden is not None:
+            raise UsageError(
+                "--hidden sizes a recurrent network; the transformer's MLP width is --mlp-dim"
+            )
+        if self.tie_weights is False:
+            raise UsageError("the transformer always ties its output layer to the embedding")
+        self.tie_weights = True
         _positive_int("heads", self.heads)
         _positive_int("context", self.context)
+        self.mlp_dim = 4 * self.embedding_dim if self.mlp_dim is None else self.mlp_dim
+        _positive_int("mlp-dim", self.mlp_dim)
         if self.embedding_dim % self.heads or (self.embedding_dim // self.heads) % 2:
             raise UsageError(
                 f"--embedding-dim ({self.embedding_dim}) must split into --heads ({self.heads}) "
                 "heads of an even size; e.g. --embedding-dim 384 --heads 6"
             )
-        self.tie_weights = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """The config saved as `data`; runs saved before `mlp_dim` existed kept the
+        transformer's MLP width in `hidden`."""
+        data = dict(data)
+        if data.get("model") == "transformer" and "mlp_dim" not in data:
+            data["mlp_dim"] = data.pop("hidden", None)
+        return super().from_dict(data)
 
 
 @dataclass
@@ -254,6 +280,7 @@ class TrainOptions:
     hidden: int | None = None
     embedding_dim: int | None = None
     heads: int | None = None
+    mlp_dim: int | None = None
     tie_weights: bool | None = None
     dropout: float | None = None
     # how it trains (TrainConfig fields)

@@ -63,7 +63,7 @@ class TrainProgress:
         if m["model"] == "transformer":
             shape = (
                 f"transformer {m['layers']} layers x {m['heads']} heads, {m['embedding_dim']} wide "
-                f"(MLP {m['hidden']}, context {m['context']}, dropout {m['dropout']})"
+                f"(MLP {m['mlp_dim']}, context {m['context']}, dropout {m['dropout']})"
             )
         else:
             tied = ", tied" if m.get("tie_weights") else ""

@@ -33,7 +33,7 @@ LSTM_CPU = dict(
 )  # fmt: skip
 # nanoGPT's shakespeare_char recipe: 10.7M parameters, 1.47 nats/char on a GPU
 TRANSFORMER = dict(
-    model="transformer", layers=6, heads=6, embedding_dim=384, hidden=1536, dropout=0.2,
+    model="transformer", layers=6, heads=6, embedding_dim=384, mlp_dim=1536, dropout=0.2,
     context=256, batch_size=64, batching="windows", lr=1e-3, warmup_steps=100, weight_decay=0.1,
 )  # fmt: skip
 PRESETS: dict[str, dict] = {
@@ -47,20 +47,24 @@ PRESETS: dict[str, dict] = {
         LSTM_CPU, hidden=512, embedding_dim=128, dropout=0.1, batch_size=8, lr=2e-3
     ),
     "transformer-tiny": dict(
-        TRANSFORMER, layers=2, heads=2, embedding_dim=64, hidden=256, context=64, batch_size=16,
+        TRANSFORMER, layers=2, heads=2, embedding_dim=64, mlp_dim=256, context=64, batch_size=16,
         warmup_steps=50,
     ),
     "transformer-small": dict(
-        TRANSFORMER, layers=4, heads=4, embedding_dim=128, hidden=512, context=128
+        TRANSFORMER, layers=4, heads=4, embedding_dim=128, mlp_dim=512, context=128
     ),
     "transformer": TRANSFORMER,
     "transformer-large": dict(
-        TRANSFORMER, layers=8, heads=8, embedding_dim=512, hidden=2048, dropout=0.1,
+        TRANSFORMER, layers=8, heads=8, embedding_dim=512, mlp_dim=2048, dropout=0.1,
         context=512, batch_size=32, lr=6e-4, warmup_steps=200,
     ),
 }  # fmt: skip
 
-MODEL_FIELDS = {"model", "layers", "hidden", "embedding_dim", "dropout", "heads", "tie_weights"}
+MODEL_FIELDS = {
+    "model", "layers", "hidden", "embedding_dim", "dropout", "heads", "mlp_dim", "tie_weights",
+}  # fmt: skip
+# the fields of one family that a preset of the other brings along and the user did not give
+OTHER_FAMILY = {"transformer": ("hidden", "tie_weights"), "rnn": ("heads", "mlp_dim")}
 # What a plan chooses; options outside these (steps, time, seed, device...) pass straight through.
 SIZE_FIELDS = MODEL_FIELDS | {
     "context", "batch_size", "batching", "lr", "warmup_steps", "weight_decay",
@@ -140,8 +144,10 @@ def choose(
         named = (f"{k.replace('_', '-')} {given[k]}" for k in sorted(sized))
         reasons.append("given: " + ", ".join(named))
     settings = {**base, **given}
-    if settings["model"] != "transformer" and "heads" not in given:
-        settings.pop("heads", None)
+    family = "transformer" if settings["model"] == "transformer" else "rnn"
+    for key in OTHER_FAMILY[family]:
+        if key not in given:
+            settings.pop(key, None)
     # Streams must fit the text: at least a few windows per stream.
     if settings["batching"] == "stream" and "context" not in given:
         fit = max(8, tokens // (settings["batch_size"] * 4))
@@ -151,8 +157,8 @@ def choose(
     model_fields = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
     if settings["model"] == "transformer":
         model_fields["context"] = settings["context"]
-        if "hidden" not in given and "embedding_dim" in given:
-            model_fields["hidden"] = 4 * given["embedding_dim"]
+        if "mlp_dim" not in given and "embedding_dim" in given:
+            model_fields["mlp_dim"] = 4 * given["embedding_dim"]
     model = ModelConfig(**model_fields)
     train = TrainConfig(**{k: v for k, v in settings.items() if k not in MODEL_FIELDS})
     return Plan(model, train, reasons)

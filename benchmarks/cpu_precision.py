@@ -67,7 +67,7 @@ def main() -> None:
         "transformer 4x4x128, 2 x 128": (
             ModelConfig(
                 model="transformer", vocab_size=65, layers=4, heads=4, embedding_dim=128,
-                hidden=512, context=128,
+                mlp_dim=512, context=128,
             ),
             2,
             128,

@@ -55,7 +55,7 @@ def kv_cache_against_recompute(chars: int, threads: int | None) -> dict:
     torch.manual_seed(0)
     config = ModelConfig(
         model="transformer", vocab_size=tok.vocab_size, layers=6, heads=6, embedding_dim=384,
-        hidden=4 * 384, context=256, dropout=0.0,
+        mlp_dim=4 * 384, context=256, dropout=0.0,
     )  # fmt: skip
     model = build_model(config).eval()
     params = sum(p.numel() for p in model.parameters())

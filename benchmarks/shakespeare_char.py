@@ -39,8 +39,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 OPTIONS = (
-    "model", "embedding_dim", "hidden", "layers", "heads", "dropout", "context", "batch_size",
-    "batching", "lr", "weight_decay", "warmup_steps", "grad_clip", "min_lr_ratio",
+    "model", "embedding_dim", "hidden", "layers", "heads", "mlp_dim", "dropout", "context",
+    "batch_size", "batching", "lr", "weight_decay", "warmup_steps", "grad_clip", "min_lr_ratio",
 )  # fmt: skip
 
 

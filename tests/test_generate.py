@@ -253,10 +253,8 @@ TEXT = "the cat sat on the mat. a dog ran in the fog!\n" * 3
 def _tiny(model: str) -> tuple[torch.nn.Module, CharTokenizer]:
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(0)
-    extra = {"heads": 2, "context": 8} if model == "transformer" else {}
-    config = ModelConfig(
-        model=model, vocab_size=tok.vocab_size, hidden=32, embedding_dim=16, layers=2, **extra
-    )
+    size = {"heads": 2, "context": 8, "mlp_dim": 32} if model == "transformer" else {"hidden": 32}
+    config = ModelConfig(model=model, vocab_size=tok.vocab_size, embedding_dim=16, layers=2, **size)
     return build_model(config).eval(), tok
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from authorgen import plan
 from authorgen.config import ModelConfig, TrainConfig, TrainOptions
@@ -40,7 +40,7 @@ def _tiny_transformer(context: int = 12, vocab: int = 11, layers: int = 2) -> to
     torch.manual_seed(0)
     config = ModelConfig(
         model="transformer", vocab_size=vocab, layers=layers, heads=2, embedding_dim=16,
-        hidden=32, context=context,
+        mlp_dim=32, context=context,
     )  # fmt: skip
     return build_model(config).eval()
 
@@ -71,7 +71,7 @@ def test_attention_is_causal_and_depends_only_on_relative_positions():
         a, _ = model(idx)
         b, _ = model(changed)
         # the same tokens at positions 1000.. instead of 0..: rotary embeddings are relative
-        empty = KVCache([torch.zeros(1, 2, 0, 8)] * 2, [torch.zeros(1, 2, 0, 8)] * 2, 1000)
+        empty = KVCache(context=12, position=1000)
         shifted, _ = model(idx, empty)
     torch.testing.assert_close(a[:, :6], b[:, :6])
     assert not torch.allclose(a[:, 6:], b[:, 6:])
@@ -177,20 +177,48 @@ def test_the_ring_cache_gives_the_logits_of_the_growing_cache():
         {"model": "lstm", "layers": 2, "hidden": 32, "embedding_dim": 8},
         {"model": "gru", "layers": 3, "hidden": 16, "embedding_dim": 16, "tie_weights": True},
         {"model": "rnn", "layers": 1, "hidden": 32, "embedding_dim": 8, "tie_weights": True},
-        {"model": "transformer", "layers": 3, "heads": 4, "embedding_dim": 32, "hidden": 64,
+        {"model": "transformer", "layers": 3, "heads": 4, "embedding_dim": 32, "mlp_dim": 64,
          "context": 16},
     ],
 )  # fmt: skip
 def test_tied_heads_share_the_embedding(options):
     model = build_model(ModelConfig(vocab_size=50, **options))
-    untied = build_model(ModelConfig(vocab_size=50, **{**options, "tie_weights": False}))
-    if model.config.tie_weights and model.config.model != "transformer":
+    if model.config.model == "transformer":
+        assert model.config.tie_weights  # always, and never quietly: untying it is refused
+        with pytest.raises(UsageError, match="always ties"):
+            ModelConfig(vocab_size=50, **{**options, "tie_weights": False})
+    elif model.config.tie_weights:
+        untied = build_model(ModelConfig(vocab_size=50, **{**options, "tie_weights": False}))
         assert count_parameters(model) < count_parameters(untied)
     if model.config.tie_weights:
         assert not any(name.startswith("head.") for name in model.state_dict())
         logits, _ = model(torch.tensor([[1, 2, 3]]))
         logits.sum().backward()
         assert model.embedding.weight.grad[1:4].abs().sum() > 0
+
+
+def test_a_transformer_run_saved_before_the_mlp_had_names_still_generates(tmp_path):
+    text = "an older run, read by a newer authorgen. " * 60
+    run_dir = tmp_path / "checkpoints" / "old"
+    config = TrainConfig(steps=3, context=8, batch_size=2, device="cpu", index=False)
+    model = _model(model="transformer", heads=2, context=8)
+    train(_split(text, text[:200]), model, config, run_dir)
+    args = ("generate", "old", "--length", "60", "--seed", "3")
+    before = run_cli(*args, home=tmp_path)
+    assert before.returncode == 0, before.stderr
+    # rewrite the run as authorgen wrote it then: the MLP's width in `hidden`, its layers by index
+    record = json.loads((run_dir / "config.json").read_text())
+    record["model"]["hidden"] = record["model"].pop("mlp_dim")
+    (run_dir / "config.json").write_text(json.dumps(record))
+    old_names = {".mlp.fc.": ".mlp.0.", ".mlp.proj.": ".mlp.2."}
+    weights = load_file(str(run_dir / "model.safetensors"))
+    for new, old in old_names.items():
+        weights = {k.replace(new, old): v for k, v in weights.items()}
+    assert any(".mlp.0." in k for k in weights)
+    save_file(weights, str(run_dir / "model.safetensors"))
+    after = run_cli(*args, home=tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == before.stdout and len(after.stdout) >= 60
 
 
 def test_weight_decay_skips_norms_biases_and_embeddings():
@@ -351,7 +379,8 @@ def _split(train: str, val: str) -> Split:
 
 
 def _model(**kw) -> ModelConfig:
-    return ModelConfig(**{"hidden": 16, "embedding_dim": 8, "layers": 1, **kw})
+    size = {"mlp_dim": 16} if kw.get("model") == "transformer" else {"hidden": 16}
+    return ModelConfig(**{**size, "embedding_dim": 8, "layers": 1, **kw})
 
 
 def test_the_time_budget_is_honoured(tmp_path):

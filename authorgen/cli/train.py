@@ -58,10 +58,7 @@ def train(
     ] = None,
     hidden: Annotated[
         int | None,
-        typer.Option(
-            help=_size_help("Units per recurrent layer; transformer: MLP width"),
-            show_default=False,
-        ),
+        typer.Option(help=_size_help("Units per recurrent layer"), show_default=False),
     ] = None,
     embedding_dim: Annotated[
         int | None,
@@ -73,6 +70,13 @@ def train(
     ] = None,
     heads: Annotated[
         int | None, typer.Option(help=_size_help("Transformer attention heads"), show_default=False)
+    ] = None,
+    mlp_dim: Annotated[
+        int | None,
+        typer.Option(
+            help=_size_help("Transformer MLP width (4 x --embedding-dim when that is given)"),
+            show_default=False,
+        ),
     ] = None,
     tie_weights: Annotated[
         bool,
@@ -221,6 +225,7 @@ def train(
         "hidden": hidden,
         "embedding_dim": embedding_dim,
         "heads": heads,
+        "mlp_dim": mlp_dim,
         "tie_weights": tie_weights or None,
         "dropout": dropout,
         "context": context,

@@ -9,20 +9,15 @@
 - Attention is `F.scaled_dot_product_attention` (flash / memory-efficient kernels where the
   device has them).
 - The output head reuses the embedding matrix (tied embeddings, Press & Wolf 2017).
-- The "state" of the shared model interface is a KV cache: `model(idx, state)` appends the new
-  tokens' keys and values, so generation costs one token's work per step. The cache keeps at
-  most `context` positions: older ones slide out (each token still sees `context - 1` before it).
-- One token at a time (generation), the cache is a ring: a buffer of `context` slots per layer,
-  written in place at slot (position - base) % context. A single query may attend to its keys in
-  any order (the positions are in the keys already), so no mask and no copy is needed; this
-  step is about a fifth faster than growing the cache with `torch.cat`. The ring is written in
-  place: the state passed in is the state returned.
+- The "state" of the shared model interface is a `KVCache`: `model(idx, state)` attends to the
+  cached keys and values as well as the new tokens', so generation costs one token's work per
+  step. The cache spans at most `context` positions: older ones slide out, so a token sees at
+  most `context - 1` before it, at every layer, however long the text.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,50 +26,101 @@ from torch import nn
 from authorgen.config import ModelConfig
 
 
-@dataclass
 class KVCache:
-    """Keys and values (B, H, S, D) of every layer for the last S positions, and the position
-    the next token will have.
+    """Keys and values of every layer for the last positions, and the position the next token
+    will have.
 
-    As a ring (`ring`: set by one-token steps), keys and values are (B, H, context, D) buffers
-    of which slots [0, filled) are in use, position p in slot (p - base) % context.
+    A step of several tokens keeps the last `context - T` cached positions and appends the new
+    ones, in order. A step of one token (generation) writes into a ring instead: a buffer of
+    `context` slots per layer, position p in slot (p - base) % context, overwritten in place as
+    it slides. One query may attend to its keys in any order (their positions are rotated into
+    them already), so the ring needs no mask and no copy: about a fifth faster per token than
+    growing the cache with `torch.cat`.
     """
 
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    position: int = 0
-    ring: bool = False
-    base: int = 0
-    filled: int = 0
+    def __init__(self, context: int, position: int = 0, ring: bool = True):
+        self.context = context
+        self.position = position  # of the next token
+        self.keys: list[torch.Tensor] = []  # per layer (B, H, S, D)
+        self.values: list[torch.Tensor] = []
+        self.use_ring = ring  # one-token steps may write a ring (False: always in order)
+        self.ring = False  # the buffers are a ring now
+        self.base = 0  # position of slot 0 of the ring
+        self.filled = 0  # ring slots in use
+        self._keep = 0  # cached positions the current step attends to, before its own
 
-    def to_ring(self, context: int) -> None:
+    @property
+    def length(self) -> int:
+        """Positions cached."""
+        if not self.keys:
+            return 0
+        return self.filled if self.ring else self.keys[0].shape[2]
+
+    def attend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Store the new keys and values k, v (B, H, T, D) of `layer`; return the keys and
+        values its queries attend to and the mask to use: None for plain causal attention (or
+        a single query, which sees every key given)."""
+        T = k.shape[2]
+        if layer == 0:  # the first layer decides the layout for the whole step
+            self._arrange(T)
+        if self.ring:
+            return (*self._write_slot(layer, k, v), None)
+        if layer == len(self.keys):  # nothing cached yet for this layer
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v, None
+        keep = self._keep
+        if not keep:  # the context is full of new positions: plain causal attention
+            self.keys[layer], self.values[layer] = k, v
+            return k, v, None
+        keys = torch.cat((self.keys[layer][:, :, -keep:], k), dim=2)  # (B, H, keep + T, D)
+        values = torch.cat((self.values[layer][:, :, -keep:], v), dim=2)
+        self.keys[layer], self.values[layer] = keys, values
+        # queries start `keep` positions in: query i sees keys 0 .. keep + i
+        return keys, values, torch.ones(T, keep + T, dtype=torch.bool, device=k.device).tril(keep)
+
+    def advance(self, steps: int) -> None:
+        """Move on by the `steps` tokens just attended."""
+        self.position += steps
+        if self.ring:
+            self.filled = min(self.filled + steps, self.context)
+
+    def _arrange(self, T: int) -> None:
+        """Before a step of T tokens: a ring for one token, positions in order for more, and
+        how many cached positions the step keeps (the context holds them and the T new)."""
+        if T == 1 and self.use_ring and self.keys:
+            self._to_ring()
+        elif T > 1 and self.ring:
+            self._to_list()
+        self._keep = min(self.length, self.context - T)
+
+    def _to_ring(self) -> None:
         """Move the last context - 1 positions into ring buffers (slot 0 for the oldest)."""
         if self.ring:
             return
-        kept = min(self.keys[0].shape[2], context - 1)
+        kept = min(self.length, self.context - 1)
         for layer in (self.keys, self.values):
             for i, cached in enumerate(layer):
-                B, H, _, D = cached.shape
-                buffer = cached.new_empty(B, H, context, D)
-                buffer[:, :, :kept] = cached[:, :, cached.shape[2] - kept :]
+                B, H, S, D = cached.shape
+                buffer = cached.new_empty(B, H, self.context, D)  # (B, H, context, D)
+                buffer[:, :, :kept] = cached[:, :, S - kept :]
                 layer[i] = buffer
         self.ring, self.base, self.filled = True, self.position - kept, kept
 
-    def to_list(self) -> None:
-        """Back from a ring to positions in order (for a step of several tokens)."""
-        if not self.ring:
-            return
-        context = self.keys[0].shape[2]
-        oldest = (self.position - self.base) % context if self.filled == context else 0
+    def _to_list(self) -> None:
+        """Back from a ring to positions in order, oldest first."""
+        oldest = (self.position - self.base) % self.context if self.filled == self.context else 0
         for layer in (self.keys, self.values):
             for i, buffer in enumerate(layer):
                 used = buffer[:, :, : self.filled]
                 layer[i] = torch.cat((used[:, :, oldest:], used[:, :, :oldest]), dim=2)
         self.ring = False
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _write_slot(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Put one position's k, v (B, H, 1, D) in its slot; the keys and values in use."""
-        slot = (self.position - self.base) % self.keys[layer].shape[2]
+        slot = (self.position - self.base) % self.context
         self.keys[layer][:, :, slot : slot + 1] = k
         self.values[layer][:, :, slot : slot + 1] = v
         used = max(self.filled, slot + 1)
@@ -89,6 +135,8 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 class Attention(nn.Module):
+    """Multi-head causal self-attention, its keys and values kept in the cache."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.heads = config.heads
@@ -96,33 +144,34 @@ class Attention(nn.Module):
         self.out = nn.Linear(config.embedding_dim, config.embedding_dim, bias=False)
         self.dropout = config.dropout
 
-    def forward(self, x, cos, sin, past, keep: int):
-        """x (B, T, E); `past` keys/values from the cache, of which the last `keep` are used, or
-        (ring cache, layer) for a one-token step.
-
-        Returns the output (B, T, E) and the keys and values to cache.
-        """
+    def forward(self, x, cos, sin, cache: KVCache, layer: int) -> torch.Tensor:
+        """x (B, T, E) -> (B, T, E), attending to the cached positions and the causal past."""
         B, T, E = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, E // self.heads).permute(2, 0, 3, 1, 4)
+        H = self.heads
+        # (B, T, 3E) -> (B, T, 3, H, D) -> (3, B, H, T, D): queries, keys, values per head
+        q, k, v = self.qkv(x).view(B, T, 3, H, E // H).permute(2, 0, 3, 1, 4)
         q, k = rotary(q, cos, sin), rotary(k, cos, sin)
-        mask, causal = None, True
-        if isinstance(past, tuple) and isinstance(past[0], KVCache):
-            k, v = past[0].write(past[1], k, v)
-            causal = False  # one query, every key before it: no mask, in any order
-        elif past is not None and keep > 0:
-            k = torch.cat((past[0][:, :, -keep:], k), dim=2)
-            v = torch.cat((past[1][:, :, -keep:], v), dim=2)
-            causal = False  # queries start `keep` positions in: an explicit mask
-            mask = torch.ones(T, keep + T, dtype=torch.bool, device=x.device).tril(keep)
+        k, v, mask = cache.attend(layer, k, v)  # (B, H, S, D), S = cached kept + T
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=causal and T > 1,
+            is_causal=mask is None and T > 1,
             dropout_p=self.dropout if self.training else 0.0,
-        )
-        return self.out(y.transpose(1, 2).reshape(B, T, E)), (k, v)
+        )  # (B, H, T, D)
+        return self.out(y.transpose(1, 2).reshape(B, T, E))  # heads side by side: (B, T, E)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.embedding_dim, config.mlp_dim, bias=False)
+        self.gelu = nn.GELU()
+        self.proj = nn.Linear(config.mlp_dim, config.embedding_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.gelu(self.fc(x)))  # (B, T, E) -> (B, T, mlp_dim) -> (B, T, E)
 
 
 class Block(nn.Module):
@@ -131,17 +180,23 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(config.embedding_dim, bias=False)
         self.attention = Attention(config)
         self.norm2 = nn.LayerNorm(config.embedding_dim, bias=False)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.embedding_dim, config.hidden, bias=False),
-            nn.GELU(),
-            nn.Linear(config.hidden, config.embedding_dim, bias=False),
-        )
+        self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, past, keep):
-        y, kv = self.attention(self.norm1(x), cos, sin, past, keep)
-        x = x + self.dropout(y)
-        return x + self.dropout(self.mlp(self.norm2(x))), kv
+    def forward(self, x, cos, sin, cache: KVCache, layer: int) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.norm1(x), cos, sin, cache, layer))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+# Runs saved before the MLP's layers had names called them by their index in an nn.Sequential.
+_OLD_NAMES = {".mlp.0.": ".mlp.fc.", ".mlp.2.": ".mlp.proj."}
+
+
+def _rename_old_weights(state_dict, prefix, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in _OLD_NAMES.items():
+            if old in key:
+                state_dict[key.replace(old, new)] = state_dict.pop(key)
 
 
 class TransformerLanguageModel(nn.Module):
@@ -160,14 +215,15 @@ class TransformerLanguageModel(nn.Module):
         self.norm = nn.LayerNorm(config.embedding_dim, bias=False)
         head_dim = config.embedding_dim // config.heads
         inv_freq = 1.0 / (10_000 ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 L)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
+        # GPT-2 initialisation: N(0, 0.02), the projections back into the residual stream
+        # scaled by 1/sqrt(2 L) since L blocks add to it twice each
         for name, param in self.named_parameters():
             if param.dim() >= 2:
-                std = 0.02
-                if name.endswith(("attention.out.weight", "mlp.2.weight")):
-                    std /= math.sqrt(2 * config.layers)
+                residual = name.endswith(("attention.out.weight", "mlp.proj.weight"))
+                std = 0.02 / math.sqrt(2 * config.layers) if residual else 0.02
                 nn.init.normal_(param, mean=0.0, std=std)
+        self._register_load_state_dict_pre_hook(_rename_old_weights)
 
     # Evaluation feeds the text in chunks of half the context, so every token is predicted from
     # at least context/2 and up to context - 1 tokens before it.
@@ -176,6 +232,7 @@ class TransformerLanguageModel(nn.Module):
         return max(1, self.context // 2)
 
     def _angles(self, start: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (T, D/2) of positions start .. start + length - 1."""
         # float64 angles: exact enough for positions far beyond the training context
         positions = torch.arange(start, start + length, dtype=torch.float64, device=device)
         angles = torch.outer(positions, self.inv_freq.to(device))
@@ -197,24 +254,10 @@ class TransformerLanguageModel(nn.Module):
                 piece, state = self(idx[:, i : i + self.eval_chunk], state)
                 logits.append(piece)
             return torch.cat(logits, dim=1), state
-        start = state.position if state is not None else 0
-        cos, sin = self._angles(start, T, idx.device)
-        x = self.dropout(self.embedding(idx))
-        if state is not None and T == 1 and self.ring_cache:
-            state.to_ring(self.context)
-            for i, block in enumerate(self.blocks):
-                x, _ = block(x, cos, sin, (state, i), 0)
-            state.position += 1
-            state.filled = min(state.filled + 1, self.context)
-            return F.linear(self.norm(x), self.embedding.weight), state
-        if state is not None:
-            state.to_list()
-        keep = min(state.keys[0].shape[2], self.context - T) if state is not None else 0
-        keys, values = [], []
-        for i, block in enumerate(self.blocks):
-            past = (state.keys[i], state.values[i]) if state is not None else None
-            x, (k, v) = block(x, cos, sin, past, keep)
-            keys.append(k)
-            values.append(v)
-        logits = F.linear(self.norm(x), self.embedding.weight)
-        return logits, KVCache(keys, values, start + T)
+        cache = state if state is not None else KVCache(self.context, ring=self.ring_cache)
+        cos, sin = self._angles(cache.position, T, idx.device)
+        x = self.dropout(self.embedding(idx))  # (B, T, E)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, layer)
+        cache.advance(T)
+        return F.linear(self.norm(x), self.embedding.weight), cache  # tied head: (B, T, V)
