@@ -328,7 +328,7 @@ class Run:
     model: torch.nn.Module
     tokenizer: Tokenizer
 
-    def index(self):
+    def originality_index(self):
         """The originality index of the corpus (`originality.Index`), or None for a run made
         before runs kept one."""
         from authorgen.originality import Index

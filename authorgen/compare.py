@@ -40,7 +40,7 @@ def budget(steps: int | None, time_s: float | None, seed: int | None, device: st
         eval_every=max(1, steps // EVALS_PER_RUN) if steps else None,
         eval_every_s=max(5.0, time_s / EVALS_PER_RUN) if time_s else None,
     )
-    TrainConfig(**{k: v for k, v in options.given().items() if k != "model"})
+    TrainConfig(**{k: v for k, v in options.explicit().items() if k != "model"})
     return options
 
 

@@ -306,7 +306,7 @@ class TrainOptions:
         if self.steps is None and self.time_s is None:
             self.time_s = DEFAULT_TIME_S
 
-    def given(self) -> dict[str, Any]:
+    def explicit(self) -> dict[str, Any]:
         """The options that were set, by field name."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 

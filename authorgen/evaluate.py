@@ -111,7 +111,7 @@ def style_candidates(run_config: dict, corpora_dir) -> tuple[dict[str, str], str
 
 def sample_report(run, config, seeds, device, candidates: dict, author: str | None) -> dict:
     """Generate samples and describe them: originality, distinct-n, style."""
-    index = run.index()
+    index = run.originality_index()
     samples = [
         s for _, _, s in Generation(run.model, run.tokenizer, "", config, seeds, device, index) if s
     ]

@@ -113,27 +113,27 @@ def choose(
     Raises:
         UsageError: for an unknown preset, or options that do not fit together.
     """
-    given = options.given()
+    explicit = options.explicit()
     tokens = max(1, int(train_chars * TOKENS_PER_CHAR.get(tokenizer, 1.0)))
     reasons = []
-    sized = SIZE_FIELDS & given.keys()
+    sized = SIZE_FIELDS & explicit.keys()
     if preset is not None:
         if preset not in PRESETS:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
         base = dict(PRESETS[preset])
         reasons.append(f"preset {preset}")
-    elif "model" in given and given["model"] not in {PRESETS[p]["model"] for p in PRESETS}:
-        base = dict(LSTM_CPU, model=given["model"])  # gru or rnn: the LSTM's sizes
-        reasons.append(f"{given['model']} with the CPU LSTM's sizes")
+    elif "model" in explicit and explicit["model"] not in {PRESETS[p]["model"] for p in PRESETS}:
+        base = dict(LSTM_CPU, model=explicit["model"])  # gru or rnn: the LSTM's sizes
+        reasons.append(f"{explicit['model']} with the CPU LSTM's sizes")
     else:
-        name, why = _auto_preset(tokens, device, given.get("time_s"))
-        if "model" in given and PRESETS[name]["model"] != given["model"]:
+        name, why = _auto_preset(tokens, device, explicit.get("time_s"))
+        if "model" in explicit and PRESETS[name]["model"] != explicit["model"]:
             # --model transformer on a CPU, or an RNN on a GPU: that family's nearest rung
             name = {
                 ("transformer", "cpu"): "transformer-small",
                 ("transformer", "cuda"): "transformer",
-            }.get((given["model"], device), "lstm")
-            why = f"--model {given['model']}"
+            }.get((explicit["model"], device), "lstm")
+            why = f"--model {explicit['model']}"
         base = dict(PRESETS[name])
         if base["model"] == "transformer" and device == "cpu":
             # a CPU gets little from big batches: more steps of 8 windows learn more
@@ -141,15 +141,15 @@ def choose(
             why += ", batch 8 on the CPU"
         reasons.append(f"preset {name}: {why}")
     if sized:
-        named = (f"{k.replace('_', '-')} {given[k]}" for k in sorted(sized))
+        named = (f"{k.replace('_', '-')} {explicit[k]}" for k in sorted(sized))
         reasons.append("given: " + ", ".join(named))
-    settings = {**base, **given}
+    settings = {**base, **explicit}
     family = "transformer" if settings["model"] == "transformer" else "rnn"
     for key in OTHER_FAMILY[family]:
-        if key not in given:
+        if key not in explicit:
             settings.pop(key, None)
     # Streams must fit the text: at least a few windows per stream.
-    if settings["batching"] == "stream" and "context" not in given:
+    if settings["batching"] == "stream" and "context" not in explicit:
         fit = max(8, tokens // (settings["batch_size"] * 4))
         if fit < settings["context"]:
             settings["context"] = fit
@@ -157,8 +157,8 @@ def choose(
     model_fields = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
     if settings["model"] == "transformer":
         model_fields["context"] = settings["context"]
-        if "mlp_dim" not in given and "embedding_dim" in given:
-            model_fields["mlp_dim"] = 4 * given["embedding_dim"]
+        if "mlp_dim" not in explicit and "embedding_dim" in explicit:
+            model_fields["mlp_dim"] = 4 * explicit["embedding_dim"]
     model = ModelConfig(**model_fields)
     train = TrainConfig(**{k: v for k, v in settings.items() if k not in MODEL_FIELDS})
     return Plan(model, train, reasons)

@@ -22,6 +22,7 @@ from authorgen.models import build_model, count_parameters
 from authorgen.prepare import prepare_data
 from authorgen.tokenizer import Tokenizer
 from authorgen.trainer import Callback, Trainer, TrainResult
+from authorgen.vectors import vector_dim
 
 
 def build_trainer(
@@ -139,6 +140,9 @@ def train_corpus(
     comes back), so a failed command leaves no half-made run behind.
     """
     tokenizer_config = tokenizer_config or TokenizerConfig()
+    if options.pretrained_embeddings and options.embedding_dim is None:
+        # the embedding takes the vectors' size unless told otherwise
+        options = replace(options, embedding_dim=vector_dim(options.pretrained_embeddings))
     corpus = Corpus.open(corpora_dir, corpus_name)
     split = split_corpus(corpus, holdout)
     device = resolve_device(options.device)

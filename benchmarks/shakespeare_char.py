@@ -23,6 +23,7 @@ from pathlib import Path
 
 from authorgen import plan
 from authorgen.clean import decode, normalize
+from authorgen.cli.console import TrainProgress, make_console
 from authorgen.config import (
     ModelConfig,
     TokenizerConfig,
@@ -30,7 +31,6 @@ from authorgen.config import (
     TrainOptions,
     parse_duration,
 )
-from authorgen.console import TrainProgress, make_console
 from authorgen.corpus import split_text
 from authorgen.devices import resolve_device
 from authorgen.train import train

@@ -396,7 +396,7 @@ def memorised(tmp_path_factory):
 def test_max_copy_is_never_exceeded(memorised):
     _, run_dir, text = memorised
     run = load_run(run_dir)
-    index = run.index()
+    index = run.originality_index()
     greedy = SampleConfig(temperature=0, length=300)
     free = [
         s

@@ -56,10 +56,10 @@ def sub_app(name: str, help: str) -> typer.Typer:
     return group
 
 
-def _folder(given: Path | None, kind: str) -> Path:
+def _folder(folder: Path | None, kind: str) -> Path:
     from authorgen.files import default_dir
 
-    return given if given is not None else default_dir(kind)
+    return folder if folder is not None else default_dir(kind)
 
 
 def _version(value: bool) -> None:

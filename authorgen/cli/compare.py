@@ -75,8 +75,8 @@ def compare(
     tokenizer_list = _names(tokenizers, TOKENIZERS, "--tokenizers")
     if samples < 0:
         raise UsageError(f"--samples must be 0 or more (got {samples})")
+    from authorgen.cli.console import TrainProgress, describe_comparison, make_console
     from authorgen.compare import budget, compare_models
-    from authorgen.console import TrainProgress, describe_comparison, make_console
 
     options = budget(steps, parse_duration(time) if time is not None else None, seed, device)
     console = make_console(quiet)

@@ -81,7 +81,7 @@ def evaluate(
         raise typer.BadParameter("give --text or --corpus, not both", param_hint="--text")
     temperatures = _temperatures(sweep_temperature) if sweep_temperature else [temperature]
 
-    from authorgen.console import describe_eval, make_console
+    from authorgen.cli.console import describe_eval, make_console
     from authorgen.evaluate import evaluate_run
 
     console = make_console(quiet)
@@ -113,7 +113,7 @@ def runs(
     if ctx.invoked_subcommand is not None:
         return
     from authorgen.checkpoint import list_runs
-    from authorgen.console import make_console, print_table
+    from authorgen.cli.console import make_console, print_table
 
     folder = _folder(checkpoints_dir, "checkpoints")
     found, damaged = list_runs(folder)
@@ -149,7 +149,7 @@ def runs_show(
     import json
 
     from authorgen.checkpoint import CHART, read_config, resolve_run
-    from authorgen.console import make_console
+    from authorgen.cli.console import make_console
 
     run_dir = resolve_run(run, _folder(checkpoints_dir, "checkpoints"))
     config = read_config(run_dir)

@@ -149,8 +149,8 @@ def fetch(
         authorgen fetch --id 1342 --id 161 --name jane-austen
         authorgen fetch ~/books/dickens/ --name dickens
     """
+    from authorgen.cli.console import describe_selection, make_console
     from authorgen.config import parse_size
-    from authorgen.console import describe_selection, make_console
     from authorgen.errors import UsageError
     from authorgen.sources import Fetcher, corpus_name_for
     from authorgen.sources.catalog import select_works
@@ -226,7 +226,7 @@ def corpora(ctx: typer.Context, json_out: JsonOut = False, corpora_dir: CorporaD
     """
     if ctx.invoked_subcommand is not None:
         return
-    from authorgen.console import make_console, print_table
+    from authorgen.cli.console import make_console, print_table
     from authorgen.corpus import list_corpora
 
     folder = _folder(corpora_dir, "corpora")
@@ -260,7 +260,7 @@ def corpora_show(
 
     With --json, the corpus manifest (corpus.json) itself goes to stdout.
     """
-    from authorgen.console import describe_corpus, make_console
+    from authorgen.cli.console import describe_corpus, make_console
     from authorgen.corpus import Corpus
     from authorgen.files import check_name
 

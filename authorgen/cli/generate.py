@@ -139,7 +139,7 @@ def generate(
     stopped, originality, ...}.
     """
     from authorgen.clean import normalize
-    from authorgen.console import make_console
+    from authorgen.cli.console import make_console
 
     config = SampleConfig(
         temperature=temperature,
@@ -159,13 +159,13 @@ def generate(
     console = make_console(quiet)
 
     from authorgen.checkpoint import load_run, resolve_run
-    from authorgen.console import describe_sample
+    from authorgen.cli.console import describe_sample
     from authorgen.devices import resolve_device
     from authorgen.sample import Generation, sample_seeds
 
     dev = resolve_device(device)
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
-    index = loaded.index()
+    index = loaded.originality_index()
     if index is None:
         console.print(
             "note: this run has no originality index (trained with --no-index, or before runs "

@@ -15,7 +15,7 @@ from authorgen.config import (
     TrainOptions,
     parse_duration,
 )
-from authorgen.plan import PRESETS
+from authorgen.plan import PRESETS, SIZE_FIELDS
 
 
 def _size_help(text: str) -> str:
@@ -216,30 +216,39 @@ def train(
     --resume), the tokenizer, the config and metrics.jsonl; it is all `authorgen generate`
     needs. Under `torchrun --nproc_per_node=N -m authorgen train ...` it trains on N processes.
     """
-    from authorgen.console import TrainProgress, make_console
+    from authorgen.cli.console import TrainProgress, make_console
     from authorgen.distributed import launched_rank
 
-    sizes = {
-        "model": model,
-        "layers": layers,
-        "hidden": hidden,
-        "embedding_dim": embedding_dim,
-        "heads": heads,
-        "mlp_dim": mlp_dim,
-        "tie_weights": tie_weights or None,
-        "dropout": dropout,
-        "context": context,
-        "batch_size": batch_size,
-        "batching": batching,
-        "lr": lr,
-        "weight_decay": weight_decay,
-    }
-    sizes = {k: v for k, v in sizes.items() if v is not None}
+    options = TrainOptions(
+        model=model,
+        layers=layers,
+        hidden=hidden,
+        embedding_dim=embedding_dim,
+        heads=heads,
+        mlp_dim=mlp_dim,
+        tie_weights=tie_weights or None,
+        dropout=dropout,
+        context=context,
+        batch_size=batch_size,
+        batching=batching,
+        lr=lr,
+        weight_decay=weight_decay,
+        steps=steps,
+        time_s=parse_duration(time) if time is not None else None,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+        device=device or "auto",
+        precision=precision,
+        compile=compile,
+        index=index,
+        pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
+    )
     console = make_console(quiet or launched_rank() != 0)
-    checkpoints = _folder(checkpoints_dir, "checkpoints")
-    corpora = _folder(corpora_dir, "corpora")
+    checkpoints, corpora = _folder(checkpoints_dir, "checkpoints"), _folder(corpora_dir, "corpora")
     if resume is not None:
-        if corpus is not None or sizes or preset or steps or time or name or force:
+        sized = SIZE_FIELDS & options.explicit().keys()
+        if corpus is not None or sized or preset or steps or time or name or force:
             raise typer.BadParameter(
                 "--resume continues a run with its own corpus, sizes and budget; give only the "
                 "run (and --device to move it)",
@@ -255,25 +264,7 @@ def train(
         raise typer.BadParameter(
             "give the corpus to train on, or --resume RUN", param_hint="CORPUS"
         )
-
     tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
-    if pretrained_embeddings is not None and embedding_dim is None:
-        from authorgen.vectors import vector_dim
-
-        sizes["embedding_dim"] = vector_dim(pretrained_embeddings)
-    options = TrainOptions(
-        **sizes,
-        steps=steps,
-        time_s=parse_duration(time) if time is not None else None,
-        eval_every=eval_every,
-        patience=patience,
-        seed=seed,
-        device=device or "auto",
-        precision=precision,
-        compile=compile,
-        index=index,
-        pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
-    )
     from authorgen.train import train_corpus
 
     with TrainProgress(console) as progress:
