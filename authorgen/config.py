@@ -205,17 +205,14 @@ class TrainConfig(_Saved):
     to that budget, so a time-limited run still ends with a small learning rate.
     """
 
-    # Small batches on purpose. On a CPU an LSTM's throughput in tokens/s hardly depends on the
-    # batch size (about 8-10k tokens/s for 2x256 on 2 cores, from batch 4 to 64), so smaller
-    # batches buy more optimizer steps for the same tokens. Tiny Shakespeare, 300 s, 2 cores:
-    # batch 64 x 128 random windows 1.95 nats/char; 16 x 128 1.67; 8 x 128 1.61; 8 x 128
-    # streams 1.60; 8 x 64 streams 1.57; 4 x 64 streams 1.55, windows 1.55. Windows are the
-    # default: few streams make the validation loss swing with where they are in the text
-    # (4 minutes: windows 1.585, streams 1.623; benchmarks/README.md).
+    # Small batches on purpose: on a CPU an LSTM's tokens per second hardly depend on the batch
+    # size, so smaller batches buy more optimizer steps for the same tokens. Random windows
+    # rather than a few streams, whose place in the text makes the validation loss swing. The
+    # measurements behind these numbers are in benchmarks/README.md.
     context: int = 64  # tokens of backpropagation through time per step
     batch_size: int = 4
     batching: str = "windows"  # windows: random windows; stream: stateful truncated BPTT
-    lr: float = 3e-3  # AdamW peak; 2e-3 was worse and 5e-3 no better in the runs above
+    lr: float = 3e-3  # AdamW peak
     steps: int | None = None
     time_s: float | None = None
     eval_every: int = 2000  # one evaluation of Tiny Shakespeare's val split costs ~4 s on CPU

@@ -140,15 +140,15 @@ class Trainer:
             if config.batching == "stream"
             else None
         )
-        # what the training step calls: the model itself, or wrapped for DDP, or compiled
-        self.forward = model
+        # the model as the training step calls it: itself, wrapped for DDP, or compiled
+        self.training_model = model
         if self.group.active:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(model, device_ids=ids)
+            self.training_model = DistributedDataParallel(model, device_ids=ids)
         if config.compile:
-            self.forward = torch.compile(self.forward)
+            self.training_model = torch.compile(self.training_model)
         self.optimizer = make_optimizer(model, config, self.device)
         self.chart_failed = False
         self.step = self.tokens = 0
@@ -196,8 +196,9 @@ class Trainer:
             group["lr"] = learning_rate(self.config, self.step, self.progress_now)
         x, y = self._batch()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        carried = self.carried if self.stateful else None
         with autocast(self.amp, self.device):
-            logits, state = self.forward(x, self.carried if self.stateful else None)  # (B, T, V)
+            logits, state = self.training_model(x, carried)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -152,8 +152,7 @@ def fetch(
     from authorgen.cli.console import describe_selection, make_console
     from authorgen.config import parse_size
     from authorgen.errors import UsageError
-    from authorgen.sources import Fetcher, corpus_name_for
-    from authorgen.sources.catalog import select_works
+    from authorgen.sources import Fetcher
 
     console = make_console(quiet)
     authors, paths = _split_sources(sources or [])
@@ -173,30 +172,16 @@ def fetch(
         report=console.print,
         max_bytes=parse_size(max_bytes),
     )
-    selections = []
-    if authors:
-        books = fetcher.read_catalog(catalog)
-        for query in authors:
-            selection = select_works(
-                books, query, language=lang, include_roles=include_roles, limit=limit
-            )
-            describe_selection(console, selection, table=dry_run)
-            selections.append(selection)
+    selections = fetcher.select_authors(
+        authors, catalog, language=lang, include_roles=include_roles, limit=limit
+    )
+    for selection in selections:
+        describe_selection(console, selection, table=dry_run)
     if dry_run:
         if json_out:
             _print_json([b.to_dict() for s in selections for b in s.books])
         return
-    results = [
-        fetcher.fetch(
-            ids=[b.id for b in s.books],
-            name=name or corpus_name_for(s),
-            catalog={b.id: b for b in s.books},
-        )
-        for s in selections
-    ]
-    if ids or paths:
-        results.append(fetcher.fetch(ids=ids or [], paths=paths, name=name))
-    works = []
+    results = fetcher.fetch_all(selections, ids=ids or [], paths=paths, name=name)
     for result in results:
         summary = result.corpus.summary()
         console.print(
@@ -206,10 +191,8 @@ def fetch(
             + (f", {len(result.missing)} without plain text" if result.missing else "")
             + ")"
         )
-        works += [{"status": "added", "corpus": summary["name"], **w} for w in result.added]
-        works += [{"status": "skipped", "corpus": summary["name"], **w} for w in result.skipped]
     if json_out:
-        _print_json(works)
+        _print_json([work for result in results for work in result.works()])
     console.print(f"next: authorgen train {results[-1].corpus.name}")
 
 

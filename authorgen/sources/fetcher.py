@@ -13,7 +13,7 @@ from pathlib import Path
 from authorgen.corpus import Corpus, list_corpora
 from authorgen.errors import AuthorgenError, DataError, SourceError, UsageError
 from authorgen.files import cache_dir, check_name, slugify
-from authorgen.sources.catalog import Book, Selection, read_catalog
+from authorgen.sources.catalog import Book, Selection, read_catalog, select_works
 from authorgen.sources.gutenberg import book_url, download_ebook, load_catalog, resolve_mirror
 from authorgen.sources.http import MAX_BYTES, NotFound
 from authorgen.sources.local import read_text_files
@@ -39,6 +39,14 @@ class FetchResult:
             and self.corpus is not None
             and self.corpus.has_verified(work_id, self.unwrap)
         )
+
+    def works(self) -> list[dict]:
+        """Each work added or skipped, with its status and corpus: what `fetch --json` prints."""
+        name = self.corpus.name if self.corpus is not None else None
+        return [
+            *({"status": "added", "corpus": name, **w} for w in self.added),
+            *({"status": "skipped", "corpus": name, **w} for w in self.skipped),
+        ]
 
     def skip(self, work_id: str, hint: str) -> None:
         self.skipped.append(self.corpus.find(work_id))
@@ -137,6 +145,53 @@ class Fetcher:
                 self.session, self.mirror, cache_dir(), refresh=self.refresh, report=self.report
             )
         return read_catalog(data)
+
+    def select_authors(
+        self,
+        queries: list[str],
+        catalog: Path | None = None,
+        *,
+        language: str | None = None,
+        include_roles: bool = False,
+        limit: int | None = None,
+    ) -> list[Selection]:
+        """Each author's works to fetch, found in the catalog (`read_catalog`) by
+        `catalog.select_works`; nothing is read when there are no queries.
+
+        Raises:
+            UsageError: for a name matching several people, or a bad language or limit.
+            DataError: for a name matching no one.
+            SourceError: when the catalog cannot be had.
+        """
+        if not queries:
+            return []
+        books = self.read_catalog(catalog)
+        return [
+            select_works(books, q, language=language, include_roles=include_roles, limit=limit)
+            for q in queries
+        ]
+
+    def fetch_all(
+        self,
+        selections: list[Selection],
+        *,
+        ids: list[int] = (),
+        paths: list[Path] = (),
+        name: str | None = None,
+    ) -> list[FetchResult]:
+        """Fetch each author's selection into its corpus (`name`, else one named after the
+        author), then `ids` and `paths` into corpus `name` (see `fetch`)."""
+        results = [
+            self.fetch(
+                ids=[b.id for b in s.books],
+                name=name or corpus_name_for(s),
+                catalog={b.id: b for b in s.books},
+            )
+            for s in selections
+        ]
+        if ids or paths:
+            results.append(self.fetch(ids=list(ids), paths=list(paths), name=name))
+        return results
 
     def fetch(
         self,
