@@ -6,6 +6,8 @@ own record.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,13 +39,15 @@ def build_trainer(
     tokenizer: Tokenizer | None = None,
     cache: Path | None = None,
     group: distributed.Group | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Trainer:
     """A `Trainer` for a fresh model on `split.train`, validating on `split.val`, that will
     write its run into the folder `run_dir`.
 
     The tokenizer (`tokenizer`, else char unless `tokenizer_config` says otherwise) is trained
     on `split.train`; it and the token ids are cached under `cache` (default: the user's cache
-    folder). `run_info` goes into the data section of the record (corpus, works, plan).
+    folder). `run_info` goes into the data section of the record (corpus, works, plan);
+    `clock` is what the time budget is measured with.
 
     Raises:
         DataError: when the text is too short for the context.
@@ -99,6 +103,7 @@ def build_trainer(
         index_sources=split.sources() if train_config.index else None,
         callback=callback,
         group=group,
+        clock=clock,
     )
 
 

@@ -20,6 +20,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,8 @@ class Trainer:
             originality index of it.
         callback: where progress goes.
         group: the torchrun process group, if any; rank 0 alone writes.
+        clock: seconds from any start, for the time budget and tokens per second (tests give
+            one they control).
     """
 
     def __init__(
@@ -123,8 +126,10 @@ class Trainer:
         index_sources=None,
         callback: Callback | None = None,
         group: distributed.Group | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.model, self.data, self.config, self.record = model, data, config, record
+        self.clock = clock
         self.run_dir, self.callback = Path(run_dir), callback or Callback()
         self.index_sources = index_sources
         self.group = group or distributed.Group()
@@ -166,7 +171,7 @@ class Trainer:
 
     def _clock(self) -> float:
         """Seconds of training so far, across interruptions."""
-        return self.elapsed + time.monotonic() - self.start
+        return self.elapsed + self.clock() - self.start
 
     def _local_progress(self) -> float:
         """The fraction of the budget used: steps or time, whichever is further along."""
@@ -336,14 +341,15 @@ class Trainer:
     def _loop(self) -> str:
         """Steps until the budget is used or patience runs out; returns how it ended."""
         while self.progress_now < 1.0:
-            t0 = time.monotonic()
+            t0 = self.clock()
             loss = self.train_step()
-            self.train_time += time.monotonic() - t0
+            self.train_time += self.clock() - t0
             due = self._clock() - self.last_eval_s >= self.config.eval_every_s
             loss, self.progress_now, due = self.group.mean(
                 [loss, self._local_progress(), float(due)]
             )
-            self.callback.on_step(self.step, loss, self.progress_now, self.tokens / self.train_time)
+            speed = self.tokens / self.train_time if self.train_time else 0.0  # a coarse clock
+            self.callback.on_step(self.step, loss, self.progress_now, speed)
             if self.step % self.config.eval_every == 0 or due > 0:
                 self.evaluate()
                 if self.config.patience and self.evals_since_best >= self.config.patience:
@@ -370,7 +376,7 @@ class Trainer:
         in_main = threading.current_thread() is threading.main_thread()
         old_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None
         self.model.train()
-        self.start = time.monotonic()
+        self.start = self.clock()
         self.progress_now = self._local_progress()
         try:
             status = self._loop()

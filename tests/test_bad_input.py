@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers import run_cli
+from helpers import run_cli, run_in_process
 from texts import ENGLISH, POLISH
 
 NUMBERS = ["nan", "inf", "-1", "0"]
@@ -187,11 +187,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("args", "code", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_input_fails_cleanly(home, args, code, says):
+def _fails_cleanly(run, home, args, code, says) -> None:
     before = _snapshot(home)
     env = {"AUTHORGEN_CACHE": str(home / "cache")}
-    out = run_cli(*args, home=home, env=env, cwd=home)
+    out = run(*args, home=home, env=env, cwd=home)
     assert out.returncode == code, out.stderr
     assert out.stdout == ""
     assert says in out.stderr
@@ -199,6 +198,29 @@ def test_bad_input_fails_cleanly(home, args, code, says):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith(("authorgen: error:", "Error:", "│", "╰", "Try")), lines[-1]
     assert _snapshot(home) == before  # nothing the user had was touched
+
+
+@pytest.mark.parametrize(("args", "code", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_fails_cleanly(home, args, code, says):
+    """Through the command's entry point, in this process: the table runs in seconds."""
+    _fails_cleanly(run_in_process, home, args, code, says)
+
+
+# a case of each kind, in a fresh process: the exit code, stdout and stderr as a shell sees them
+WIRING = [
+    ([*GENERATE, "--temperature", "nan"], 2, "--temperature"),  # typer's usage error
+    ([*TRAIN, "--lr", "0"], 2, "--lr"),  # a config's UsageError
+    (["generate", "no-such-run"], 4, "no run named 'no-such-run'"),  # a DataError
+    (["fetch", "inputs/picture.png", "--name", "x"], 4, "binary file"),
+    (["fetch", "--id", "1", "--delay", "0", "--mirror", "http://127.0.0.1:9"], 3, "refused"),
+    (["train", "--resume", "cut-state"], 4, "cannot read the latest state"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "says"), WIRING, ids=[" ".join(c[0]) for c in WIRING])
+def test_bad_input_fails_cleanly_in_a_fresh_process(home, args, code, says):
+    assert (args, code, says) in CASES
+    _fails_cleanly(run_cli, home, args, code, says)
 
 
 # --- security: files in a run folder never run code ---------------------------------------

@@ -23,7 +23,7 @@ from authorgen.errors import Interrupted, UsageError
 from authorgen.models import build_model, count_parameters
 from authorgen.models.transformer import KVCache, rotary
 from authorgen.train import build_trainer, resume, train, train_corpus
-from authorgen.trainer import Callback, Diverged, make_optimizer
+from authorgen.trainer import Callback, Diverged, learning_rate, make_optimizer
 from helpers import default_sigint, run_cli
 
 TINY_LSTM = {
@@ -383,14 +383,32 @@ def _model(**kw) -> ModelConfig:
     return ModelConfig(**{**size, "embedding_dim": 8, "layers": 1, **kw})
 
 
+class Ticks(Callback):
+    """A clock that moves only when told: `seconds_per_step` after each training step."""
+
+    def __init__(self, seconds_per_step: float):
+        self.now, self.per_step = 0.0, seconds_per_step
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_step(self, step, loss, progress, tokens_per_s):
+        self.now += self.per_step
+
+
 def test_the_time_budget_is_honoured(tmp_path):
     text = "the quick brown fox jumps over the lazy dog. " * 400
     config = TrainConfig(time_s=2.0, context=16, batch_size=4, eval_every=10_000, device="cpu")
-    t0 = time.monotonic()
-    result = train(_split(text, text[:500]), _model(), config, tmp_path / "run")
-    wall = time.monotonic() - t0
-    assert 2.0 <= result.elapsed_s <= 4.0 and wall <= 10.0
-    assert result.steps > 10
+    clock = Ticks(0.1)  # each step takes 0.1 s, however fast this machine is
+    split, run_dir = _split(text, text[:500]), tmp_path / "run"
+    result = train(split, _model(), config, run_dir, callback=clock, clock=clock)
+    # the budget is checked as each step ends, before its tick: the step that finds 2.0 s
+    # used (the 21st) is the last
+    assert result.steps == 21 and result.elapsed_s == pytest.approx(2.1)
+    assert json.loads((run_dir / "config.json").read_text())["result"]["steps"] == 21
+    # the schedule followed the clock: the last step ran at 1.9 s of 2, 95% of the budget
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["lr"] == pytest.approx(learning_rate(config, 20, 0.95))
 
 
 def test_patience_stops_when_validation_stops_improving(tmp_path):
