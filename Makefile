@@ -1,7 +1,8 @@
 # Developer and newcomer commands. Everything runs in a virtual environment in .venv.
 #
 #   make demo    install, fetch Pride and Prejudice, train 2 minutes, generate
-#   make test    install, lint (ruff), run the tests
+#   make test    install, lint (ruff), run every test
+#   make test-fast  the same without the tests marked slow (training in fresh processes)
 #   make bench   the Tiny Shakespeare benchmark (5 minutes)
 #
 # TORCH picks the PyTorch build. The pin is a version that exists as a CPU wheel on this
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 # pytest processes for make test; each test file runs whole on one of them
 TEST_WORKERS ?= 2
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test test-fast lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +36,13 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+PYTEST = $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+
 test: lint
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST)
+
+test-fast: lint
+	$(PYTEST) -m "not slow"
 
 demo: install
 	$(BIN)/authorgen fetch --id 1342 --name jane-austen

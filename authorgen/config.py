@@ -302,6 +302,17 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.steps is None and self.time_s is None:
             self.time_s = DEFAULT_TIME_S
+        # Each option on its own, now: before torch loads or a corpus is read. How the sizes
+        # fit together (heads and width, one family's options on the other) the plan checks.
+        if self.model is not None and self.model not in MODELS:
+            raise UsageError(f"--model must be one of {', '.join(MODELS)} (got {self.model!r})")
+        for name in ("layers", "hidden", "embedding_dim", "heads", "mlp_dim"):
+            if getattr(self, name) is not None:
+                _positive_int(name.replace("_", "-"), getattr(self, name))
+        if self.dropout is not None:
+            _finite("dropout", self.dropout, 0.0, 0.9)
+        trained = {f.name for f in fields(TrainConfig)}
+        TrainConfig(**{k: v for k, v in self.explicit().items() if k in trained})
 
     def explicit(self) -> dict[str, Any]:
         """The options that were set, by field name."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SHARED, manifest_rows, run_cli, shared_file
+from helpers import DATA, data_file, manifest_rows, run_cli
 from mirror import CATALOG_PATH, Mirror, catalog_csv, catalog_rows, gzip_bytes, synthetic_book
 
 
@@ -31,7 +31,7 @@ def home(tmp_path, monkeypatch) -> Path:
 def alice_home(tmp_path_factory) -> Path:
     """A home whose corpus "alice" holds Alice's Adventures in Wonderland, for a module's tests."""
     home = tmp_path_factory.mktemp("home")
-    alice = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    alice = data_file("pg11-alices-adventures-in-wonderland.txt")
     assert run_cli("fetch", str(alice), "--name", "alice", home=home).returncode == 0
     return home
 
@@ -39,11 +39,9 @@ def alice_home(tmp_path_factory) -> Path:
 @pytest.fixture
 def gutenberg():
     """A real HTTP server on 127.0.0.1 laid out like a Gutenberg mirror: the test catalog
-    (tests/mirror.py) at cache/epub/feeds/pg_catalog.csv.gz, the books of ../shared/corpora
-    byte for byte, and a small synthetic ebook for every other text in the catalog."""
+    (tests/mirror.py) at cache/epub/feeds/pg_catalog.csv.gz, the books of tests/data byte for
+    byte, and a small synthetic ebook for every other text in the catalog."""
     rows = [r for r in manifest_rows() if r["gutenberg_id"]]
-    if not rows:
-        pytest.skip("needs ../shared/corpora/MANIFEST.tsv beside the repository")
     with Mirror() as server:
         catalog = catalog_rows()
         server.files[CATALOG_PATH] = gzip_bytes(catalog_csv(catalog))
@@ -56,7 +54,7 @@ def gutenberg():
                 )
         for row in rows:
             n = row["gutenberg_id"]
-            server.files[f"/cache/epub/{n}/pg{n}.txt"] = (SHARED / row["file"]).read_bytes()
+            server.files[f"/cache/epub/{n}/pg{n}.txt"] = (DATA / row["file"]).read_bytes()
         yield server
 
 

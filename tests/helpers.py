@@ -1,4 +1,4 @@
-"""Helpers for the tests: the ../shared corpora, and running the command in a fresh process or
+"""Helpers for the tests: the books of tests/data, and running the command in a fresh process or
 through its entry point in this one."""
 
 from __future__ import annotations
@@ -12,24 +12,19 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import pytest
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+DATA = Path(__file__).resolve().parent / "data"  # excerpts of ../shared/corpora (README there)
 
 
-def shared_file(name: str) -> Path:
-    """A file of ../shared/corpora, or skip the test with the reason."""
-    path = SHARED / name
-    if not path.is_file():
-        pytest.skip(f"needs ../shared/corpora/{name} beside the repository (CI always has it)")
+def data_file(name: str) -> Path:
+    """A file of tests/data."""
+    path = DATA / name
+    assert path.is_file(), f"tests/data/{name} is missing"
     return path
 
 
 def manifest_rows() -> list[dict]:
-    path = SHARED / "MANIFEST.tsv"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", newline="") as f:
+    """The rows of tests/data/MANIFEST.tsv: file, author, title, ebook number, header era..."""
+    with open(DATA / "MANIFEST.tsv", encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 

@@ -217,6 +217,7 @@ WIRING = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "code", "says"), WIRING, ids=[" ".join(c[0]) for c in WIRING])
 def test_bad_input_fails_cleanly_in_a_fresh_process(home, args, code, says):
     assert (args, code, says) in CASES
@@ -236,6 +237,7 @@ class _Planted:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["last/state.pt", "model.safetensors", "last/model.safetensors"])
 def test_a_pickle_planted_in_a_run_is_refused_without_running(home, tmp_path, target):
     import pickle
@@ -265,6 +267,7 @@ def test_a_pickle_planted_in_a_run_is_refused_without_running(home, tmp_path, ta
 # --- a full disk while saving ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_keeps_the_previous_state(tmp_path, monkeypatch, capsys):
     import errno
     import sys
@@ -313,6 +316,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_state(tmp_path, monkeypatch
 # --- nothing is written outside the corpora, checkpoints and cache folders ---------------------
 
 
+@pytest.mark.slow
 def test_a_whole_session_writes_only_into_corpora_checkpoints_and_the_cache(tmp_path):
     home, cwd, user = tmp_path / "home", tmp_path / "cwd", tmp_path / "user"
     for folder in (home, cwd, user):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from helpers import run_cli, shared_file
+import pytest
+
+from helpers import data_file, run_cli
 
 
 def test_help_lists_commands_and_exit_codes(tmp_path):
@@ -28,7 +31,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
 
 
 def test_help_fetch_and_corpora_do_not_import_torch(tmp_path):
-    book = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    book = data_file("pg11-alices-adventures-in-wonderland.txt")
     code = (
         "import sys\n"
         "from authorgen.cli import app\n"
@@ -55,3 +58,19 @@ def test_corpora_with_none_yet_says_how_to_make_one(tmp_path):
     assert run_cli("corpora", "--json", home=tmp_path).stdout == "[]\n"
     missing = run_cli("corpora", "show", "nobody", home=tmp_path)
     assert missing.returncode == 4 and "no corpus named 'nobody'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "option", [("--lr", "0"), ("--dropout", "2"), ("--layers", "0"), ("--model", "cnn")]
+)
+def test_train_refuses_a_bad_option_before_torch_loads_or_a_corpus_is_read(tmp_path, option):
+    code = (
+        "import sys\nfrom authorgen.cli import main\n"
+        f"sys.argv = ['authorgen', 'train', 'no-such-corpus', *{list(option)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    print(exc.code, 'torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "AUTHORGEN_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # exit 2, not 4 for the missing corpus: the option was checked first, without torch
+    assert out.stdout.split() == ["2", "False"], out.stderr
+    assert option[0] in out.stderr

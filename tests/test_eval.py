@@ -10,7 +10,7 @@ from PIL import Image
 from authorgen.charts import compare_figure
 from authorgen.compare import chars_seen
 from authorgen.evaluate import distinct_n
-from helpers import run_cli, shared_file
+from helpers import data_file, run_cli
 
 SMALL = ("--layers", "1", "--hidden", "32", "--embedding-dim", "16", "--device", "cpu")
 
@@ -30,12 +30,13 @@ def evaluated(tmp_path_factory):
         ("pg11-alices-adventures-in-wonderland.txt", "alice"),
         ("pg1342-pride-and-prejudice.txt", "austen"),
     ]:
-        assert run_cli("fetch", str(shared_file(file)), "--name", name, home=home).returncode == 0
+        assert run_cli("fetch", str(data_file(file)), "--name", name, home=home).returncode == 0
     out = run_cli("train", "alice", *SMALL, "--steps", "40", "--eval-every", "10", home=home)
     assert out.returncode == 0, out.stderr
     return home, home / "checkpoints" / "alice-lstm"
 
 
+@pytest.mark.slow
 def test_every_run_draws_its_loss_chart(evaluated):
     _, run_dir = evaluated
     assert _is_png(run_dir / "loss.png") == (800, 450)
@@ -43,6 +44,7 @@ def test_every_run_draws_its_loss_chart(evaluated):
     assert len(rows) == 4  # the chart was redrawn at each of them; the last one is on disk
 
 
+@pytest.mark.slow
 def test_eval_reports_loss_originality_distinct_and_style(evaluated):
     home, run_dir = evaluated
     out = run_cli("eval", "alice-lstm", "--samples", "2", "--length", "300", "--json", home=home)
@@ -60,6 +62,7 @@ def test_eval_reports_loss_originality_distinct_and_style(evaluated):
     assert "style:" in out.stderr and "bpc" in out.stderr
 
 
+@pytest.mark.slow
 def test_eval_sweeps_temperatures_and_reads_other_texts(evaluated, tmp_path):
     home, _ = evaluated
     out = run_cli(
@@ -84,6 +87,7 @@ def test_eval_sweeps_temperatures_and_reads_other_texts(evaluated, tmp_path):
     assert bad.returncode == 2 and "--sweep-temperature" in bad.stderr and not bad.stdout
 
 
+@pytest.mark.slow
 def test_runs_lists_and_shows_a_run(evaluated):
     home, run_dir = evaluated
     out = run_cli("runs", "--json", home=home)
@@ -97,6 +101,7 @@ def test_runs_lists_and_shows_a_run(evaluated):
     assert "alice-lstm" in table.stderr and table.stdout == ""
 
 
+@pytest.mark.slow
 def test_compare_trains_every_combination_and_draws_the_chart(evaluated):
     home, _ = evaluated
     args = ("compare", "alice", "--models", "lstm,gru", "--tokenizers", "char,bpe", *SMALL[-2:])

@@ -101,7 +101,7 @@ def test_max_bytes_refuses_a_larger_book_and_keeps_nothing(gutenberg, home, tmp_
     assert enough.returncode == 0, enough.stderr
     local = tmp_path / "book.txt"
     local.write_bytes(gutenberg.files[_book(BIG)])
-    too_big = run_cli("fetch", str(local), "--name", "local", "--max-bytes", "500k", home=home)
+    too_big = run_cli("fetch", str(local), "--name", "local", "--max-bytes", "100k", home=home)
     assert too_big.returncode == 4 and "larger than --max-bytes" in too_big.stderr
     assert not (home / "corpora" / "local").exists()
 
@@ -122,6 +122,7 @@ def _assert_whole_files(run_dir) -> int | None:
     return torch.load(last / "state.pt", weights_only=True)["step"]
 
 
+@pytest.mark.slow
 def test_kill_9_several_times_then_resume_equals_an_uninterrupted_run(alice_home):
     args = [
         "--model", "lstm", "--layers", "1", "--hidden", "32", "--embedding-dim", "8",

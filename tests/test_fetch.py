@@ -12,7 +12,7 @@ from werkzeug import Response
 from authorgen.errors import SourceError, UsageError
 from authorgen.sources import Fetcher
 from authorgen.sources.http import PoliteSession
-from helpers import SHARED, manifest_rows, run_cli, shared_file
+from helpers import DATA, data_file, manifest_rows, run_cli, run_in_process
 
 
 def _manifest_row(ebook: str) -> dict:
@@ -43,7 +43,7 @@ def test_fetch_by_id_builds_a_corpus_with_provenance(mirror, home, gutenberg):
         ebook = work["id"][2:]
         row = _manifest_row(ebook)
         raw = (corpus / "raw" / f"{work['id']}.txt").read_bytes()
-        assert raw == (SHARED / row["file"]).read_bytes()  # raw bytes kept exactly
+        assert raw == (DATA / row["file"]).read_bytes()  # raw bytes kept exactly
         assert work["sha256_raw"] == row["sha256"]
         assert work["url"] == f"{mirror}/cache/epub/{ebook}/pg{ebook}.txt"
         assert work["source"] == "gutenberg" and work["language"] == "en"
@@ -105,7 +105,7 @@ def test_unreachable_mirror_exits_3(home):
     ],
 )
 def test_bad_fetch_options_exit_2(home, args):
-    result = run_cli("fetch", *args, home=home)
+    result = run_in_process("fetch", *args, home=home)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert not (home / "corpora").exists()
@@ -115,7 +115,7 @@ def test_local_folder_and_files(home, tmp_path):
     folder = tmp_path / "books"
     folder.mkdir()
     (folder / "b-poem.txt").write_text("Litwo! Ojczyzno moja! ty jesteś jak zdrowie.\r\n")
-    (folder / "a-prose.txt").write_bytes(shared_file("pg14155-madame-bovary.txt").read_bytes())
+    (folder / "a-prose.txt").write_bytes(data_file("pg14155-madame-bovary.txt").read_bytes())
     (folder / "notes.md").write_text("not a .txt file")
     result = run_cli("fetch", str(folder), "--name", "mixed", home=home)
     assert result.returncode == 0, result.stderr

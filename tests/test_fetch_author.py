@@ -77,18 +77,18 @@ def test_newcomer_session_dry_run_fetch_and_corpora(gutenberg, home):
     works = _assert_identical(home, gutenberg, "charles-dickens")
     assert [w["id"] for w in works] == DICKENS
     assert works[1]["title"] == "A Tale of Two Cities A Story of the French Revolution"  # catalog
-    assert works[3]["cleaning"]["illustrations"] == 16
+    assert works[3]["cleaning"]["illustrations"] == 4  # in tests/data's excerpt (the book: 16)
     assert not list((home / "cache" / "downloads").iterdir())  # nothing left half-done
 
     listing = run_cli("corpora", home=home)
     assert listing.returncode == 0 and listing.stdout == ""
-    assert "charles-dickens" in listing.stderr and "1,760,318" in listing.stderr
+    assert "charles-dickens" in listing.stderr and "299,908" in listing.stderr  # characters
     summary = json.loads(run_cli("corpora", "--json", home=home).stdout)
     assert summary[0]["works"] == 4 and summary[0]["languages"] == ["en"]
     show = run_cli("corpora", "show", "charles-dickens", home=home)
     assert show.returncode == 0
     assert f"from {url}/cache/epub/1400/pg1400.txt" in show.stderr
-    assert "16 [Illustration] markers" in show.stderr
+    assert "4 [Illustration] markers" in show.stderr  # in the excerpt (the whole book: 16)
 
     before = len(gutenberg.log)
     again = run_cli("fetch", "Charles Dickens", "--json", "--mirror", url, home=home)
@@ -153,6 +153,7 @@ def test_retry_after_reset_short_body_and_ignored_range_all_end_byte_identical(g
     ]
 
 
+@pytest.mark.slow
 def test_a_download_cut_every_time_fails_cleanly_and_the_next_run_finishes(gutenberg, home):
     gutenberg.add_fault(_book(1400), *["short"] * 4)
     cut = run_cli("fetch", "Dickens", "--delay", "0", "--mirror", gutenberg.url, home=home)
@@ -210,7 +211,7 @@ def test_unwrap_is_recorded_and_recleans_without_downloading(gutenberg, home):
     assert result.returncode == 0, result.stderr
     assert len(gutenberg.log) == before  # cleaned again from the stored raw bytes
     work = json.loads((home / "corpora" / "jane-austen" / "corpus.json").read_text())["works"][0]
-    assert work["cleaning"]["unwrap"] and work["cleaning"]["unwrapped_paragraphs"] > 1000
+    assert work["cleaning"]["unwrap"] and work["cleaning"]["unwrapped_paragraphs"] > 400
     text = (home / "corpora" / "jane-austen" / work["file"]).read_text()
     assert "It is a truth universally acknowledged, that a single man in possession of" in text
 

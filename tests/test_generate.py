@@ -31,7 +31,7 @@ from authorgen.samplers import (
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
 from authorgen.train import train
-from helpers import run_cli, shared_file
+from helpers import data_file, run_cli, run_in_process
 
 
 def _probs(logits, **config) -> list[float]:
@@ -320,8 +320,8 @@ def test_no_repeat_ngram_output_has_no_repeated_ngram():
 
 
 def test_a_planted_copy_is_found_with_its_span_and_its_work(tmp_path):
-    a = shared_file("pg1400-great-expectations.txt")
-    b = shared_file("pg98-a-tale-of-two-cities.txt")
+    a = data_file("pg1400-great-expectations.txt")
+    b = data_file("pg98-a-tale-of-two-cities.txt")
     build_index(
         tmp_path / "index",
         [
@@ -393,6 +393,7 @@ def memorised(tmp_path_factory):
     return home, run_dir, text
 
 
+@pytest.mark.slow
 def test_max_copy_is_never_exceeded(memorised):
     _, run_dir, text = memorised
     run = load_run(run_dir)
@@ -420,6 +421,7 @@ def test_max_copy_is_never_exceeded(memorised):
     assert all(s.stopped == "length" for s in samples)
 
 
+@pytest.mark.slow
 def test_max_copy_with_subword_and_word_decoders(tmp_path):
     text = _memorised_text() * 3
     build_index(tmp_path / "ix", [({"id": "t", "title": "T"}, text)])
@@ -447,6 +449,7 @@ def test_max_copy_without_an_index_is_refused():
 # --- the command, in fresh processes ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_json_lines_parse_and_plain_samples_split_on_percent_lines(memorised):
     home, _, _ = memorised
     args = ("generate", "memo", "-n", "3", "--seed", "11", "--length", "60", "--prompt", "The")
@@ -466,6 +469,7 @@ def test_json_lines_parse_and_plain_samples_split_on_percent_lines(memorised):
     assert "seed 11" in plain.stderr and plain.stderr.count("longest copy") == 3
 
 
+@pytest.mark.slow
 def test_stop_and_until_from_the_command_line(memorised):
     home, _, text = memorised
     out = run_cli(
@@ -483,13 +487,14 @@ def test_stop_and_until_from_the_command_line(memorised):
     assert out.stdout.rstrip("\n")[-1] in ".!?" and len(out.stdout) > 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--top-k", "0"), ("--top-p", "2"), ("--until", "chapter"), ("--max-copy", "-1")],
 )
 def test_bad_options_fail_in_one_line_with_exit_2(memorised, option, value):
     home, _, _ = memorised
-    out = run_cli("generate", "memo", option, value, home=home)
+    out = run_in_process("generate", "memo", option, value, home=home)
     assert out.returncode == 2 and out.stdout == ""
     assert option in out.stderr and "Traceback" not in out.stderr
 
@@ -530,6 +535,7 @@ def test_plain_output_keeps_sample_order_whatever_order_they_finish_in(capsys):
     assert capsys.readouterr().out == "P:a1a2\n%\nP:b1b2\n%\nP:c1\n%\nP:d1d2\n"
 
 
+@pytest.mark.slow
 def test_plain_output_streams_before_the_sample_is_done(memorised):
     import os
     import subprocess
@@ -551,6 +557,7 @@ def test_plain_output_streams_before_the_sample_is_done(memorised):
         proc.wait()
 
 
+@pytest.mark.slow
 def test_a_run_without_an_index_generates_without_reports_and_refuses_max_copy(tmp_path):
     text = _memorised_text()
     config = TrainConfig(steps=5, context=16, batch_size=2, device="cpu", index=False)

@@ -1,4 +1,4 @@
-"""Stylometry: Delta's properties, and authors told apart on the books of ../shared/corpora."""
+"""Stylometry: Delta's properties, and authors told apart on the books of tests/data."""
 
 from __future__ import annotations
 
@@ -6,19 +6,16 @@ import pytest
 
 from authorgen import style
 from authorgen.clean import clean_text
-from helpers import SHARED, manifest_rows
+from helpers import DATA, manifest_rows
 from texts import ENGLISH, FRENCH
 
 
 @pytest.fixture(scope="module")
 def books() -> dict[str, tuple[str, str]]:
-    """file -> (author, cleaned text) for the Gutenberg books of ../shared/corpora."""
+    """file -> (author, cleaned text) for the Gutenberg books of tests/data (150 KB each)."""
     rows = [r for r in manifest_rows() if r["gutenberg_id"]]
-    if len(rows) < 3:
-        pytest.skip("needs ../shared/corpora beside the repository (CI always has it)")
-    return {
-        r["file"]: (r["author"], clean_text((SHARED / r["file"]).read_bytes())[0]) for r in rows
-    }
+    assert len(rows) == 8
+    return {r["file"]: (r["author"], clean_text((DATA / r["file"]).read_bytes())[0]) for r in rows}
 
 
 def test_held_out_work_is_closest_to_its_own_author(books):

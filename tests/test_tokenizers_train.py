@@ -20,7 +20,7 @@ from authorgen.sample import generate
 from authorgen.tokenizer import WordTokenizer
 from authorgen.train import train
 from authorgen.vectors import read_word_vectors, vector_dim
-from helpers import run_cli
+from helpers import run_cli, run_in_process
 from texts import ENGLISH, FRENCH, POLISH
 
 TINY_MODEL = ModelConfig(hidden=32, embedding_dim=16, layers=1)
@@ -86,6 +86,7 @@ def test_val_loss_is_nats_per_character_of_the_original_text(tmp_path, kind, fir
         assert config["data"]["val_unk_tokens"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char", "word", "bpe", "unigram"])
 def test_every_tokenizer_writes_polish_with_its_letters_intact(tmp_path, kind):
     text = POLISH * 12
@@ -169,6 +170,7 @@ def home(tmp_path_factory):
     return home
 
 
+@pytest.mark.slow
 def test_subword_run_trains_generates_and_reuses_the_cached_ids(home):
     args = ("train", "book", "--tokenizer", "bpe", "--vocab-size", "400", *TINY, "--steps", "20")
     first = run_cli(*args, home=home)
@@ -191,6 +193,7 @@ def test_subword_run_trains_generates_and_reuses_the_cached_ids(home):
     assert a.stdout == b.stdout  # same seed, same data, same tokens: the same text
 
 
+@pytest.mark.slow
 def test_word_run_with_lowercase_and_word_vectors(home, tmp_path):
     vectors = glove_file(
         tmp_path / "glove.txt", {w: [0.1 * i] * 12 for i, w in enumerate(["the", "and", "old"])}
@@ -226,6 +229,7 @@ def test_word_run_with_lowercase_and_word_vectors(home, tmp_path):
     assert "read as <unk>: zyzzyva" in prompt.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -241,7 +245,7 @@ def test_word_run_with_lowercase_and_word_vectors(home, tmp_path):
 def test_bad_tokenizer_options_fail_in_one_line(home, args, code, message):
     checkpoints = home / "checkpoints"
     before = sorted(p.name for p in checkpoints.iterdir()) if checkpoints.exists() else []
-    result = run_cli("train", "book", "--steps", "1", "--name", "bad", *args, home=home)
+    result = run_in_process("train", "book", "--steps", "1", "--name", "bad", *args, home=home)
     assert result.returncode == code, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

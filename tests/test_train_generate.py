@@ -15,7 +15,7 @@ import torch
 from authorgen.checkpoint import load_run
 from authorgen.config import SampleConfig
 from authorgen.sample import generate
-from helpers import default_sigint, run_cli, shared_file
+from helpers import data_file, default_sigint, run_cli, run_in_process
 
 TINY = (
     "--layers",
@@ -39,7 +39,7 @@ TINY = (
 def trained(tmp_path_factory):
     """A corpus from Alice plus a tiny LSTM run trained for 60 steps (module-wide)."""
     home = tmp_path_factory.mktemp("home")
-    alice = shared_file("pg11-alices-adventures-in-wonderland.txt")
+    alice = data_file("pg11-alices-adventures-in-wonderland.txt")
     assert run_cli("fetch", str(alice), "--name", "alice", home=home).returncode == 0
     result = run_cli(
         "train", "alice", *TINY, "--steps", "60", "--eval-every", "10", "--lr", "1e-2", home=home
@@ -48,6 +48,7 @@ def trained(tmp_path_factory):
     return home, home / "checkpoints" / "alice-lstm", result
 
 
+@pytest.mark.slow
 def test_val_loss_falls_within_60_steps(trained):
     _, run_dir, _ = trained
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -79,6 +80,7 @@ def test_run_directory_is_complete_and_train_prints_nothing_on_stdout(trained):
     assert state["step"] == 60
 
 
+@pytest.mark.slow
 def test_generation_is_reproducible_in_fresh_processes(trained):
     home, _, _ = trained
     args = ("generate", "alice-lstm", "--length", "120", "--temperature", "1.0")
@@ -90,6 +92,7 @@ def test_generation_is_reproducible_in_fresh_processes(trained):
     assert "seed 7" in first.stderr
 
 
+@pytest.mark.slow
 def test_stdout_holds_only_the_sample(trained):
     home, _, _ = trained
     args = ("generate", "alice-lstm", "--prompt", "Alice was", "--length", "80", "--seed", "1")
@@ -104,6 +107,7 @@ def test_stdout_holds_only_the_sample(trained):
     assert quiet.stdout == result.stdout[len("Alice was") :]
 
 
+@pytest.mark.slow
 def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
     home, run_dir, _ = trained
     a = run_cli(
@@ -147,6 +151,7 @@ def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
     assert a.stdout == "The Queen" + run.tokenizer.decode(out) + "\n"
 
 
+@pytest.mark.slow
 def test_samples_are_separated_and_each_equals_its_own_seed(trained):
     home, run_dir, _ = trained
     both = run_cli(
@@ -170,6 +175,7 @@ def test_samples_are_separated_and_each_equals_its_own_seed(trained):
     assert both.stdout == expected[0] + "\n%\n" + expected[1] + "\n"
 
 
+@pytest.mark.slow
 def test_prompt_from_stdin(trained):
     home, _, _ = trained
     piped = run_cli(
@@ -190,6 +196,7 @@ def test_prompt_from_stdin(trained):
     assert piped.stdout.startswith("Down the") and piped.stdout == dash.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -218,7 +225,7 @@ def test_prompt_from_stdin(trained):
 def test_bad_input_is_one_line_with_its_exit_code(trained, args, code, message):
     home, _, _ = trained
     before = sorted(p.name for p in (home / "checkpoints").iterdir())
-    result = run_cli(*args, home=home)
+    result = run_in_process(*args, home=home)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -227,9 +234,10 @@ def test_bad_input_is_one_line_with_its_exit_code(trained, args, code, message):
     assert (home / "checkpoints" / "alice-lstm" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["gru", "rnn"])
 def test_gru_and_simple_rnn_train_and_generate(tmp_path, model):
-    text = shared_file("tinyshakespeare.txt").read_text()[:40_000]
+    text = data_file("tinyshakespeare.txt").read_text()[:40_000]
     (tmp_path / "s.txt").write_text(text)
     assert run_cli("fetch", str(tmp_path / "s.txt"), "--name", "s", home=tmp_path).returncode == 0
     result = run_cli(
@@ -259,8 +267,9 @@ def test_gru_and_simple_rnn_train_and_generate(tmp_path, model):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_ctrl_c_saves_the_state_and_exits_130(tmp_path):
-    (tmp_path / "s.txt").write_text(shared_file("tinyshakespeare.txt").read_text()[:40_000])
+    (tmp_path / "s.txt").write_text(data_file("tinyshakespeare.txt").read_text()[:40_000])
     assert run_cli("fetch", str(tmp_path / "s.txt"), "--name", "s", home=tmp_path).returncode == 0
     env = {**os.environ, "AUTHORGEN_HOME": str(tmp_path), "NO_COLOR": "1"}
     proc = subprocess.Popen(

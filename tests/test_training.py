@@ -197,6 +197,7 @@ def test_tied_heads_share_the_embedding(options):
         assert model.embedding.weight.grad[1:4].abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_a_transformer_run_saved_before_the_mlp_had_names_still_generates(tmp_path):
     text = "an older run, read by a newer authorgen. " * 60
     run_dir = tmp_path / "checkpoints" / "old"
@@ -309,6 +310,7 @@ def _assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [TINY_LSTM, TINY_TRANSFORMER], ids=["lstm", "transformer"])
 def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(alice_home, options):
     corpora, checkpoints = alice_home / "corpora", alice_home / "checkpoints"
@@ -344,6 +346,7 @@ def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(alice_home, op
         resume(corpora, checkpoints, f"{name}-cut")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_130_and_the_run_resumes(alice_home):
     args = ["--preset", "tiny", "--device", "cpu", "--steps", "100000", "--name", "term"]
     env = {**os.environ, "AUTHORGEN_HOME": str(alice_home)}
@@ -476,6 +479,7 @@ def test_bf16_autocast_on_the_cpu_trains_or_is_refused_in_one_line(tmp_path):
 # --- generation and many processes ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_transformer_run_generates_past_its_context_in_a_fresh_process(alice_home):
     trained = run_cli(
         "train", "alice", "--model", "transformer", "--layers", "1", "--heads", "2",
@@ -490,6 +494,7 @@ def test_a_transformer_run_generates_past_its_context_in_a_fresh_process(alice_h
     assert len(first.stdout.rstrip("\n")) >= 300 and first.stdout == second.stdout
 
 
+@pytest.mark.slow
 def test_two_processes_with_ddp_train_one_run_like_one_process_with_twice_the_batch(alice_home):
     common = [
         "--model", "lstm", "--layers", "1", "--hidden", "32", "--embedding-dim", "8",

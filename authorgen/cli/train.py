@@ -216,10 +216,7 @@ def train(
     --resume), the tokenizer, the config and metrics.jsonl; it is all `authorgen generate`
     needs. Under `torchrun --nproc_per_node=N -m authorgen train ...` it trains on N processes.
     """
-    from authorgen.cli.console import TrainProgress, make_console
-    from authorgen.distributed import launched_rank
-
-    options = TrainOptions(
+    options = TrainOptions(  # checks each option before torch loads
         model=model,
         layers=layers,
         hidden=hidden,
@@ -244,6 +241,10 @@ def train(
         index=index,
         pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
     )
+    tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
+    from authorgen.cli.console import TrainProgress, make_console
+    from authorgen.distributed import launched_rank
+
     console = make_console(quiet or launched_rank() != 0)
     checkpoints, corpora = _folder(checkpoints_dir, "checkpoints"), _folder(corpora_dir, "corpora")
     if resume is not None:
@@ -264,7 +265,6 @@ def train(
         raise typer.BadParameter(
             "give the corpus to train on, or --resume RUN", param_hint="CORPUS"
         )
-    tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
     from authorgen.train import train_corpus
 
     with TrainProgress(console) as progress:
