@@ -127,7 +127,7 @@ CASES = [
     *[([*GENERATE, "--temperature", v], 2, "--temperature") for v in ["nan", "inf", "-1"]],
     *[([*GENERATE[:2], "--length", v], 2, "--length") for v in ["0", "-1"]],
     *[([*GENERATE, "-n", v], 2, "-n") for v in ["0", "-1"]],
-    *[([*GENERATE, "--top-p", v], 2, "--top-p") for v in ["nan", "0", "1.5"]],
+    *[([*GENERATE, "--top-p", v], 2, "--top-p") for v in ["nan", "0", "1.5", "2"]],
     *[([*GENERATE, "--top-k", v], 2, "--top-k") for v in ["0", "-1"]],
     *[([*GENERATE, "--repetition-penalty", v], 2, "--repetition-penalty") for v in NUMBERS],
     *[([*GENERATE, "--max-copy", v], 2, "--max-copy") for v in ["0", "-1"]],
@@ -138,7 +138,23 @@ CASES = [
     (["compare", "book", "--models", ""], 2, "--models"),
     # unknown names
     ([*TRAIN, "--model", "cnn"], 2, "--model"),
-    ([*TRAIN, "--tokenizer", "morse"], 2, "--tokenizer"),
+    ([*TRAIN, "--tokenizer", "wordpiece"], 2, "--tokenizer must be one of"),
+    ([*GENERATE, "--until", "chapter"], 2, "--until"),
+    # tokenizers and word vectors (the error is all stderr says: the check comes first)
+    ([*TRAIN, "--vocab-size", "500"], 2, "--vocab-size applies to word, bpe and unigram"),
+    ([*TRAIN, "--tokenizer", "bpe", "--lowercase"], 2, "--lowercase applies to the word"),
+    ([*TRAIN, "--tokenizer", "bpe", "--vocab-size", "100"], 2, "at least 300"),
+    ([*TRAIN, "--tokenizer", "unigram", "--vocab-size", "60000"], 2, "is too large for this text"),
+    ([*TRAIN, "--pretrained-embeddings", "nowhere.txt"], 4, "no word-vector file"),
+    (
+        [*TRAIN, "--tokenizer", "word", "--pretrained-embeddings", "nowhere.txt"],
+        4,
+        "no word-vector",
+    ),
+    # runs that exist, and runs that cannot begin: the old run stays, no new one is left
+    ([*TRAIN, "--name", "book-lstm"], 2, "already exists"),
+    ([*TRAIN, "--context", "10000000", "--force"], 4, "too few for --context"),
+    ([*TRAIN, "--context", "10000000", "--name", "big"], 4, "too few for --context"),
     (["train", "nobook", "--steps", "5"], 4, "no corpus named 'nobook'"),
     (["generate", "no-such-run"], 4, "no run named 'no-such-run'"),
     (["eval", "no-such-run"], 4, "no run named 'no-such-run'"),
@@ -152,6 +168,7 @@ CASES = [
     (["compare", "../book", "--steps", "5"], 2, "invalid corpus name"),
     # prompts and texts
     ([*GENERATE, "--prompt", "ℵ unseen"], 4, "ℵ"),
+    ([*GENERATE, "--prompt", "Żółw"], 4, "never saw in training: 'ó', 'ł', 'Ż'"),
     (["eval", "book-lstm", "--text", "/no/such/file.txt"], 4, "cannot read"),
     (["train", "tiny", "--device", "cpu", "--steps", "5"], 4, "too few for --context"),
     # files to fetch
@@ -163,6 +180,10 @@ CASES = [
     (["fetch", "book.txt", "--name", "x", "--max-bytes", "1k"], 4, "larger than --max-bytes"),
     *[(["fetch", "book.txt", "--max-bytes", v], 2, "--max-bytes") for v in [*NUMBERS, "lots"]],
     (["fetch", "--id", "1", "--mirror", "ftp://mirror.example"], 2, "--mirror"),
+    (["fetch", "--id", "1", "--name", "../escape"], 2, "invalid corpus name"),
+    (["fetch", "--id", "0"], 2, "--id must be a positive ebook number"),
+    (["fetch", "--id", "1", "--delay", "-1"], 2, "--delay"),
+    (["fetch"], 2, "say what to fetch"),
     (["fetch", "--id", "1", "--delay", "0", "--mirror", "http://127.0.0.1:9"], 3, "refused"),
     # damaged run folders: missing, cut and foreign files, a newer format, links out
     (["generate", "no-weights"], 4, "cannot load"),
@@ -197,6 +218,8 @@ def _fails_cleanly(run, home, args, code, says) -> None:
     assert "Traceback" not in out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith(("authorgen: error:", "Error:", "│", "╰", "Try")), lines[-1]
+    if "--vocab-size" in args or "--lowercase" in args or "--pretrained-embeddings" in args:
+        assert len(lines) == 1, lines  # checked before anything is said or made
     assert _snapshot(home) == before  # nothing the user had was touched
 
 

@@ -12,7 +12,7 @@ from werkzeug import Response
 from authorgen.errors import SourceError, UsageError
 from authorgen.sources import Fetcher
 from authorgen.sources.http import PoliteSession
-from helpers import DATA, data_file, manifest_rows, run_cli, run_in_process
+from helpers import DATA, data_file, manifest_rows, run_cli
 
 
 def _manifest_row(ebook: str) -> dict:
@@ -92,23 +92,6 @@ def test_unreachable_mirror_exits_3(home):
     )
     assert result.returncode == 3
     assert "could not download" in result.stderr and "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("--id", "1", "--mirror", "ftp://example.org"),
-        ("--id", "1", "--name", "../escape"),
-        ("--id", "0"),
-        ("--id", "1", "--delay", "-1"),
-        (),
-    ],
-)
-def test_bad_fetch_options_exit_2(home, args):
-    result = run_in_process("fetch", *args, home=home)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (home / "corpora").exists()
 
 
 def test_local_folder_and_files(home, tmp_path):

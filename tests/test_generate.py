@@ -31,7 +31,7 @@ from authorgen.samplers import (
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
 from authorgen.train import train
-from helpers import data_file, run_cli, run_in_process
+from helpers import data_file, run_cli
 
 
 def _probs(logits, **config) -> list[float]:
@@ -485,18 +485,6 @@ def test_stop_and_until_from_the_command_line(memorised):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip("\n")[-1] in ".!?" and len(out.stdout) > 20
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("option", "value"),
-    [("--top-k", "0"), ("--top-p", "2"), ("--until", "chapter"), ("--max-copy", "-1")],
-)
-def test_bad_options_fail_in_one_line_with_exit_2(memorised, option, value):
-    home, _, _ = memorised
-    out = run_in_process("generate", "memo", option, value, home=home)
-    assert out.returncode == 2 and out.stdout == ""
-    assert option in out.stderr and "Traceback" not in out.stderr
 
 
 def test_more_samples_than_one_batch_come_in_order_and_equal_each_alone(monkeypatch):

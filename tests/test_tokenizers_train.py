@@ -20,7 +20,7 @@ from authorgen.sample import generate
 from authorgen.tokenizer import WordTokenizer
 from authorgen.train import train
 from authorgen.vectors import read_word_vectors, vector_dim
-from helpers import run_cli, run_in_process
+from helpers import run_cli
 from texts import ENGLISH, FRENCH, POLISH
 
 TINY_MODEL = ModelConfig(hidden=32, embedding_dim=16, layers=1)
@@ -227,27 +227,3 @@ def test_word_run_with_lowercase_and_word_vectors(home, tmp_path):
     )
     assert prompt.returncode == 0 and prompt.stdout.startswith("The zyzzyva")
     assert "read as <unk>: zyzzyva" in prompt.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("args", "code", "message"),
-    [
-        (("--vocab-size", "500"), 2, "--vocab-size applies to word, bpe and unigram"),
-        (("--tokenizer", "bpe", "--lowercase"), 2, "--lowercase applies to the word"),
-        (("--tokenizer", "wordpiece"), 2, "--tokenizer must be one of"),
-        (("--tokenizer", "bpe", "--vocab-size", "100"), 2, "at least 300"),
-        (("--tokenizer", "unigram", "--vocab-size", "60000"), 2, "is too large for this text"),
-        (("--pretrained-embeddings", "nowhere.txt"), 4, "no word-vector file"),
-        (("--tokenizer", "word", "--pretrained-embeddings", "nowhere.txt"), 4, "no word-vector"),
-    ],
-)
-def test_bad_tokenizer_options_fail_in_one_line(home, args, code, message):
-    checkpoints = home / "checkpoints"
-    before = sorted(p.name for p in checkpoints.iterdir()) if checkpoints.exists() else []
-    result = run_in_process("train", "book", "--steps", "1", "--name", "bad", *args, home=home)
-    assert result.returncode == code, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    after = sorted(p.name for p in checkpoints.iterdir()) if checkpoints.exists() else []
-    assert after == before
