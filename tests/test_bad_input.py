@@ -57,10 +57,11 @@ def home(tmp_path_factory):
     book = home / "book.txt"
     book.write_text(ENGLISH * 20, encoding="utf-8")
     env = {"AUTHORGEN_CACHE": str(home / "cache")}
-    assert run_cli("fetch", str(book), "--name", "book", home=home, env=env).returncode == 0
+    assert run_in_process("fetch", str(book), "--name", "book", home=home, env=env).returncode == 0
     (home / "tiny.txt").write_text("Hello there. A small text.\n")
-    assert run_cli("fetch", str(home / "tiny.txt"), "--name", "tiny", home=home).returncode == 0
-    trained = run_cli(
+    tiny = run_in_process("fetch", str(home / "tiny.txt"), "--name", "tiny", home=home)
+    assert tiny.returncode == 0
+    trained = run_in_process(
         "train", "book", "--steps", "5", "--layers", "1", "--hidden", "16", "--embedding-dim",
         "8", "--context", "16", "--device", "cpu", home=home, env=env,
     )  # fmt: skip
