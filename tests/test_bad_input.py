@@ -18,10 +18,12 @@ NUMBERS = ["nan", "inf", "-1", "0"]
 
 
 def _snapshot(home) -> dict:
-    """Every file under home (the cache aside) with its size and modification time."""
+    """Every folder under home (the cache aside), and every file with its size and modification
+    time: a command that made even an empty folder shows."""
     seen = {}
     for root, dirs, files in os.walk(home):
         dirs[:] = [d for d in dirs if d != "cache"]
+        seen.update({os.path.join(root, d): "folder" for d in dirs})
         for name in files:
             path = os.path.join(root, name)
             st = os.stat(path)
