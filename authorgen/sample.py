@@ -284,12 +284,14 @@ class Generation:
     def _penalized(
         self, scores: torch.Tensor, states: list[SampleState], sampler: Sampler
     ) -> torch.Tensor:
-        """Steps 1-3: the bans, then the samplers that look at what each sample wrote."""
+        """Steps 1-3: the bans, then the samplers that look at what each sample wrote.
+        `scores` is this step's own copy, so the bans are written into it in place."""
         if self.tokenizer.special_ids:
             scores[:, self.tokenizer.special_ids] = NEG_INF
         for i, state in enumerate(states):
-            if state.sample is None:
-                scores = ban(scores, i, state.decoder.banned())
+            banned = state.decoder.banned() if state.sample is None else []
+            if banned:
+                scores[i, torch.as_tensor(banned, device=scores.device)] = NEG_INF
         return sampler.penalize(scores, [s.history for s in states])
 
     def _accept(
