@@ -341,6 +341,7 @@ class SampleConfig(_Saved):
     stop: tuple[str, ...] = ()  # end before the first of these strings
     until: str | None = None  # after `length` characters, go on to a sentence or paragraph end
     max_copy: int | None = None  # resample whatever would copy more characters from the corpus
+    max_tokens: int | None = None  # end a sample after this many tokens (the API's max_tokens)
 
     def __post_init__(self) -> None:
         _finite("temperature", self.temperature, 0.0, 100.0)
@@ -371,6 +372,8 @@ class SampleConfig(_Saved):
             raise UsageError(f"--until must be one of {', '.join(UNTIL)} (got {self.until!r})")
         if self.max_copy is not None:
             _positive_int("max-copy", self.max_copy)
+        if self.max_tokens is not None:
+            _positive_int("max-tokens", self.max_tokens)
 
     @property
     def limit(self) -> int:

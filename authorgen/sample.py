@@ -195,6 +195,192 @@ class SampleState:
     sample: Sample | None = None  # once finished
 
 
+Event = tuple[int, str, Sample | None]  # (sample i, text safe to print, the finished sample)
+
+
+class Job:
+    """The samples of one prompt (one per seed) while they are written: what each step's
+    scores make of them. `Decoding` feeds it; it knows nothing of the model.
+
+    `index` adds originality reports and is required for `config.max_copy`.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        prompt: str,
+        config: SampleConfig,
+        seeds: Sequence[int],
+        index: Index | None = None,
+    ):
+        if config.max_copy is not None and index is None:
+            raise DataError(
+                "--max-copy needs the run's originality index, which this run does not have "
+                "(trained with --no-index, or before runs kept one); train it again to get one"
+            )
+        self.prompt = normalize(prompt)  # NFC and LF, as the training text was
+        self.ids = tokenizer.encode_prompt(self.prompt) if self.prompt else tokenizer.start_ids()
+        if not self.ids:
+            raise DataError("the prompt is empty after encoding; give some text")
+        self.tokenizer, self.config, self.index = tokenizer, config, index
+        self.sampler = Sampler(config)  # one per job: NoRepeatNgram remembers its samples
+        self.max_tokens = 4 * config.limit + 16  # a byte piece is at least a quarter character
+        if config.max_tokens is not None:
+            self.max_tokens = min(self.max_tokens, config.max_tokens)
+        self.states = [self._new_state(seed) for seed in seeds]
+        self.start = time.monotonic()
+
+    def _new_state(self, seed: int) -> SampleState:
+        cfg = self.config
+        return SampleState(
+            seed=seed,
+            generator=torch.Generator().manual_seed(seed),
+            decoder=self.tokenizer.decoder(self.prompt),
+            history=list(self.ids),
+            stop=StopPolicy(cfg),
+            guard=CopyGuard(self.index, cfg.max_copy) if cfg.max_copy is not None else None,
+        )
+
+    @property
+    def active(self) -> list[int]:
+        """The samples still being written."""
+        return [i for i, s in enumerate(self.states) if s.sample is None]
+
+    def step(self, logits: torch.Tensor) -> list[Event]:
+        """One token for each active sample from `logits` (its rows, in order): the text each
+        may print now, and the samples that ended."""
+        active = self.active
+        scores = logits.new_zeros(len(self.states), logits.shape[-1], dtype=torch.float64)
+        scores[active] = logits.double()  # (n, V): the samplers remember samples by row
+        scores = self._penalized(scores)
+        drawn = self.sampler.choose(scores[active], [self.states[i].generator for i in active])
+        events: list[Event] = []
+        for i, token in zip(active, drawn.tolist(), strict=True):
+            state = self.states[i]
+            token, piece = self._accept(state, token, scores[i : i + 1])
+            if token is not None:
+                state.tokens += 1
+                state.history.append(token)
+                text = state.stop.feed(piece)
+                if not state.stop.done and state.tokens >= self.max_tokens:
+                    text += state.stop.close("length")
+            else:
+                text = state.stop.feed(state.decoder.flush()) + state.stop.close("max_copy")
+            if text:
+                events.append((i, text, None))
+            if state.stop.done:
+                state.sample = self._finish(state)
+                events.append((i, "", state.sample))
+        return events
+
+    def _penalized(self, scores: torch.Tensor) -> torch.Tensor:
+        """Steps 1-3: the bans, then the samplers that look at what each sample wrote.
+        `scores` is this step's own copy, so the bans are written into it in place."""
+        if self.tokenizer.special_ids:
+            scores[:, self.tokenizer.special_ids] = NEG_INF
+        for i, state in enumerate(self.states):
+            banned = state.decoder.banned() if state.sample is None else []
+            if banned:
+                scores[i, torch.as_tensor(banned, device=scores.device)] = NEG_INF
+        return self.sampler.penalize(scores, [s.history for s in self.states])
+
+    def _accept(
+        self, state: SampleState, token: int, scores: torch.Tensor
+    ) -> tuple[int | None, str]:
+        """The drawn token and its text, or under --max-copy the first redraw that copies no
+        more than allowed (None when none does)."""
+        if state.guard is None:
+            return token, state.decoder.push(token)
+        for _ in range(MAX_TRIES):
+            decoder = state.decoder.clone()
+            piece = decoder.push(token)
+            suffix = state.guard.check(piece)
+            if suffix is not None:
+                state.guard.accept(suffix)
+                state.decoder = decoder
+                return token, piece
+            scores = ban(scores, 0, [token])
+            if not torch.isfinite(scores).any():
+                break
+            token = int(self.sampler.choose(scores, [state.generator])[0])
+        return None, ""
+
+    def _finish(self, state: SampleState) -> Sample:
+        stop = state.stop
+        text = stop.text[: stop.end]
+        return Sample(
+            text=text,
+            seed=state.seed,
+            tokens=state.tokens,
+            elapsed_s=round(time.monotonic() - self.start, 3),
+            stopped=stop.reason,
+            originality=self.index.report(text) if self.index is not None else None,
+        )
+
+
+class Decoding:
+    """The samples of many jobs written as one batch on one model, a token per step.
+
+    A job joins between steps (its prompt is read alone, then its state is copied into one row
+    per sample) and each sample leaves when it ends, or its job is dropped; the others are not
+    disturbed. Every sample draws from its own generator, so its text does not depend on what
+    else is in the batch (up to float rounding in a batched matrix product, which moves a draw
+    only when it falls within about 1e-7 of a boundary). The model should be in eval mode.
+    """
+
+    def __init__(self, model, device: torch.device | str = "cpu"):
+        self.model, self.device = model, torch.device(device)
+        self.rows: list[tuple[Job, int]] = []  # (job, sample) of each row
+        self.state = None  # the model's state of the rows
+        self.logits: torch.Tensor | None = None  # (rows, V): the scores of each next token
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def add(self, job: Job) -> None:
+        """Read the job's prompt and give each of its samples a row."""
+        if not job.states:
+            return
+        logits, row = self.model.prefill(torch.tensor([job.ids], device=self.device), self.state)
+        self.state = self.model.join(self.state, row, len(job.states))
+        first = logits.expand(len(job.states), -1)
+        self.logits = first if self.logits is None else torch.cat((self.logits, first))
+        self.rows += [(job, i) for i in range(len(job.states))]
+        job.start = time.monotonic()
+
+    def drop(self, job: Job) -> None:
+        """Take the job's samples out of the batch (its caller went away)."""
+        self._keep([k for k, (j, _) in enumerate(self.rows) if j is not job])
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Job, int, str, Sample | None]]:
+        """A token for every row: the events of every job, then the next scores."""
+        events = []
+        jobs = list(dict.fromkeys(job for job, _ in self.rows))  # in row order
+        for job in jobs:
+            rows = [k for k, (j, _) in enumerate(self.rows) if j is job]
+            index = torch.tensor(rows, device=self.logits.device)
+            events += [(job, *event) for event in job.step(self.logits.index_select(0, index))]
+        self._keep([k for k, (job, i) in enumerate(self.rows) if job.states[i].sample is None])
+        if self.rows:
+            last = [[job.states[i].history[-1]] for job, i in self.rows]
+            logits, self.state = self.model(torch.tensor(last, device=self.device), self.state)
+            self.logits = logits[:, -1]  # (rows, V)
+        return events
+
+    def _keep(self, kept: list[int]) -> None:
+        if len(kept) == len(self.rows):
+            return
+        self.rows = [self.rows[k] for k in kept]
+        if not kept:
+            self.state = self.logits = None
+            return
+        index = torch.tensor(kept, device=self.logits.device)
+        self.state = self.model.keep(self.state, index)
+        self.logits = self.logits.index_select(0, index)
+
+
 class Generation:
     """Samples of one prompt, written `BATCH` at a time as one batch on the model.
 
@@ -214,118 +400,31 @@ class Generation:
         device: torch.device | str = "cpu",
         index: Index | None = None,
     ):
-        if config.max_copy is not None and index is None:
-            raise DataError(
-                "--max-copy needs the run's originality index, which this run does not have "
-                "(trained with --no-index, or before runs kept one); train it again to get one"
-            )
-        self.prompt = normalize(prompt)  # NFC and LF, as the training text was
-        self.ids = tokenizer.encode_prompt(self.prompt) if self.prompt else tokenizer.start_ids()
-        if not self.ids:
-            raise DataError("the prompt is empty after encoding; give some text")
-        self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.seeds, self.device, self.index = list(seeds), torch.device(device), index
+        seeds = list(seeds)
+        self.jobs = [
+            Job(tokenizer, prompt, config, seeds[first : first + BATCH], index)
+            for first in range(0, max(len(seeds), 1), BATCH)
+        ]
+        self.prompt = self.jobs[0].prompt
+        self.model, self.device = model, torch.device(device)
 
-    def __iter__(self) -> Iterator[tuple[int, str, Sample | None]]:
-        for first in range(0, len(self.seeds), BATCH):
-            yield from self._batch(first, self.seeds[first : first + BATCH])
+    def __iter__(self) -> Iterator[Event]:
+        first = 0
+        for job in self.jobs:
+            yield from self._batch(first, job)
+            first += len(job.states)
 
-    def _new_state(self, seed: int) -> SampleState:
-        cfg = self.config
-        return SampleState(
-            seed=seed,
-            generator=torch.Generator().manual_seed(seed),
-            decoder=self.tokenizer.decoder(self.prompt),
-            history=list(self.ids),
-            stop=StopPolicy(cfg),
-            guard=CopyGuard(self.index, cfg.max_copy) if cfg.max_copy is not None else None,
-        )
-
-    @torch.no_grad()
-    def _batch(self, first: int, seeds: list[int]) -> Iterator[tuple[int, str, Sample | None]]:
+    def _batch(self, first: int, job: Job) -> Iterator[Event]:
         was_training = self.model.training
         self.model.eval()
         try:
-            yield from self._write([self._new_state(seed) for seed in seeds], first)
+            decoding = Decoding(self.model, self.device)
+            decoding.add(job)
+            while decoding:
+                for _, i, text, sample in decoding.step():
+                    yield first + i, text, sample
         finally:
             self.model.train(was_training)  # the caller's model is left as it was given
-
-    def _write(self, states: list[SampleState], first: int):
-        start = time.monotonic()
-        sampler = Sampler(self.config)  # new per batch: NoRepeatNgram remembers its samples
-        max_tokens = 4 * self.config.limit + 16  # a byte piece is at least a quarter character
-        x = torch.tensor([self.ids] * len(states), device=self.device)
-        logits, cache = self.model(x)  # (B, T, V)
-        while True:
-            scores = self._penalized(logits[:, -1, :].double(), states, sampler)  # (B, V)
-            active = [i for i, s in enumerate(states) if s.sample is None]
-            drawn = sampler.choose(scores[active], [states[i].generator for i in active])
-            for i, token in zip(active, drawn.tolist(), strict=True):
-                state = states[i]
-                token, piece = self._accept(state, token, scores[i : i + 1], sampler)
-                if token is not None:
-                    state.tokens += 1
-                    state.history.append(token)
-                    text = state.stop.feed(piece)
-                    if not state.stop.done and state.tokens >= max_tokens:
-                        text += state.stop.close("length")
-                else:
-                    text = state.stop.feed(state.decoder.flush()) + state.stop.close("max_copy")
-                if text:
-                    yield first + i, text, None
-                if state.stop.done:
-                    state.sample = self._finish(state, start)
-                    yield first + i, "", state.sample
-            if all(s.sample is not None for s in states):
-                return
-            x = torch.tensor([[s.history[-1]] for s in states], device=self.device)  # (B, 1)
-            logits, cache = self.model(x, cache)
-
-    def _penalized(
-        self, scores: torch.Tensor, states: list[SampleState], sampler: Sampler
-    ) -> torch.Tensor:
-        """Steps 1-3: the bans, then the samplers that look at what each sample wrote.
-        `scores` is this step's own copy, so the bans are written into it in place."""
-        if self.tokenizer.special_ids:
-            scores[:, self.tokenizer.special_ids] = NEG_INF
-        for i, state in enumerate(states):
-            banned = state.decoder.banned() if state.sample is None else []
-            if banned:
-                scores[i, torch.as_tensor(banned, device=scores.device)] = NEG_INF
-        return sampler.penalize(scores, [s.history for s in states])
-
-    def _accept(
-        self, state: SampleState, token: int, scores: torch.Tensor, sampler: Sampler
-    ) -> tuple[int | None, str]:
-        """The drawn token and its text, or under --max-copy the first redraw that copies no
-        more than allowed (None when none does)."""
-        if state.guard is None:
-            return token, state.decoder.push(token)
-        for _ in range(MAX_TRIES):
-            decoder = state.decoder.clone()
-            piece = decoder.push(token)
-            suffix = state.guard.check(piece)
-            if suffix is not None:
-                state.guard.accept(suffix)
-                state.decoder = decoder
-                return token, piece
-            scores = ban(scores, 0, [token])
-            if not torch.isfinite(scores).any():
-                break
-            token = int(sampler.choose(scores, [state.generator])[0])
-        return None, ""
-
-    def _finish(self, state: SampleState, start: float) -> Sample:
-        stop = state.stop
-        text = stop.text[: stop.end]
-        return Sample(
-            text=text,
-            seed=state.seed,
-            tokens=state.tokens,
-            elapsed_s=round(time.monotonic() - start, 3),
-            stopped=stop.reason,
-            originality=self.index.report(text) if self.index is not None else None,
-        )
 
 
 def generate(

@@ -71,6 +71,35 @@ class RNNLanguageModel(nn.Module):
             return F.linear(self.project(out), self.embedding.weight, self.head_bias), state
         return self.head(out), state
 
+    # Decoding many texts in one batch, each begun at its own time (the server's engine): a
+    # text's prompt is read alone (`prefill`), its state joins the batch's (`join`, once per
+    # sample of it) and leaves it when the sample ends (`keep`). The rows of a state are dim 1.
+
+    def prefill(self, idx: torch.Tensor, batch: State | None = None) -> tuple[torch.Tensor, State]:
+        """idx (1, T), one text -> the scores of its next token (1, V) and its state."""
+        logits, state = self(idx)
+        return logits[:, -1], state
+
+    @staticmethod
+    def join(batch: State | None, row: State, copies: int = 1) -> State:
+        """The batch's state with `copies` rows of the one-text state `row` after its rows."""
+        if isinstance(row, tuple):
+            empty = (None,) * len(row) if batch is None else batch
+            return tuple(_join(b, r, copies) for b, r in zip(empty, row, strict=True))
+        return _join(batch, row, copies)
+
+    @staticmethod
+    def keep(batch: State, rows: torch.Tensor) -> State:
+        """The state of the batch's `rows` (ids, in order)."""
+        if isinstance(batch, tuple):
+            return tuple(s.index_select(1, rows) for s in batch)
+        return batch.index_select(1, rows)
+
+
+def _join(batch: torch.Tensor | None, row: torch.Tensor, copies: int) -> torch.Tensor:
+    rows = row.expand(-1, copies, -1)  # (layers, copies, hidden)
+    return rows.contiguous() if batch is None else torch.cat((batch, rows), dim=1)
+
 
 def detach_state(state: State) -> State:
     """Cut the graph at a window boundary (truncated backpropagation through time)."""

@@ -127,6 +127,68 @@ class KVCache:
         return self.keys[layer][:, :, :used], self.values[layer][:, :, :used]
 
 
+class BatchCache:
+    """The keys and values of a batch of texts begun at different times, decoded a token at a
+    time together (the server's engine; `generate` too).
+
+    Every row's next token has the same position: attention sees only how far apart two tokens
+    are (RoPE), so a text that joins is read at positions that end where the batch is. The
+    buffers are a ring of `context` slots per layer, position p in slot p % context; `valid`
+    (B, context) marks the slots that hold a position of the row's own text (a row that joined
+    late has not filled them all), and attention masks the others.
+    """
+
+    def __init__(self, context: int, position: int):
+        self.context = context
+        self.position = position  # of the next token, in every row
+        self.keys: list[torch.Tensor] = []  # per layer (B, H, context, D)
+        self.values: list[torch.Tensor] = []
+        self.valid: torch.Tensor | None = None  # (B, context)
+        self._mask: torch.Tensor | None = None
+
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write one position's k, v (B, H, 1, D) of `layer` in its slot; return the buffers
+        and the mask of the slots each row may see (None when every row sees every slot)."""
+        slot = self.position % self.context
+        if layer == 0:
+            self.valid[:, slot] = True
+            self._mask = None if bool(self.valid.all()) else self.valid[:, None, None, :]
+        self.keys[layer][:, :, slot] = k[:, :, 0]
+        self.values[layer][:, :, slot] = v[:, :, 0]
+        return self.keys[layer], self.values[layer], self._mask
+
+    def advance(self, steps: int) -> None:
+        self.position += steps
+
+    def join(self, row: KVCache, copies: int) -> None:
+        """Add `copies` rows holding the last context - 1 positions of `row`, a one-text cache
+        (positions in order) that ends at this batch's position."""
+        kept = min(row.length, self.context - 1)
+        device = row.keys[0].device
+        positions = range(self.position - kept, self.position)
+        slots = torch.tensor([p % self.context for p in positions], device=device)
+        valid = torch.zeros(copies, self.context, dtype=torch.bool, device=device)
+        valid[:, slots] = True
+        self.valid = valid if self.valid is None else torch.cat((self.valid, valid))
+        for mine, theirs in ((self.keys, row.keys), (self.values, row.values)):
+            for layer, cached in enumerate(theirs):
+                _, H, S, D = cached.shape
+                buffer = cached.new_zeros(copies, H, self.context, D)  # (copies, H, context, D)
+                buffer[:, :, slots] = cached[:, :, S - kept :]
+                if layer == len(mine):
+                    mine.append(buffer)
+                else:
+                    mine[layer] = torch.cat((mine[layer], buffer))
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the batch's `rows` (ids, in order)."""
+        rows = rows.to(self.valid.device)
+        self.valid = self.valid.index_select(0, rows)
+        for layers in (self.keys, self.values):
+            for i, buffer in enumerate(layers):
+                layers[i] = buffer.index_select(0, rows)
+
+
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x_i, x_{i + D/2}) of x (B, H, T, D) by each position's angles (T, D/2)."""
     half = x.shape[-1] // 2
@@ -261,3 +323,27 @@ class TransformerLanguageModel(nn.Module):
             x = block(x, cos, sin, cache, layer)
         cache.advance(T)
         return F.linear(self.norm(x), self.embedding.weight), cache  # tied head: (B, T, V)
+
+    # Decoding many texts in one batch, each begun at its own time: a text's prompt is read
+    # alone (`prefill`), placed to end at the batch's position, and its cache joins the
+    # batch's `BatchCache` (`join`, once per sample of it); rows leave it with `keep`.
+
+    def prefill(
+        self, idx: torch.Tensor, batch: BatchCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """idx (1, T), one text -> the scores of its next token (1, V) and its cache."""
+        start = batch.position - idx.shape[1] if batch is not None else 0
+        logits, cache = self(idx, KVCache(self.context, position=start, ring=False))
+        return logits[:, -1], cache
+
+    def join(self, batch: BatchCache | None, row: KVCache, copies: int = 1) -> BatchCache:
+        """The batch's cache with `copies` rows of the one-text cache `row` after its rows."""
+        batch = batch if batch is not None else BatchCache(self.context, row.position)
+        batch.join(row, copies)
+        return batch
+
+    @staticmethod
+    def keep(batch: BatchCache, rows: torch.Tensor) -> BatchCache:
+        """The cache of the batch's `rows` (ids, in order)."""
+        batch.keep(rows)
+        return batch
