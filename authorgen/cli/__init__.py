@@ -27,6 +27,9 @@ from authorgen.cli import evaluate  # noqa: F401
 from authorgen.cli import compare  # noqa: F401
 
 # isort: split
+from authorgen.cli import serve  # noqa: F401
+
+# isort: split
 from authorgen.cli._common import app
 from authorgen.errors import AuthorgenError
 

@@ -1,0 +1,81 @@
+"""`authorgen serve`."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from authorgen.cli._common import EPILOG, CheckpointsDir, Quiet, _folder, app
+
+
+@app.command(epilog=EPILOG)
+def serve(
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[RUN]...",
+            help="Runs to serve (names under checkpoints/ or run folders); default: every run, "
+            "including runs trained while it serves.",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback needs care.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AUTHORGEN_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on every API call (also from "
+            "$AUTHORGEN_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    max_loaded: Annotated[
+        int, typer.Option(min=1, help="Runs kept in memory (least recently used out).")
+    ] = 2,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Samples of one run decoded together at most.")
+    ] = 32,
+    max_waiting: Annotated[
+        int,
+        typer.Option(min=0, help="Samples that may wait for a place; more are answered 429."),
+    ] = 64,
+    checkpoints_dir: CheckpointsDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Serve a page to write in with your runs, and an OpenAI-style API (/v1/completions,
+    /v1/models) for programs. Prints the address on stderr; Ctrl-C or SIGTERM stops it (exit 0).
+    """
+    from authorgen.cli.console import make_console
+
+    console = make_console(quiet)
+    from authorgen.checkpoint import list_runs, resolve_run
+    from authorgen.serve.server import address, is_loopback, listen
+
+    folder = _folder(checkpoints_dir, "checkpoints")
+    named = [resolve_run(run, folder) for run in runs or ()]
+    if not named and not list_runs(folder)[0]:
+        console.print(f"note: no runs in {folder} yet; runs trained later appear without a restart")
+    if not is_loopback(host):
+        console.print(
+            f"warning: serving on {host} lets other machines reach your runs"
+            + ("" if token else "; set --token (or AUTHORGEN_TOKEN) so that only you can use them")
+        )
+    sock = listen(host, port)
+
+    from authorgen.serve.api import create_app
+    from authorgen.serve.engine import Engine
+
+    engine = Engine(folder, named or None, device, max_loaded, max_batch, max_waiting)
+    app_ = create_app(engine, token or None)
+    console.print(f"serving at {address(sock)} (Ctrl-C stops)")
+    from authorgen.serve.server import serve as run_server
+
+    run_server(app_, sock)
+    if os.environ.get("AUTHORGEN_DEBUG") == "1":
+        console.print("stopped")

@@ -1,0 +1,256 @@
+"""The engine behind `authorgen serve`: models loaded once, many callers decoded together.
+
+One worker thread owns the models. Each loaded run has a `sample.Decoding`: a request becomes a
+`sample.Job` that joins its run's batch at the next token boundary and leaves it when its samples
+end or its caller goes away, so requests that arrive together are computed as one batch while
+each sample draws only from its own generator (the same seed gives the same text however many
+others are asking). The event loop only hands requests over and passes text on, so the page and
+`/v1/models` stay responsive while models work.
+
+    caller (event loop)           worker thread
+    submit() -> Ticket  ------>   pending -> load run (LRU) -> Job -> Decoding.add
+    await ticket.next()  <-----   Decoding.step() events, one hand-over per ticket per step
+    ticket.cancel()     ------>   Decoding.drop(job) before the next step
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from authorgen.config import SampleConfig
+from authorgen.errors import AuthorgenError, DataError
+
+
+class Busy(AuthorgenError):
+    """More samples are waiting than the server takes: try again shortly."""
+
+
+class UnknownRun(DataError):
+    """No run of that name is served."""
+
+
+@dataclass
+class Ticket:
+    """A request in the engine: its samples' events arrive on `queue` as lists of
+    ("text", i, text) / ("sample", i, Sample) / ("error", exc) / ("started", job) / ("end",)."""
+
+    run: str
+    prompt: str
+    config: SampleConfig
+    seeds: list[int]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    job: object = None  # the sample.Job, once started
+
+    @property
+    def rows(self) -> int:
+        return len(self.seeds)
+
+    def send(self, items: list) -> None:
+        """From the worker: hand `items` to the caller on its event loop."""
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, items)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled = True
+
+
+class Engine:
+    """Serves the runs named in `runs` (or every run in `checkpoints_dir`).
+
+    At most `max_loaded` runs stay in memory (least recently used out, once idle); at most
+    `max_batch` samples of one run are decoded together, and at most `max_waiting` more wait
+    for a place before `submit` answers Busy.
+    """
+
+    def __init__(
+        self,
+        checkpoints_dir: Path,
+        runs: list[Path] | None = None,
+        device: str = "auto",
+        max_loaded: int = 2,
+        max_batch: int = 32,
+        max_waiting: int = 64,
+    ):
+        self.checkpoints_dir = Path(checkpoints_dir)
+        self.named = {path.name: path for path in runs} if runs else None
+        self.device_name = device
+        self.max_loaded, self.max_batch, self.max_waiting = max_loaded, max_batch, max_waiting
+        self.pending: list[Ticket] = []
+        self.loaded: OrderedDict[str, tuple] = OrderedDict()  # run -> (Run, index, Decoding)
+        self.tickets: dict[int, Ticket] = {}  # id(job) -> its ticket, while decoding
+        self.wake = threading.Condition()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    # --- the caller's side (event loop) ---
+
+    def runs(self) -> dict[str, Path]:
+        """The runs served now, by name: a run trained while serving appears without a restart."""
+        if self.named is not None:
+            return dict(self.named)
+        from authorgen.checkpoint import list_runs
+
+        found, _ = list_runs(self.checkpoints_dir)
+        return {row["run"]: self.checkpoints_dir / row["run"] for row in found}
+
+    def path(self, name: str) -> Path:
+        """The folder of the run served as `name` (never a path outside the served runs)."""
+        path = self.runs().get(name) if isinstance(name, str) else None
+        if path is None:
+            raise UnknownRun(f"no run named {name!r} is served here; GET /v1/models lists them")
+        return path
+
+    def submit(self, name: str, prompt: str, config: SampleConfig, seeds: list[int]) -> Ticket:
+        """Queue a request; its events then arrive on the ticket's queue.
+
+        Raises:
+            UnknownRun: no such run is served.
+            Busy: the waiting line is full.
+        """
+        self.path(name)
+        ticket = Ticket(name, prompt, config, list(seeds), asyncio.get_running_loop())
+        with self.wake:
+            if not self._fits(ticket):
+                waiting = sum(t.rows for t in self.pending if not t.cancelled)
+                if waiting + ticket.rows > self.max_waiting:
+                    raise Busy("the server is busy; try again in a moment")
+            self.pending.append(ticket)
+            self.wake.notify()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """The caller went away: stop computing its samples at the next token."""
+        with self.wake:
+            ticket.cancelled = True
+            self.wake.notify()
+
+    def status(self) -> dict:
+        """What the engine is doing: samples decoding and waiting, runs in memory."""
+        with self.wake:
+            return {
+                "decoding": sum(len(d) for _, _, d in self.loaded.values()),
+                "waiting": sum(t.rows for t in self.pending if not t.cancelled),
+                "loaded": list(self.loaded),
+            }
+
+    def _fits(self, ticket: Ticket) -> bool:
+        """Whether the ticket can join its run's batch at once (nobody waits before it)."""
+        if any(t.run == ticket.run and not t.cancelled for t in self.pending):
+            return False
+        entry = self.loaded.get(ticket.run)
+        used = len(entry[2]) if entry else 0
+        return not used or used + ticket.rows <= self.max_batch
+
+    # --- the worker ---
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._work, name="authorgen-engine", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self.wake:
+            self.stopping = True
+            self.wake.notify()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+    def _work(self) -> None:
+        import torch
+
+        torch.set_grad_enabled(False)
+        while True:
+            with self.wake:
+                while not self.stopping and not self.pending and not self._decoding():
+                    self.wake.wait()
+                if self.stopping:
+                    return
+                starting = self._admit()
+            for ticket in starting:
+                self._start(ticket)
+            for name in list(self.loaded):
+                self._step(name)
+
+    def _decoding(self) -> bool:
+        return any(len(d) for _, _, d in self.loaded.values())
+
+    def _admit(self) -> list[Ticket]:
+        """The waiting tickets that fit in their run's batch now, in order of arrival (called
+        with the lock held); cancelled ones are dropped."""
+        starting, room = [], {}
+        for ticket in list(self.pending):
+            if ticket.cancelled:
+                self.pending.remove(ticket)
+                continue
+            entry = self.loaded.get(ticket.run)
+            used = room.setdefault(ticket.run, len(entry[2]) if entry else 0)
+            if used and used + ticket.rows > self.max_batch:
+                continue
+            room[ticket.run] = used + ticket.rows
+            self.pending.remove(ticket)
+            starting.append(ticket)
+        return starting
+
+    def _start(self, ticket: Ticket) -> None:
+        from authorgen.sample import Job
+
+        try:
+            run, index, decoding = self._load(ticket.run)
+            job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index)
+        except AuthorgenError as exc:
+            ticket.send([("error", exc)])
+            return
+        ticket.job = job
+        self.tickets[id(job)] = ticket
+        decoding.add(job)
+        ticket.send([("started", job)])
+
+    def _load(self, name: str):
+        """The run, its originality index and its batch: loaded once, least recently used out."""
+        if name in self.loaded:
+            self.loaded.move_to_end(name)
+            return self.loaded[name]
+        from authorgen.checkpoint import load_run
+        from authorgen.devices import resolve_device
+        from authorgen.sample import Decoding
+
+        device = resolve_device(self.device_name)
+        run = load_run(self.path(name), device)
+        entry = (run, run.originality_index(), Decoding(run.model, device))
+        with self.wake:
+            self.loaded[name] = entry
+            idle = [n for n, (_, _, d) in self.loaded.items() if not len(d) and n != name]
+            for old in idle[: max(0, len(self.loaded) - self.max_loaded)]:
+                del self.loaded[old]
+        return entry
+
+    def _step(self, name: str) -> None:
+        """One token for every sample of the run's batch, handed to their callers."""
+        run, index, decoding = self.loaded[name]
+        for job in {id(job): job for job, _ in decoding.rows}.values():
+            if self.tickets[id(job)].cancelled:
+                decoding.drop(job)
+                del self.tickets[id(job)]
+        if not len(decoding):
+            return
+        try:
+            events = decoding.step()
+        except Exception as exc:  # a failure of one batch ends its requests, not the server
+            for key in {id(job) for job, _ in decoding.rows}:
+                self.tickets.pop(key).send([("error", exc)])
+            self.loaded[name] = (run, index, type(decoding)(decoding.model, decoding.device))
+            return
+        out: dict[int, list] = {}
+        for job, i, text, sample in events:
+            items = out.setdefault(id(job), [])
+            items.append(("text", i, text) if sample is None else ("sample", i, sample))
+        for key, items in out.items():
+            ticket = self.tickets[key]
+            if all(s.sample is not None for s in ticket.job.states):
+                items.append(("end",))
+                del self.tickets[key]
+            ticket.send(items)

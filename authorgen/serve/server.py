@@ -1,0 +1,86 @@
+"""Running the app: a listening socket, uvicorn, and a clean stop on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import signal
+import socket
+
+from authorgen.errors import UsageError
+
+LOOPBACK = {"localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port (port 0: a free one).
+
+    Raises:
+        UsageError: the port is taken or the host is not an address of this machine.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(
+            f"cannot serve on {host!r} ({exc.strerror}); give an address such as 127.0.0.1"
+        ) from None
+    family, kind, proto, _, where = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(where)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is in use; choose another with --port"
+            ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UsageError(
+                f"may not listen on port {port}; choose one above 1023 with --port"
+            ) from None
+        raise UsageError(f"cannot serve on {host}:{port} ({exc.strerror}); check --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve `app` on `sock` until Ctrl-C or SIGTERM, then stop cleanly (streams in progress get
+    two seconds to end)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Stops on SIGINT or SIGTERM without raising the signal again afterwards (uvicorn
+        does, which would end the process by the signal instead of exit 0)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            stops = (signal.SIGINT, signal.SIGTERM)
+            before = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in before.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on"
+    )
+    Server(config).run(sockets=[sock])
