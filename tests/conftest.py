@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DATA, data_file, manifest_rows, run_cli
+from helpers import DATA, data_file, manifest_rows, run_cli, served_text
 from mirror import CATALOG_PATH, Mirror, catalog_csv, catalog_rows, gzip_bytes, synthetic_book
 
 
@@ -62,3 +62,28 @@ def gutenberg():
 def mirror(gutenberg) -> str:
     """The base URL of the `gutenberg` mirror."""
     return gutenberg.url
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A home with two runs for `authorgen serve`: a char LSTM and a char transformer (a few
+    seconds each)."""
+    from authorgen.config import ModelConfig, TrainConfig
+    from authorgen.corpus import Split
+    from authorgen.train import train
+
+    home = tmp_path_factory.mktemp("home")
+    text = served_text()
+    config = TrainConfig(
+        steps=150, context=32, batch_size=8, lr=1e-2, device="cpu", eval_every=150, warmup_steps=5
+    )
+    split = Split.from_texts(text, text[:300], "test")
+    train(
+        split,
+        ModelConfig(hidden=64, embedding_dim=16, layers=1),
+        config,
+        home / "checkpoints" / "lstm",
+    )
+    gpt = ModelConfig(model="transformer", layers=2, embedding_dim=32, heads=2, context=32)
+    train(split, gpt, config, home / "checkpoints" / "gpt")
+    return home

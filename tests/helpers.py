@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -99,3 +100,20 @@ def default_sigint() -> None:
     """For `Popen(preexec_fn=...)`: Ctrl-C as a terminal sends it, even when the tests run in
     the background (a shell's `&` makes children ignore SIGINT, and Python keeps that)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+TEXT_WORDS = "the a house river old green walked slowly towards her quiet garden"
+
+
+def served_text() -> str:
+    """Sentences of a dozen words, for the runs `authorgen serve` tests serve."""
+    rng = random.Random(1)
+    words = TEXT_WORDS.split()
+    sentences = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(5, 10))).capitalize() + "."
+        for _ in range(24)
+    ]
+    paragraphs = [" ".join(sentences[i : i + 4]) for i in range(0, 24, 4)]
+    # and the characters of HTML, so that a prompt may hold tags (the page shows them as text)
+    paragraphs.append('Tags: <b>, <img src=x onerror="alert(1)">, <script>alert(2)</script>.')
+    return "\n\n".join(paragraphs) + "\n"

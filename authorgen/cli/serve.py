@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -73,9 +72,6 @@ def serve(
 
     engine = Engine(folder, named or None, device, max_loaded, max_batch, max_waiting)
     app_ = create_app(engine, token or None)
-    console.print(f"serving at {address(sock)} (Ctrl-C stops)")
     from authorgen.serve.server import serve as run_server
 
-    run_server(app_, sock)
-    if os.environ.get("AUTHORGEN_DEBUG") == "1":
-        console.print("stopped")
+    run_server(app_, sock, lambda: console.print(f"serving at {address(sock)} (Ctrl-C stops)"))

@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import signal
 import socket
+from collections.abc import Callable
 
 from authorgen.errors import UsageError
 
@@ -61,9 +62,9 @@ def address(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(app, sock: socket.socket) -> None:
+def serve(app, sock: socket.socket, ready: Callable[[], None] = lambda: None) -> None:
     """Serve `app` on `sock` until Ctrl-C or SIGTERM, then stop cleanly (streams in progress get
-    two seconds to end)."""
+    two seconds to end). `ready` is called once it answers requests and the signals stop it."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -79,6 +80,11 @@ def serve(app, sock: socket.socket) -> None:
             finally:
                 for sig, handler in before.items():
                     signal.signal(sig, handler)
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                ready()
 
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on"

@@ -1,0 +1,138 @@
+"""The page of `authorgen serve`, in a real browser: Debian's Chromium driven by Playwright.
+
+Chromium is found as `chromium` on the PATH or at $AUTHORGEN_CHROMIUM; `.ci/run` installs it
+(`apt-get install chromium`). Without it these tests fail and say how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from serving import Server
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # this machine's network is closed: no calls home
+    "--disable-component-update",
+    "--disable-sync",
+]
+PROMPT = 'The <script>alert("script")</script><img src=x onerror="alert(1)"> old '
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = os.environ.get("AUTHORGEN_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        pytest.fail(
+            "the page tests need Chromium: apt-get install chromium (or set AUTHORGEN_CHROMIUM)"
+        )
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    with Server(served) as server:
+        yield server
+        assert server.stop()[0] == 0
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(server.url)
+    playwright.expect(page.locator("#run option")).to_have_count(2)
+    yield page
+    context.close()
+
+
+def _settings(page, **values) -> None:
+    for name, value in values.items():
+        page.fill(f"#{name}", str(value))
+
+
+def test_write_continue_see_it_stream_and_accept_a_suggestion(page, server, tmp_path):
+    expect = playwright.expect
+    page.select_option("#run", "lstm")
+    expect(page.locator("#run-info")).to_contain_text("lstm 1x64 · char")
+    page.uncheck("#until")
+    _settings(page, n=2, seed=5, length=60, temperature=0.8)
+    page.fill("#text", PROMPT)
+    page.press("#text", "Control+Enter")
+    accept = page.locator(".card button:not([disabled])")
+    expect(accept).to_have_count(2, timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("Done")
+    answer = server.post(
+        "/v1/completions",
+        {"model": "lstm", "prompt": PROMPT, "n": 2, "seed": 5, "length": 60, "top_p": 1},
+    ).json()
+    cards = page.locator(".card")
+    for i, choice in enumerate(answer["choices"]):
+        card = cards.nth(i)
+        assert card.locator(".written").inner_text() == choice["text"]  # what the API writes
+        copy = choice["originality"]["copy"]
+        mark = card.locator("mark")
+        assert mark.inner_text() == copy["text"]  # the longest copy, marked where it is
+        assert "training text" in mark.get_attribute("title")
+        assert "longest copy" in card.locator(".meta").inner_text()
+    # the prompt is shown as text: its tags are characters on the page, nothing ran
+    assert "</script><img src=x" in cards.nth(0).locator(".context").inner_text()
+    assert page.locator("#suggestions img, #suggestions script").count() == 0
+    assert page.dialogs == []
+    page.screenshot(path=str(tmp_path / "page.png"))
+    accept.nth(1).click()
+    expect(page.locator(".card")).to_have_count(0)
+    assert page.input_value("#text") == PROMPT + answer["choices"][1]["text"]
+    page.reload()  # the text is kept in the browser
+    assert page.input_value("#text") == PROMPT + answer["choices"][1]["text"]
+
+
+def test_stop_ends_a_long_generation_on_the_server_too(page, server):
+    expect = playwright.expect
+    page.select_option("#run", "gpt")
+    _settings(page, n=1, length=100000)
+    page.uncheck("#until")
+    page.fill("#text", "Her quiet ")
+    page.click("#continue")
+    written = page.locator(".card .written")
+    expect(written).not_to_have_text("", timeout=30_000)  # text arrives while it is written
+    expect(page.locator("#stop")).to_be_enabled()
+    assert page.locator(".card button:not([disabled])").count() == 0  # not finished yet
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("Stopped.")
+    assert server.wait_idle()["decoding"] == 0
+    expect(page.locator("#continue")).to_be_enabled()
+
+
+def test_escape_stops_and_a_token_is_asked_for_when_the_server_has_one(browser, served):
+    with Server(served, "--token", "s3cret") as server:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(server.url)
+        token = page.locator("#token")
+        playwright.expect(token).to_be_visible()  # the API answered 401
+        token.fill("s3cret")
+        token.press("Enter")  # commits the field: a change event, and the runs load
+        playwright.expect(page.locator("#run option")).to_have_count(2)
+        _settings(page, n=1, length=100000)
+        page.fill("#text", "The ")
+        page.press("#text", "Control+Enter")
+        playwright.expect(page.locator(".card .written")).not_to_have_text("", timeout=30_000)
+        page.press("#text", "Escape")
+        playwright.expect(page.locator("#status")).to_have_text("Stopped.")
+        assert server.wait_idle(headers={"Authorization": "Bearer s3cret"})["decoding"] == 0
+        context.close()
+        assert server.stop()[0] == 0
