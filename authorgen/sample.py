@@ -246,18 +246,26 @@ class Job:
         """The samples still being written."""
         return [i for i, s in enumerate(self.states) if s.sample is None]
 
-    def step(self, logits: torch.Tensor) -> list[Event]:
-        """One token for each active sample from `logits` (its rows, in order): the text each
-        may print now, and the samples that ended."""
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Steps 1-3 for the active samples, from `logits` (their rows, in order): the scores
+        their next tokens are drawn from, a copy in float64."""
         active = self.active
-        scores = logits.new_zeros(len(self.states), logits.shape[-1], dtype=torch.float64)
-        scores[active] = logits.double()  # (n, V): the samplers remember samples by row
-        scores = self._penalized(scores)
-        drawn = self.sampler.choose(scores[active], [self.states[i].generator for i in active])
+        if self.sampler.penalties:  # they remember samples by row: give them every row
+            scores = logits.new_zeros(len(self.states), logits.shape[-1], dtype=torch.float64)
+            scores[active] = logits.double()  # (n, V)
+            return self._penalized(scores, range(len(self.states)))[active]
+        return self._penalized(logits.to(torch.float64, copy=True), active)
+
+    def generators(self) -> list[torch.Generator]:
+        return [self.states[i].generator for i in self.active]
+
+    def advance(self, drawn: list[int], scores: torch.Tensor) -> list[Event]:
+        """Take the tokens `drawn` from `scores` by the active samples: the text each may
+        print now, and the samples that ended."""
         events: list[Event] = []
-        for i, token in zip(active, drawn.tolist(), strict=True):
+        for row, (i, token) in enumerate(zip(self.active, drawn, strict=True)):
             state = self.states[i]
-            token, piece = self._accept(state, token, scores[i : i + 1])
+            token, piece = self._accept(state, token, scores[row : row + 1])
             if token is not None:
                 state.tokens += 1
                 state.history.append(token)
@@ -273,16 +281,26 @@ class Job:
                 events.append((i, "", state.sample))
         return events
 
-    def _penalized(self, scores: torch.Tensor) -> torch.Tensor:
-        """Steps 1-3: the bans, then the samplers that look at what each sample wrote.
-        `scores` is this step's own copy, so the bans are written into it in place."""
+    def step(self, logits: torch.Tensor) -> list[Event]:
+        """One token for each active sample from `logits` (its rows, in order)."""
+        scores = self.scores(logits)
+        drawn = self.sampler.choose(scores, self.generators())
+        return self.advance(drawn.tolist(), scores)
+
+    def _penalized(self, scores: torch.Tensor, samples: Sequence[int]) -> torch.Tensor:
+        """Steps 1-3 on `scores`, a row per sample of `samples` and this step's own copy (the
+        bans are written into it in place): the bans, then the samplers that look at what each
+        sample wrote."""
         if self.tokenizer.special_ids:
             scores[:, self.tokenizer.special_ids] = NEG_INF
-        for i, state in enumerate(self.states):
+        for row, i in enumerate(samples):
+            state = self.states[i]
             banned = state.decoder.banned() if state.sample is None else []
             if banned:
-                scores[i, torch.as_tensor(banned, device=scores.device)] = NEG_INF
-        return self.sampler.penalize(scores, [s.history for s in self.states])
+                scores[row, torch.as_tensor(banned, device=scores.device)] = NEG_INF
+        if not self.sampler.penalties:
+            return scores
+        return self.sampler.penalize(scores, [self.states[i].history for i in samples])
 
     def _accept(
         self, state: SampleState, token: int, scores: torch.Tensor
@@ -355,13 +373,29 @@ class Decoding:
 
     @torch.no_grad()
     def step(self) -> list[tuple[Job, int, str, Sample | None]]:
-        """A token for every row: the events of every job, then the next scores."""
-        events = []
-        jobs = list(dict.fromkeys(job for job, _ in self.rows))  # in row order
-        for job in jobs:
-            rows = [k for k, (j, _) in enumerate(self.rows) if j is job]
-            index = torch.tensor(rows, device=self.logits.device)
-            events += [(job, *event) for event in job.step(self.logits.index_select(0, index))]
+        """A token for every row: the events of every job, then the next scores.
+
+        Each job penalizes its own rows; the draws of jobs that shape their scores alike
+        (temperature, top-k, top-p) are made in one call, each row from its own generator."""
+        spans: dict[Job, list[int]] = {}  # a job's rows are together, in sample order
+        for k, (job, _) in enumerate(self.rows):
+            spans.setdefault(job, [k, k])[1] = k + 1
+        scores = {job: job.scores(self.logits[a:b]) for job, (a, b) in spans.items()}
+        groups: dict[tuple, list[Job]] = {}
+        for job in spans:
+            groups.setdefault(job.sampler.key, []).append(job)
+        drawn: dict[Job, list[int]] = {}
+        for jobs in groups.values():
+            together = torch.cat([scores[job] for job in jobs]) if len(jobs) > 1 else None
+            generators = [g for job in jobs for g in job.generators()]
+            tokens = (
+                jobs[0]
+                .sampler.choose(together if together is not None else scores[jobs[0]], generators)
+                .tolist()
+            )
+            for job in jobs:
+                drawn[job], tokens = tokens[: len(job.active)], tokens[len(job.active) :]
+        events = [(job, *event) for job in spans for event in job.advance(drawn[job], scores[job])]
         self._keep([k for k, (job, i) in enumerate(self.rows) if job.states[i].sample is None])
         if self.rows:
             last = [[job.states[i].history[-1]] for job, i in self.rows]

@@ -185,6 +185,8 @@ class Sampler:
 
     def __init__(self, config: SampleConfig):
         self.greedy = config.temperature == 0
+        # samplers with the same key turn the same penalized scores into the same draws
+        self.key = (self.greedy, config.temperature, config.top_k, config.top_p)
         self.penalties: list = []
         if config.repetition_penalty != 1.0:
             self.penalties.append(

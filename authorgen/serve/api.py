@@ -214,8 +214,10 @@ class Answer:
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
     def take(self, items: list) -> list[dict]:
-        """Record `items` from the engine; the streamed chunks they make."""
-        chunks = []
+        """Record `items` from the engine; the streamed chunks they make: per sample, its new
+        text in one chunk, then its end."""
+        texts: dict[int, str] = {}
+        ends: dict[int, dict] = {}
         for item in items:
             if item[0] == "error":
                 raise item[1]
@@ -224,13 +226,19 @@ class Answer:
             elif item[0] == "text":
                 _, i, text = item
                 self.texts[i] += text
-                choice = {"index": i, "text": text, "finish_reason": None, "logprobs": None}
-                chunks.append({**self.head(), "choices": [choice]})
+                texts[i] = texts.get(i, "") + text
             elif item[0] == "sample":
                 _, i, sample = item
                 self.samples[i] = sample
-                choice = {"text": "", "logprobs": None, **_choice_end(i, sample)}
+                texts.setdefault(i, "")
+                ends[i] = {"text": "", "logprobs": None, **_choice_end(i, sample)}
+        chunks = []
+        for i, text in texts.items():
+            if text:
+                choice = {"index": i, "text": text, "finish_reason": None, "logprobs": None}
                 chunks.append({**self.head(), "choices": [choice]})
+            if i in ends:
+                chunks.append({**self.head(), "choices": [ends[i]]})
         return chunks
 
     def whole(self) -> dict:

@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from authorgen.config import SampleConfig
 from authorgen.errors import AuthorgenError, DataError
+
+# Text is handed to the event loop at most this often per request (the first piece at once):
+# a hand-over per token costs the loop a wake-up, a JSON event and the GIL back and forth, which
+# with a fast model took longer than the token itself. 20 ms is not seen on the page.
+HAND_S = 0.02
 
 
 class Busy(AuthorgenError):
@@ -46,17 +52,27 @@ class Ticket:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     job: object = None  # the sample.Job, once started
+    held: list = field(default_factory=list)  # items not handed over yet
+    handed: float = 0.0  # when items were last handed over (time.monotonic())
 
     @property
     def rows(self) -> int:
         return len(self.seeds)
 
     def send(self, items: list) -> None:
-        """From the worker: hand `items` to the caller on its event loop."""
+        """From the worker: hand `items` (and any held) to the caller on its event loop."""
+        items, self.held, self.handed = self.held + items, [], time.monotonic()
         try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, items)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self.cancelled = True
+
+    def hold(self, items: list) -> None:
+        """From the worker: hand `items` over with the next ones, unless HAND_S has passed."""
+        if time.monotonic() - self.handed >= HAND_S:
+            self.send(items)
+        else:
+            self.held += items
 
 
 class Engine:
@@ -253,4 +269,6 @@ class Engine:
             if all(s.sample is not None for s in ticket.job.states):
                 items.append(("end",))
                 del self.tickets[key]
-            ticket.send(items)
+                ticket.send(items)
+            else:
+                ticket.hold(items)
