@@ -6,6 +6,11 @@ temperature, top-k, top-p) and one token is drawn per sample. With `--max-copy` 
 that would make a stretch of more than N characters copied from the corpus is banned and the
 draw repeated (the same chain, one more ban). A `StopPolicy` decides where each sample ends.
 
+A `Job` is one prompt's samples and what each step's scores make of them; a `Decoding` writes
+the samples of many jobs as one batch on the model, which jobs join and leave at token
+boundaries (the engine of `authorgen serve`); `Generation` is `generate`'s: one prompt's
+samples through a `Decoding`, `BATCH` at a time.
+
 Samples are independent of the batch: sample i draws only from its own `torch.Generator`,
 seeded `seed + i`, so it is the same text whether written alone or among others (up to float
 rounding in a batched matrix product, which moves a draw only when it falls within about 1e-7 of

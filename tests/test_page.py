@@ -10,6 +10,7 @@ import os
 import shutil
 
 import pytest
+
 from serving import Server
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import threading
 
 import pytest
 import torch
-from serving import Server, events, open_stream
 
 from authorgen.config import ModelConfig, SampleConfig
 from authorgen.models import build_model
 from authorgen.sample import Decoding, Generation, Job
 from authorgen.tokenizer.char import CharTokenizer
 from helpers import run_cli, served_text
+from serving import Server, events, open_stream
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +311,19 @@ def test_serve_refuses_a_taken_port_and_an_unknown_run_in_one_line(served):
     unknown = run_cli("serve", "nope", home=served)
     assert unknown.returncode == 4 and "no run named 'nope'" in unknown.stderr
     assert "Traceback" not in unknown.stderr + result.stderr
+
+
+def test_a_run_that_cannot_load_is_a_500_and_the_others_go_on(served, tmp_path):
+    shutil.copytree(served / "checkpoints" / "lstm", tmp_path / "checkpoints" / "lstm")
+    shutil.copytree(served / "checkpoints" / "lstm", tmp_path / "checkpoints" / "broken")
+    (tmp_path / "checkpoints" / "broken" / "model.safetensors").write_bytes(b"cut")
+    with Server(tmp_path) as server:
+        broken = server.post("/v1/completions", {"model": "broken", "prompt": "The "})
+        assert broken.status_code == 500
+        error = broken.json()["error"]
+        assert error["code"] == "run_unavailable" and "train the run again" in error["message"]
+        assert server.post("/v1/completions", {"model": "lstm", "prompt": "A"}).status_code == 200
+        assert server.stop()[0] == 0
 
 
 def test_serving_beyond_loopback_warns(served):

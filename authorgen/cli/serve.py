@@ -14,7 +14,7 @@ def serve(
     runs: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[RUN]...",
+            metavar="RUN",
             help="Runs to serve (names under checkpoints/ or run folders); default: every run, "
             "including runs trained while it serves.",
             show_default=False,
@@ -53,11 +53,13 @@ def serve(
     from authorgen.cli.console import make_console
 
     console = make_console(quiet)
-    from authorgen.checkpoint import list_runs, resolve_run
+    from authorgen.checkpoint import list_runs, read_config, resolve_run
     from authorgen.serve.server import address, is_loopback, listen
 
     folder = _folder(checkpoints_dir, "checkpoints")
     named = [resolve_run(run, folder) for run in runs or ()]
+    for path in named:
+        read_config(path)  # a damaged run is said now, not at its first request
     if not named and not list_runs(folder)[0]:
         console.print(f"note: no runs in {folder} yet; runs trained later appear without a restart")
     if not is_loopback(host):

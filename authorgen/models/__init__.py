@@ -1,6 +1,10 @@
 """Models. Each file is self-contained; they share an interface, not layers:
 `model(idx (B, T), state) -> (logits (B, T, V), state)`, plus two attributes: `stateful` (training
 may carry the state across batches) and `eval_chunk` (tokens per call when validating).
+
+For a batch of texts begun at different times (`sample.Decoding`), each also has
+`prefill(idx (1, T), batch_state)` (one text's next scores and state), `join(batch_state, state,
+copies)` (that state added as rows) and `keep(batch_state, rows)` (only those rows left).
 """
 
 from __future__ import annotations

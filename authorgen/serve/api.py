@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from authorgen.config import SampleConfig
 from authorgen.errors import AuthorgenError, UsageError
-from authorgen.serve.engine import Busy, Engine, Ticket, UnknownRun
+from authorgen.serve.engine import Busy, Engine, Ticket, Unavailable, UnknownRun
 
 MAX_PROMPT = 64 * 1024  # bytes of UTF-8
 MAX_BODY = 4 * MAX_PROMPT  # a request body larger than this is not read
@@ -252,6 +252,10 @@ class Answer:
 def _failure(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, UnknownRun):  # it went while the request waited
+        return ApiError(404, str(exc), "model_not_found")
+    if isinstance(exc, Unavailable):
+        return ApiError(500, str(exc), "run_unavailable", "server_error")
     if isinstance(exc, AuthorgenError):  # the prompt does not fit the run, say
         return ApiError(400, str(exc), "invalid_prompt")
     return ApiError(

@@ -39,6 +39,10 @@ class UnknownRun(DataError):
     """No run of that name is served."""
 
 
+class Unavailable(AuthorgenError):
+    """A served run could not be loaded (its files are missing or damaged)."""
+
+
 @dataclass
 class Ticket:
     """A request in the engine: its samples' events arrive on `queue` as lists of
@@ -216,8 +220,15 @@ class Engine:
 
         try:
             run, index, decoding = self._load(ticket.run)
-            job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index)
+        except UnknownRun as exc:  # it went while the request waited
+            ticket.send([("error", exc)])
+            return
         except AuthorgenError as exc:
+            ticket.send([("error", Unavailable(str(exc)))])
+            return
+        try:
+            job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index)
+        except AuthorgenError as exc:  # the prompt does not fit the run
             ticket.send([("error", exc)])
             return
         ticket.job = job
