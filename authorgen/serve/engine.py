@@ -119,8 +119,21 @@ class Engine:
         return {row["run"]: self.checkpoints_dir / row["run"] for row in found}
 
     def path(self, name: str) -> Path:
-        """The folder of the run served as `name` (never a path outside the served runs)."""
-        path = self.runs().get(name) if isinstance(name, str) else None
+        """The folder of the run served as `name` (never a path outside the served runs);
+        cheap enough for every request: one name checked, one file looked for."""
+        from authorgen.checkpoint import CONFIG
+        from authorgen.errors import UsageError
+        from authorgen.files import check_name
+
+        if self.named is not None:
+            path = self.named.get(name) if isinstance(name, str) else None
+        else:
+            try:
+                path = self.checkpoints_dir / check_name(name, "run")
+            except (UsageError, TypeError):
+                path = None
+            if path is not None and not (path / CONFIG).is_file():
+                path = None
         if path is None:
             raise UnknownRun(f"no run named {name!r} is served here; GET /v1/models lists them")
         return path
@@ -216,6 +229,8 @@ class Engine:
         return starting
 
     def _start(self, ticket: Ticket) -> None:
+        """Load the ticket's run if need be and put its samples in the run's batch; a failure
+        ends this request only."""
         from authorgen.sample import Job
 
         try:
@@ -228,12 +243,12 @@ class Engine:
             return
         try:
             job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index)
-        except AuthorgenError as exc:  # the prompt does not fit the run
+            decoding.add(job)
+        except Exception as exc:  # the prompt does not fit the run (or worse: a 500)
             ticket.send([("error", exc)])
             return
         ticket.job = job
         self.tickets[id(job)] = ticket
-        decoding.add(job)
         ticket.send([("started", job)])
 
     def _load(self, name: str):
