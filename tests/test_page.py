@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from helpers import served_text
 from serving import Server
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
@@ -87,6 +88,7 @@ def test_write_continue_see_it_stream_and_accept_a_suggestion(page, server, tmp_
         copy = choice["originality"]["copy"]
         mark = card.locator("mark")
         assert mark.inner_text() == copy["text"]  # the longest copy, marked where it is
+        assert len(copy["text"]) >= 8 and copy["text"] in served_text()  # from the corpus
         assert "training text" in mark.get_attribute("title")
         assert "longest copy" in card.locator(".meta").inner_text()
     # the prompt is shown as text: its tags are characters on the page, nothing ran
@@ -99,6 +101,23 @@ def test_write_continue_see_it_stream_and_accept_a_suggestion(page, server, tmp_
     assert page.input_value("#text") == PROMPT + answer["choices"][1]["text"]
     page.reload()  # the text is kept in the browser
     assert page.input_value("#text") == PROMPT + answer["choices"][1]["text"]
+
+
+def test_a_suggestion_continues_the_text_before_the_cursor_and_goes_in_there(page, server):
+    expect = playwright.expect
+    page.select_option("#run", "lstm")
+    _settings(page, n=1, length=20, seed=2)
+    page.uncheck("#until")
+    page.fill("#text", "The old house. Her quiet garden.")
+    page.press("#text", "End")
+    for _ in range(len(" Her quiet garden.")):
+        page.press("#text", "ArrowLeft")  # the cursor after "The old house."
+    page.press("#text", "Control+Enter")
+    expect(page.locator(".card button:not([disabled])")).to_have_count(1, timeout=30_000)
+    body = {"model": "lstm", "prompt": "The old house.", "length": 20, "seed": 2, "top_p": 1}
+    text = server.post("/v1/completions", body).json()["choices"][0]["text"]
+    page.click(".card button")
+    assert page.input_value("#text") == "The old house." + text + " Her quiet garden."
 
 
 def test_stop_ends_a_long_generation_on_the_server_too(page, server):

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 
 import pytest
 import torch
@@ -246,6 +247,22 @@ def test_a_client_that_goes_away_mid_stream_stops_its_generation(server):
     assert server.wait_idle()["decoding"] == 0
 
 
+def test_a_client_that_goes_away_before_its_answer_stops_its_generation(server):
+    body = json.dumps({"model": "gpt", "prompt": "The ", "length": 100_000, "seed": 1}).encode()
+    host, port = server.url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 30
+        while server.get("/health").json()["decoding"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.get("/health").json()["decoding"] == 1  # it is being written
+    assert server.wait_idle()["decoding"] == 0  # and no longer once the caller left
+
+
 def test_requests_that_arrive_together_are_decoded_together(server):
     body = {"model": "lstm", "prompt": "The ", "length": 100_000}
     streams = [open_stream(server, {**body, "seed": s}) for s in (1, 2)]
@@ -324,6 +341,27 @@ def test_a_run_that_cannot_load_is_a_500_and_the_others_go_on(served, tmp_path):
         assert error["code"] == "run_unavailable" and "train the run again" in error["message"]
         assert server.post("/v1/completions", {"model": "lstm", "prompt": "A"}).status_code == 200
         assert server.stop()[0] == 0
+
+
+def test_stopping_ends_the_requests_in_flight_with_an_error_and_exits_0(served):
+    with Server(served) as server:
+        long = {"model": "lstm", "prompt": "The ", "length": 100_000}
+        _response, lines = open_stream(server, long)
+        answers = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(server.post("/v1/completions", {**long, "model": "gpt"}))
+        )
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while server.get("/health").json()["decoding"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code, err = server.stop()
+        waiting.join(timeout=30)
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert code == 0 and "Traceback" not in err and "Cancel" not in err
+    assert answers[0].status_code == 503
+    assert answers[0].json()["error"]["code"] == "server_stopping"
+    assert json.loads(rest[-1][len("data: ") :])["error"]["code"] == "server_stopping"
 
 
 def test_serving_beyond_loopback_warns(served):

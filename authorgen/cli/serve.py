@@ -76,4 +76,9 @@ def serve(
     app_ = create_app(engine, token or None)
     from authorgen.serve.server import serve as run_server
 
-    run_server(app_, sock, lambda: console.print(f"serving at {address(sock)} (Ctrl-C stops)"))
+    run_server(
+        app_,
+        sock,
+        ready=lambda: console.print(f"serving at {address(sock)} (Ctrl-C stops)"),
+        stopping=engine.close,
+    )

@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from authorgen.config import SampleConfig
 from authorgen.errors import AuthorgenError, UsageError
-from authorgen.serve.engine import Busy, Engine, Ticket, Unavailable, UnknownRun
+from authorgen.serve.engine import Busy, Engine, Stopping, Ticket, Unavailable, UnknownRun
 
 MAX_PROMPT = 64 * 1024  # bytes of UTF-8
 MAX_BODY = 4 * MAX_PROMPT  # a request body larger than this is not read
@@ -254,6 +254,8 @@ def _failure(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, UnknownRun):  # it went while the request waited
         return ApiError(404, str(exc), "model_not_found")
+    if isinstance(exc, Stopping):
+        return ApiError(503, str(exc), "server_stopping", "server_error")
     if isinstance(exc, Unavailable):
         return ApiError(500, str(exc), "run_unavailable", "server_error")
     if isinstance(exc, AuthorgenError):  # the prompt does not fit the run, say
@@ -385,6 +387,8 @@ def create_app(engine: Engine, token: str | None = None) -> Starlette:
             return error_response(
                 ApiError(429, str(exc), "server_busy", "rate_limit_error"), {"Retry-After": "1"}
             )
+        except Stopping as exc:
+            raise _failure(exc) from None
         try:
             items = await _next(ticket, request)
             if items is None:
@@ -454,13 +458,20 @@ def _lifespan(engine: Engine):
 
 
 async def _next(ticket: Ticket, request: Request) -> list | None:
-    """The engine's next items for `ticket`, or None once the caller has gone away."""
+    """The engine's next items for `ticket`, or None once the caller has gone away (looked
+    at every DISCONNECT_POLL_S, whether items come or not)."""
     while True:
+        last, now = getattr(request.state, "checked", None), time.monotonic()
+        if last is None:
+            request.state.checked = now
+        elif now - last >= DISCONNECT_POLL_S:
+            request.state.checked = now
+            if await request.is_disconnected():
+                return None
         try:
             return await asyncio.wait_for(ticket.queue.get(), DISCONNECT_POLL_S)
         except TimeoutError:
-            if await request.is_disconnected():
-                return None
+            continue
 
 
 async def _stream(engine: Engine, ticket: Ticket, answer: Answer, items: list):

@@ -39,6 +39,10 @@ class UnknownRun(DataError):
     """No run of that name is served."""
 
 
+class Stopping(AuthorgenError):
+    """The server is stopping: requests in flight end, new ones are refused."""
+
+
 class Unavailable(AuthorgenError):
     """A served run could not be loaded (its files are missing or damaged)."""
 
@@ -104,7 +108,8 @@ class Engine:
         self.loaded: OrderedDict[str, tuple] = OrderedDict()  # run -> (Run, index, Decoding)
         self.tickets: dict[int, Ticket] = {}  # id(job) -> its ticket, while decoding
         self.wake = threading.Condition()
-        self.stopping = False
+        self.stopping = False  # the worker ends
+        self.closing = False  # the server is stopping: requests end at the next token
         self.thread: threading.Thread | None = None
 
     # --- the caller's side (event loop) ---
@@ -145,6 +150,8 @@ class Engine:
             UnknownRun: no such run is served.
             Busy: the waiting line is full.
         """
+        if self.closing:
+            raise Stopping("the server is stopping")
         self.path(name)
         ticket = Ticket(name, prompt, config, list(seeds), asyncio.get_running_loop())
         with self.wake:
@@ -185,6 +192,11 @@ class Engine:
         self.thread = threading.Thread(target=self._work, name="authorgen-engine", daemon=True)
         self.thread.start()
 
+    def close(self) -> None:
+        """The server begins to stop: end every request at the next token, refuse new ones.
+        Safe in a signal handler (it only sets a flag)."""
+        self.closing = True
+
     def stop(self) -> None:
         with self.wake:
             self.stopping = True
@@ -202,11 +214,24 @@ class Engine:
                     self.wake.wait()
                 if self.stopping:
                     return
+                if self.closing:
+                    self._end_all()
+                    continue
                 starting = self._admit()
             for ticket in starting:
                 self._start(ticket)
             for name in list(self.loaded):
                 self._step(name)
+
+    def _end_all(self) -> None:
+        """Tell every request in flight that the server stops, and forget them (called with
+        the lock held)."""
+        for ticket in [*self.pending, *self.tickets.values()]:
+            ticket.send([("error", Stopping("the server is stopping; ask again once it is back"))])
+        self.pending.clear()
+        self.tickets.clear()
+        for name, (run, index, decoding) in list(self.loaded.items()):
+            self.loaded[name] = (run, index, type(decoding)(decoding.model, decoding.device))
 
     def _decoding(self) -> bool:
         return any(len(d) for _, _, d in self.loaded.values())

@@ -62,9 +62,15 @@ def address(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(app, sock: socket.socket, ready: Callable[[], None] = lambda: None) -> None:
-    """Serve `app` on `sock` until Ctrl-C or SIGTERM, then stop cleanly (streams in progress get
-    two seconds to end). `ready` is called once it answers requests and the signals stop it."""
+def serve(
+    app,
+    sock: socket.socket,
+    ready: Callable[[], None] = lambda: None,
+    stopping: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve `app` on `sock` until Ctrl-C or SIGTERM, then stop cleanly. `ready` is called once
+    it answers requests and the signals stop it; `stopping` in the signal handler, to end the
+    requests in flight (uvicorn waits two seconds for them, then cancels them)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -80,6 +86,10 @@ def serve(app, sock: socket.socket, ready: Callable[[], None] = lambda: None) ->
             finally:
                 for sig, handler in before.items():
                     signal.signal(sig, handler)
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            stopping()
 
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
