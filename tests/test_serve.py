@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import openai
 import pytest
 import torch
 
@@ -183,6 +184,28 @@ def test_stop_strings_end_a_sample_before_them_and_max_tokens_counts_tokens(serv
     )
     tokens = server.post("/v1/completions", {**body, "max_tokens": 7, "n": 2}).json()
     assert tokens["usage"]["completion_tokens"] == 14
+
+
+def test_the_official_openai_client_speaks_to_it(server):
+    """The `openai` package, as programs use it, against the real server."""
+    client = openai.OpenAI(base_url=server.url + "v1", api_key="unused", max_retries=0)
+    assert sorted(m.id for m in client.models.list()) == ["gpt", "lstm"]
+    answer = client.completions.create(model="lstm", prompt="The old ", max_tokens=30, n=2, seed=4)
+    assert [c.index for c in answer.choices] == [0, 1]
+    assert all(len(c.text) == 30 and c.finish_reason == "length" for c in answer.choices)
+    assert answer.usage.completion_tokens == 60
+    streamed = client.completions.create(
+        model="lstm", prompt="The old ", max_tokens=30, n=2, seed=4, stream=True
+    )
+    texts = ["", ""]
+    for chunk in streamed:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+    assert texts == [c.text for c in answer.choices]
+    with pytest.raises(openai.NotFoundError, match="no run named 'nope'"):
+        client.completions.create(model="nope", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.completions.create(model="lstm", prompt="x", temperature=-1)
 
 
 BIG = "a" * (64 * 1024 + 1)
