@@ -207,7 +207,8 @@ class Job:
     """The samples of one prompt (one per seed) while they are written: what each step's
     scores make of them. `Decoding` feeds it; it knows nothing of the model.
 
-    `index` adds originality reports and is required for `config.max_copy`.
+    `index` adds originality reports (unless `report` is False: the caller makes them) and is
+    required for `config.max_copy`.
     """
 
     def __init__(
@@ -217,6 +218,7 @@ class Job:
         config: SampleConfig,
         seeds: Sequence[int],
         index: Index | None = None,
+        report: bool = True,
     ):
         if config.max_copy is not None and index is None:
             raise DataError(
@@ -228,6 +230,8 @@ class Job:
         if not self.ids:
             raise DataError("the prompt is empty after encoding; give some text")
         self.tokenizer, self.config, self.index = tokenizer, config, index
+        self.report = report and index is not None
+        self.special = torch.tensor(tokenizer.special_ids, dtype=torch.long)
         self.sampler = Sampler(config)  # one per job: NoRepeatNgram remembers its samples
         self.max_tokens = 4 * config.limit + 16  # a byte piece is at least a quarter character
         if config.max_tokens is not None:
@@ -296,8 +300,8 @@ class Job:
         """Steps 1-3 on `scores`, a row per sample of `samples` and this step's own copy (the
         bans are written into it in place): the bans, then the samplers that look at what each
         sample wrote."""
-        if self.tokenizer.special_ids:
-            scores[:, self.tokenizer.special_ids] = NEG_INF
+        if len(self.special):
+            scores.index_fill_(1, self.special.to(scores.device), NEG_INF)
         for row, i in enumerate(samples):
             state = self.states[i]
             banned = state.decoder.banned() if state.sample is None else []
@@ -337,7 +341,7 @@ class Job:
             tokens=state.tokens,
             elapsed_s=round(time.monotonic() - self.start, 3),
             stopped=stop.reason,
-            originality=self.index.report(text) if self.index is not None else None,
+            originality=self.index.report(text) if self.report else None,
         )
 
 

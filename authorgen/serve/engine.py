@@ -16,9 +16,11 @@ others are asking). The event loop only hands requests over and passes text on, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +110,9 @@ class Engine:
         self.loaded: OrderedDict[str, tuple] = OrderedDict()  # run -> (Run, index, Decoding)
         self.tickets: dict[int, Ticket] = {}  # id(job) -> its ticket, while decoding
         self.wake = threading.Condition()
+        # Originality reports (Python, about 30 ms per 1,000 characters) on a thread of their
+        # own: the batch goes on with its next token meanwhile. One thread keeps them in order.
+        self.reporter = ThreadPoolExecutor(1, thread_name_prefix="authorgen-report")
         self.stopping = False  # the worker ends
         self.closing = False  # the server is stopping: requests end at the next token
         self.thread: threading.Thread | None = None
@@ -203,6 +208,7 @@ class Engine:
             self.wake.notify()
         if self.thread is not None:
             self.thread.join(timeout=10)
+        self.reporter.shutdown(wait=False, cancel_futures=True)
 
     def _work(self) -> None:
         import torch
@@ -266,8 +272,8 @@ class Engine:
         except AuthorgenError as exc:
             ticket.send([("error", Unavailable(str(exc)))])
             return
-        try:
-            job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index)
+        try:  # originality reports are made on the reporter thread, not in the batch's way
+            job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False)
             decoding.add(job)
         except Exception as exc:  # the prompt does not fit the run (or worse: a 500)
             ticket.send([("error", exc)])
@@ -317,9 +323,33 @@ class Engine:
             items.append(("text", i, text) if sample is None else ("sample", i, sample))
         for key, items in out.items():
             ticket = self.tickets[key]
-            if all(s.sample is not None for s in ticket.job.states):
-                items.append(("end",))
+            ended = all(s.sample is not None for s in ticket.job.states)
+            if ended:
                 del self.tickets[key]
-                ticket.send(items)
+            if index is None:
+                ticket.send([*items, ("end",)] if ended else items)
+                continue
+            texts = [item for item in items if item[0] == "text"]
+            samples = [item for item in items if item[0] == "sample"]
+            if samples or ended:
+                ticket.send(texts)  # before the samples' ends, which follow their reports
+                for item in samples:
+                    self.reporter.submit(_report, ticket, index, item)
+                if ended:
+                    self.reporter.submit(_hand, ticket, [("end",)])
             else:
-                ticket.hold(items)
+                ticket.hold(texts)
+
+
+def _report(ticket: Ticket, index, item: tuple) -> None:
+    """On the reporter thread: a finished sample's originality report, then the sample."""
+    sample = item[2]
+    sample.originality = index.report(sample.text)
+    _hand(ticket, [item])
+
+
+def _hand(ticket: Ticket, items: list) -> None:
+    """On the reporter thread: `items` to the caller (the worker is done with this ticket's
+    samples, so this does not race with its hand-overs)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+        ticket.loop.call_soon_threadsafe(ticket.queue.put_nowait, items)
