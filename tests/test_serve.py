@@ -387,6 +387,31 @@ def test_stopping_ends_the_requests_in_flight_with_an_error_and_exits_0(served):
     assert json.loads(rest[-1][len("data: ") :])["error"]["code"] == "server_stopping"
 
 
+def test_a_run_trained_again_under_its_name_is_served_anew(served, tmp_path):
+    runs = tmp_path / "checkpoints"
+    shutil.copytree(served / "checkpoints" / "lstm", runs / "mine")
+    body = {"model": "mine", "prompt": "The old ", "length": 40, "seed": 3}
+    with Server(tmp_path) as server:
+        before = server.post("/v1/completions", body).json()["choices"][0]["text"]
+        shutil.rmtree(runs / "mine")  # as `train --force` replaces a run: another model now
+        shutil.copytree(served / "checkpoints" / "gpt", runs / "mine")
+        after = server.post("/v1/completions", body).json()["choices"][0]["text"]
+        assert server.get("/v1/models/mine").json()["model"] == "transformer 2x32"
+        assert server.stop()[0] == 0
+    with Server(served) as server:
+        assert (
+            before
+            == server.post("/v1/completions", {**body, "model": "lstm"}).json()["choices"][0][
+                "text"
+            ]
+        )
+        assert (
+            after
+            == server.post("/v1/completions", {**body, "model": "gpt"}).json()["choices"][0]["text"]
+        )
+        assert server.stop()[0] == 0
+
+
 def test_serving_beyond_loopback_warns(served):
     with Server(served, "--host", "0.0.0.0") as server:
         code, err = server.stop()

@@ -108,6 +108,7 @@ class Engine:
         self.max_loaded, self.max_batch, self.max_waiting = max_loaded, max_batch, max_waiting
         self.pending: list[Ticket] = []
         self.loaded: OrderedDict[str, tuple] = OrderedDict()  # run -> (Run, index, Decoding)
+        self.stamps: dict[str, tuple] = {}  # run -> its files' identity when it was loaded
         self.tickets: dict[int, Ticket] = {}  # id(job) -> its ticket, while decoding
         self.wake = threading.Condition()
         # Originality reports (Python, about 30 ms per 1,000 characters) on a thread of their
@@ -283,19 +284,26 @@ class Engine:
         ticket.send([("started", job)])
 
     def _load(self, name: str):
-        """The run, its originality index and its batch: loaded once, least recently used out."""
+        """The run, its originality index and its batch: loaded once, least recently used out,
+        and again when its files changed (trained again under its name) and it is idle."""
+        path = self.path(name)
         if name in self.loaded:
-            self.loaded.move_to_end(name)
-            return self.loaded[name]
+            if self.stamps.get(name) == _stamp(path) or len(self.loaded[name][2]):
+                self.loaded.move_to_end(name)
+                return self.loaded[name]
+            with self.wake:
+                del self.loaded[name]
         from authorgen.checkpoint import load_run
         from authorgen.devices import resolve_device
         from authorgen.sample import Decoding
 
         device = resolve_device(self.device_name)
-        run = load_run(self.path(name), device)
+        stamp = _stamp(path)
+        run = load_run(path, device)
         entry = (run, run.originality_index(), Decoding(run.model, device))
         with self.wake:
             self.loaded[name] = entry
+            self.stamps[name] = stamp
             idle = [n for n, (_, _, d) in self.loaded.items() if not len(d) and n != name]
             for old in idle[: max(0, len(self.loaded) - self.max_loaded)]:
                 del self.loaded[old]
@@ -339,6 +347,20 @@ class Engine:
                     self.reporter.submit(_hand, ticket, [("end",)])
             else:
                 ticket.hold(texts)
+
+
+def _stamp(path: Path) -> tuple:
+    """What identifies a run's files on disk: a run trained again under the name changes it."""
+    from authorgen.checkpoint import CONFIG, WEIGHTS
+
+    stamp = []
+    for name in (CONFIG, WEIGHTS):
+        try:
+            info = (path / name).stat()
+            stamp.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
 
 
 def _report(ticket: Ticket, index, item: tuple) -> None:
