@@ -29,6 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from authorgen.sources.catalog import HEADER
+from authorgen.sources.gutenberg import files_folder
 
 CATALOG_PATH = "/cache/epub/feeds/pg_catalog.csv.gz"
 
@@ -325,3 +326,16 @@ def _handler(mirror: Mirror):
 
 def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
+
+
+BOOK_PATH = re.compile(r"^/cache/epub/(\d+)/pg\1\.txt$")
+
+
+def relayout(mirror: Mirror, layout: str, suffix: str = "-0") -> None:
+    """Lay the mirror's books out as `layout`: "cache" (cache/epub/ID/pgID.txt, as built),
+    "files" (the classic tree: 1/3/4/1342/1342{suffix}.txt) or "both"."""
+    for path in [p for p in mirror.files if BOOK_PATH.match(p)]:
+        ebook = int(BOOK_PATH.match(path).group(1))
+        body = mirror.files[path] if layout != "files" else mirror.files.pop(path)
+        if layout in ("files", "both"):
+            mirror.files[f"/{files_folder(ebook)}/{ebook}{suffix}.txt"] = body

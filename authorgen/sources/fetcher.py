@@ -14,7 +14,13 @@ from authorgen.corpus import Corpus, list_corpora
 from authorgen.errors import AuthorgenError, DataError, SourceError, UsageError
 from authorgen.files import cache_dir, check_name, slugify
 from authorgen.sources.catalog import Book, Selection, read_catalog, select_works
-from authorgen.sources.gutenberg import book_url, download_ebook, load_catalog, resolve_mirror
+from authorgen.sources.gutenberg import (
+    Layouts,
+    book_url,
+    download_ebook,
+    load_catalog,
+    resolve_mirror,
+)
 from authorgen.sources.http import MAX_BYTES, NotFound
 from authorgen.sources.local import read_text_files
 
@@ -115,6 +121,7 @@ class Fetcher:
         self.report = report
         self._session = session
         self.max_bytes = max_bytes
+        self.layouts: Layouts | None = None  # where the mirror keeps books, once one answered
 
     @property
     def mirror(self) -> str:
@@ -262,8 +269,7 @@ class Fetcher:
         if result.has(work_id):
             result.skip(work_id, "--refresh downloads it again")
             return
-        url = book_url(base, ebook)
-        work = {"source": "gutenberg", "work_id": work_id, "url": url}
+        work = {"source": "gutenberg", "work_id": work_id, "url": book_url(base, ebook)}
         if book is not None:
             work["catalog"] = {
                 "title": book.title,
@@ -277,17 +283,21 @@ class Fetcher:
             work["url"] = result.corpus.find(work_id)["url"]
             result.add(stored, work_id, **work)
             return
+        if self.layouts is None or self.layouts.mirror != base:
+            self.layouts = Layouts(base)
         try:
-            dest = download_ebook(
-                self.session, url, work_id, refresh=self.refresh, max_bytes=self.max_bytes,
-                report=self.report,
+            dest, work["url"] = download_ebook(
+                self.session, base, ebook, work_id, self.layouts, refresh=self.refresh,
+                max_bytes=self.max_bytes, report=self.report,
             )  # fmt: skip
         except NotFound as exc:
             if book is None:
-                raise type(exc)(f"{exc}; check the ebook number") from None
+                raise type(exc)(f"{exc}; check the ebook number, or try another --mirror") from None
             result.missing.append(work_id)
-            self.report(f"skipped {work_id}: the mirror has no plain text of it ({url})")
+            tried = ", ".join(getattr(exc, "tried", []))
+            self.report(f"skipped {work_id}: the mirror has no plain text of it (404 for {tried})")
             return
+        url = work["url"]
         try:
             result.add(dest.read_bytes(), work_id, **work)
         except DataError as exc:

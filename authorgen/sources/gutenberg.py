@@ -1,6 +1,14 @@
 """Project Gutenberg: where a mirror keeps each book and the catalog, and the catalog's cache.
 
-Book text lives at `{mirror}/cache/epub/{id}/pg{id}.txt` (UTF-8), the catalog at
+Mirrors lay books out in one or both of two trees (`LAYOUTS`, tried in this order):
+
+    cache     {mirror}/cache/epub/{id}/pg{id}.txt         UTF-8, generated for every ebook
+    files-0   {mirror}/1/3/4/1342/1342-0.txt              the classic files tree: UTF-8,
+    files-8   {mirror}/1/3/4/1342/1342-8.txt              Latin-1,
+    files     {mirror}/1/3/4/1342/1342.txt                ASCII (one-digit ebooks under 0/)
+
+The layout that answered is remembered per mirror (in the cache folder), and tried first
+next time, so a command does not probe every layout for every book. The catalog lives at
 `{mirror}/cache/epub/feeds/pg_catalog.csv.gz`. Project Gutenberg asks robots
 to use a mirror rather than www.gutenberg.org, to identify themselves and to wait about two
 seconds between requests; `PoliteSession` does the last two.
@@ -37,9 +45,46 @@ def resolve_mirror(mirror: str | None = None) -> str:
     return url.rstrip("/")
 
 
-def book_url(mirror: str, ebook_id: int) -> str:
-    """The plain-text URL of ebook `ebook_id` on `mirror`."""
-    return f"{mirror}/cache/epub/{ebook_id}/pg{ebook_id}.txt"
+LAYOUTS = ("cache", "files-0", "files-8", "files")
+LAYOUTS_FILE = "mirror_layouts.json"  # in the cache folder: {mirror: the layout that answered}
+
+
+def files_folder(ebook_id: int) -> str:
+    """An ebook's folder in the classic files tree: its digits but the last, one folder each,
+    then the number (1342 -> 1/3/4/1342; 5 -> 0/5)."""
+    digits = str(ebook_id)
+    return "/".join([*(digits[:-1] or "0"), digits])
+
+
+def book_url(mirror: str, ebook_id: int, layout: str = "cache") -> str:
+    """The plain-text URL of ebook `ebook_id` on `mirror` in `layout`."""
+    if layout == "cache":
+        return f"{mirror}/cache/epub/{ebook_id}/pg{ebook_id}.txt"
+    suffix = {"files-0": "-0", "files-8": "-8", "files": ""}[layout]
+    return f"{mirror}/{files_folder(ebook_id)}/{ebook_id}{suffix}.txt"
+
+
+class Layouts:
+    """The order to try a mirror's layouts in: the one that answered last first (remembered
+    across commands in the cache folder), then the others in `LAYOUTS` order."""
+
+    def __init__(self, mirror: str, folder: Path | None = None):
+        self.mirror = mirror
+        self.path = (folder if folder is not None else cache_dir()) / LAYOUTS_FILE
+        try:
+            known = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        self.known = known if isinstance(known, dict) else {}
+
+    def order(self) -> list[str]:
+        first = self.known.get(self.mirror)
+        return [first] + [x for x in LAYOUTS if x != first] if first in LAYOUTS else list(LAYOUTS)
+
+    def answered(self, layout: str) -> None:
+        if self.known.get(self.mirror) != layout:
+            self.known[self.mirror] = layout
+            atomic_write_json(self.path, self.known)
 
 
 CATALOG_PATHS = ("cache/epub/feeds/pg_catalog.csv.gz", "cache/epub/feeds/pg_catalog.csv")
@@ -111,25 +156,52 @@ def load_catalog(
 
 def download_ebook(
     session: PoliteSession,
-    url: str,
+    mirror: str,
+    ebook_id: int,
     work_id: str,
+    layouts: Layouts,
     *,
     refresh: bool = False,
     max_bytes: int,
     report: Callable[[str], None] = lambda message: None,
-) -> Path:
-    """The downloaded text of an ebook, in the cache's downloads folder. A download cut off by
-    an earlier run resumes; one finished earlier (stored, then not yet added) is reused unless
-    `refresh`. The caller deletes the file once the work is stored.
+) -> tuple[Path, str]:
+    """The downloaded text of an ebook, in the cache's downloads folder, and the URL it came
+    from: each layout in `layouts.order()` is tried (a 404 moves to the next). A download cut
+    off by an earlier run resumes (its part is kept per layout, so bytes of two files never
+    mix); one finished earlier (stored, then not yet added) is reused unless `refresh`. The
+    caller deletes the file once the work is stored.
 
     Raises:
-        NotFound: when the mirror has no such file.
-        SourceError: when the download fails after retries.
+        NotFound: when no layout has the ebook; the message names every URL tried.
+        SourceError: when a download fails after retries.
     """
-    dest = cache_dir() / "downloads" / f"{work_id}.txt"
-    if refresh:
-        dest.unlink(missing_ok=True)
-    if not dest.exists():  # only a whole, checked download is ever renamed to dest
+
+    def dest(layout: str) -> Path:
+        name = f"{work_id}.txt" if layout == "cache" else f"{work_id}.{layout}.txt"
+        return cache_dir() / "downloads" / name
+
+    order = layouts.order()  # a layout with a part of this book left goes first: it resumes
+    order.sort(key=lambda layout: not dest(layout).with_name(dest(layout).name + ".part").exists())
+    tried = []
+    for layout in order:
+        url, path = book_url(mirror, ebook_id, layout), dest(layout)
+        if refresh:
+            path.unlink(missing_ok=True)
+        if path.exists():  # only a whole, checked download is ever renamed to dest
+            return path, url
         report(f"downloading {url}")
-        session.download(url, dest, max_bytes=max_bytes)
-    return dest
+        try:
+            session.download(url, path, max_bytes=max_bytes)
+        except NotFound:
+            tried.append(url[len(mirror) :])
+            continue
+        except SourceError:
+            layouts.answered(layout)  # it is there, it failed on the way: resume it next time
+            raise
+        layouts.answered(layout)
+        return path, url
+    missing = NotFound(
+        f"{mirror} has no plain text of ebook {ebook_id}: 404 for {', '.join(tried)}"
+    )
+    missing.tried = tried
+    raise missing
