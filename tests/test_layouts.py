@@ -1,4 +1,5 @@
-"""Mirrors lay books out differently: cache/epub only, the classic files tree only, or both."""
+"""Mirrors lay books out differently (cache/epub only, the classic files tree only, or both),
+and the catalog comes from the mirror, gutenberg.org, a URL or a file."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ import json
 
 import pytest
 
+from authorgen.sources import gutenberg as gutenberg_module
 from authorgen.sources.gutenberg import book_url, files_folder
-from helpers import data_file, run_cli
-from mirror import relayout, synthetic_book
+from helpers import data_file, run_cli, run_in_process
+from mirror import (
+    CATALOG_PATH,
+    Mirror,
+    catalog_csv,
+    catalog_rows,
+    gzip_bytes,
+    relayout,
+    synthetic_book,
+)
 
 
 def _works(home, corpus: str) -> dict[str, bytes]:
@@ -117,3 +127,42 @@ def test_a_cut_download_in_the_files_tree_resumes_with_a_range(gutenberg, home):
     assert [p for p, _ in requests] == [path]  # the layout remembered: no probe of cache/epub
     assert requests[0][1]["Range"] == f"bytes={kept}-"
     assert _works(home, "dickens") == {"pg1400": gutenberg.files[path]}
+
+
+# --- where the catalog comes from ---
+
+
+@pytest.fixture
+def feed():
+    """A second server holding only the catalog feed, as gutenberg.org's offline catalog."""
+    with Mirror() as server:
+        server.files[CATALOG_PATH] = gzip_bytes(catalog_csv(catalog_rows()))
+        yield server
+
+
+def test_a_mirror_without_a_catalog_falls_back_to_gutenberg_orgs_feed(
+    gutenberg, feed, home, monkeypatch
+):
+    del gutenberg.files[CATALOG_PATH]
+    monkeypatch.setattr(gutenberg_module, "OFFLINE_CATALOG", feed.url + CATALOG_PATH)
+    args = ("fetch", "Charles Dickens", "--delay", "0", "--mirror", gutenberg.url)
+    result = run_in_process(*args, home=home)
+    assert result.returncode == 0, result.stderr
+    assert sorted(_works(home, "charles-dickens")) == ["pg1400", "pg46", "pg730", "pg98"]
+    assert len(feed.requests_to(CATALOG_PATH)) == 1
+    assert len(gutenberg.requests_to(CATALOG_PATH)) == 1  # the mirror's feed asked once
+    again = run_in_process(*args, "--dry-run", home=home)  # a week fresh: nobody is asked
+    assert again.returncode == 0 and len(feed.requests_to(CATALOG_PATH)) == 1
+
+
+def test_a_catalog_given_as_a_url_or_in_the_environment(gutenberg, feed, tmp_path):
+    del gutenberg.files[CATALOG_PATH]
+    url = feed.url + CATALOG_PATH
+    args = ("fetch", "Charles Dickens", "--dry-run", "--mirror", gutenberg.url)
+    given = run_cli(*args, "--catalog", url, home=tmp_path / "a")
+    assert given.returncode == 0, given.stderr
+    assert "Charles Dickens (Dickens, Charles, 1812-1870): 4 works" in given.stderr
+    from_env = run_cli(*args, home=tmp_path / "b", env={"AUTHORGEN_CATALOG": url})
+    assert from_env.returncode == 0, from_env.stderr
+    assert len(feed.requests_to(CATALOG_PATH)) == 2
+    assert gutenberg.requests_to(CATALOG_PATH) == []  # the mirror's feed was not asked

@@ -96,9 +96,12 @@ def fetch(
         ),
     ] = False,
     catalog: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="A local copy of pg_catalog.csv(.gz) instead of the mirror's.", show_default=False
+            envvar="AUTHORGEN_CATALOG",
+            help="pg_catalog.csv(.gz) as a file or a URL, instead of the mirror's feed (or "
+            "gutenberg.org's when the mirror has none); also $AUTHORGEN_CATALOG.",
+            show_default=False,
         ),
     ] = None,
     mirror: Annotated[

@@ -17,7 +17,9 @@ from authorgen.sources.catalog import Book, Selection, read_catalog, select_work
 from authorgen.sources.gutenberg import (
     Layouts,
     book_url,
+    catalog_urls,
     download_ebook,
+    is_url,
     load_catalog,
     resolve_mirror,
 )
@@ -135,21 +137,23 @@ class Fetcher:
             self._session = PoliteSession(delay=self.delay)
         return self._session
 
-    def read_catalog(self, catalog: Path | None = None) -> list[Book]:
-        """The Gutenberg catalog: the local file `catalog`, else the mirror's (cached).
+    def read_catalog(self, catalog: str | Path | None = None) -> list[Book]:
+        """The Gutenberg catalog: `catalog` (a file, or a URL: cached), else the mirror's feed,
+        else gutenberg.org's (cached).
 
         Raises:
             DataError: when the file is missing or not a catalog.
-            SourceError: when the mirror cannot give it and there is no cached copy.
+            SourceError: when no source can give it and there is no cached copy.
         """
-        if catalog is not None:
+        if catalog is not None and not is_url(str(catalog)):
             try:
                 data = Path(catalog).read_bytes()
             except OSError as exc:
                 raise DataError(f"cannot read the catalog {catalog}: {exc.strerror}") from None
         else:
+            urls = catalog_urls(self.mirror, str(catalog) if catalog is not None else None)
             data = load_catalog(
-                self.session, self.mirror, cache_dir(), refresh=self.refresh, report=self.report
+                self.session, urls, cache_dir(), refresh=self.refresh, report=self.report
             )
         return read_catalog(data)
 

@@ -88,33 +88,51 @@ class Layouts:
 
 
 CATALOG_PATHS = ("cache/epub/feeds/pg_catalog.csv.gz", "cache/epub/feeds/pg_catalog.csv")
+# Project Gutenberg's offline catalog feed, its documented interface for programs: used when a
+# mirror has no feed of its own.
+OFFLINE_CATALOG = "https://www.gutenberg.org/cache/epub/feeds/pg_catalog.csv.gz"
+
+
+def catalog_urls(mirror: str, url: str | None = None) -> list[str]:
+    """Where to get the catalog, in order: `url` alone when given, else the mirror's feed, then
+    gutenberg.org's."""
+    if url:
+        return [url]
+    return [f"{mirror}/{path}" for path in CATALOG_PATHS] + [OFFLINE_CATALOG]
+
+
+def is_url(text: str) -> bool:
+    return urlparse(text).scheme in ("http", "https")
+
+
 CATALOG_MAX_AGE_S = 7 * 24 * 3600  # the catalog changes daily; a week old is fresh enough
 CATALOG_MAX_BYTES = 512 * 2**20
 
 
 def load_catalog(
     session: PoliteSession,
-    mirror: str,
+    urls: list[str],
     cache: Path,
     *,
     refresh: bool = False,
     report: Callable[[str], None] = lambda message: None,
 ) -> bytes:
-    """The bytes of the mirror's pg_catalog.csv.gz (or .csv), through a local cache.
+    """The bytes of pg_catalog.csv.gz (or .csv) from the first of `urls` that has it (a 404
+    moves to the next: see `catalog_urls`), through a local cache.
 
     The copy in `cache` is used while under a week old (`refresh` asks anyway); after that
-    the mirror is asked with a conditional GET, and a 304 keeps the copy. When the mirror
+    its source is asked with a conditional GET, and a 304 keeps the copy. When the source
     cannot be reached, a stale copy is used with a warning.
 
     Raises:
-        SourceError: when there is no copy and the mirror cannot give one.
+        SourceError: when there is no copy and no source can give one.
     """
     data_path, meta_path = cache / "pg_catalog.bin", cache / "pg_catalog.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if data_path.exists() else {}
     except (OSError, ValueError):
         meta = {}
-    same_mirror = meta.get("mirror") == mirror
+    same_mirror = meta.get("sources") == urls
     age = time.time() - meta.get("checked", 0)
     if same_mirror and not refresh and 0 <= age < CATALOG_MAX_AGE_S:
         return data_path.read_bytes()
@@ -125,21 +143,20 @@ def load_catalog(
         if meta.get("last_modified"):
             validators["If-Modified-Since"] = meta["last_modified"]
     try:
-        for i, path in enumerate(CATALOG_PATHS):
-            url = f"{mirror}/{path}"
-            report(f"checking the catalog {url}" if validators else f"downloading {url}")
+        for i, url in enumerate(urls):
+            known = validators if url == meta.get("url") else {}
+            report(f"checking the catalog {url}" if known else f"downloading {url}")
             try:
-                data, headers = session.get_if_changed(url, validators, CATALOG_MAX_BYTES)
+                data, headers = session.get_if_changed(url, known, CATALOG_MAX_BYTES)
                 break
             except NotFound:
-                if i + 1 == len(CATALOG_PATHS):
+                if i + 1 == len(urls):
                     raise
     except SourceError as exc:
         if not meta:
             raise SourceError(
                 f"cannot get the catalog: {exc}; try another --mirror, or download "
-                "https://www.gutenberg.org/cache/epub/feeds/pg_catalog.csv.gz yourself and "
-                "pass --catalog FILE"
+                f"{OFFLINE_CATALOG} yourself and pass --catalog FILE"
             ) from None
         report(f"warning: using the catalog from {meta.get('fetched', '?')}: {exc}")
         return data_path.read_bytes()
@@ -147,7 +164,7 @@ def load_catalog(
         data = data_path.read_bytes()  # 304: our copy is current
     else:
         atomic_write_bytes(data_path, data)
-        meta = {"mirror": mirror, "url": url, "fetched": utc_now()}
+        meta = {"sources": urls, "url": url, "fetched": utc_now()}
         meta.update({k.lower().replace("-", "_"): v for k, v in headers.items()})
     meta["checked"] = time.time()
     atomic_write_json(meta_path, meta)
