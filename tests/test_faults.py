@@ -19,13 +19,17 @@ from safetensors.torch import load_file
 
 from authorgen.errors import EXIT_SOURCE, SourceError
 from authorgen.sources import Fetcher
+from authorgen.sources.gutenberg import files_folder
 from authorgen.sources.http import PoliteSession
 from helpers import run_cli
+from mirror import relayout
 
 BIG, SMALL = 98, 46  # A Tale of Two Cities (the faults' target) and A Christmas Carol
 
 
-def _book(ebook: int) -> str:
+def _book(ebook: int, layout: str = "cache") -> str:
+    if layout == "files":
+        return f"/{files_folder(ebook)}/{ebook}-0.txt"
     return f"/cache/epub/{ebook}/pg{ebook}.txt"
 
 
@@ -45,14 +49,17 @@ MIRROR_FAULTS = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["cache", "files"])
 @pytest.mark.parametrize(
     ("faults", "completes"), MIRROR_FAULTS, ids=["+".join(f) for f, _ in MIRROR_FAULTS]
 )
 def test_a_faulty_mirror_gives_whole_files_or_exit_3_and_a_rerun_completes(
-    gutenberg, home, faults, completes
+    gutenberg, home, faults, completes, layout
 ):
+    """On a mirror with cache/epub, and on one with only the classic files tree."""
+    relayout(gutenberg, layout)
     gutenberg.stall_s = 1.5
-    gutenberg.add_fault(_book(BIG), *faults)
+    gutenberg.add_fault(_book(BIG, layout), *faults)
     session = PoliteSession(delay=0, backoff=0, timeout=(2.0, 0.5))
     fetcher = Fetcher(home / "corpora", mirror=gutenberg.url, session=session)
     corpus = home / "corpora" / "dickens"
@@ -64,7 +71,8 @@ def test_a_faulty_mirror_gives_whole_files_or_exit_3_and_a_rerun_completes(
         works = json.loads((corpus / "corpus.json").read_text())["works"]
         raws = {w["id"]: (corpus / "raw" / f"{w['id']}.txt").read_bytes() for w in works}
         for work in works:
-            assert raws[work["id"]] == gutenberg.files[_book(int(work["id"][2:]))], work["id"]
+            book = _book(int(work["id"][2:]), layout)
+            assert raws[work["id"]] == gutenberg.files[book], work["id"]
             assert (corpus / work["file"]).is_file()
         return raws
 
@@ -77,13 +85,15 @@ def test_a_faulty_mirror_gives_whole_files_or_exit_3_and_a_rerun_completes(
     if failed is not None:
         assert failed.exit_code == EXIT_SOURCE and "\n" not in str(failed)
         assert list(stored()) == [f"pg{SMALL}"]  # the finished work is kept, the other absent
-        assert not (home / "cache" / "downloads" / f"pg{BIG}.txt").exists()
+        assert not list((home / "cache" / "downloads").glob(f"pg{BIG}.*txt"))
         fetcher.fetch(ids=[SMALL, BIG], name="dickens")  # the faults are spent: a re-run
     assert sorted(stored()) == sorted([f"pg{SMALL}", f"pg{BIG}"])
     assert not list((home / "cache" / "downloads").glob("*.part*"))
     if faults == ["429"]:
         first, second = [
-            t for (p, _), t in zip(gutenberg.log, gutenberg.times, strict=True) if p == _book(BIG)
+            t
+            for (p, _), t in zip(gutenberg.log, gutenberg.times, strict=True)
+            if p == _book(BIG, layout)
         ]
         assert second - first >= 0.95  # Retry-After was honoured
 
