@@ -290,12 +290,6 @@ class Job:
                 events.append((i, "", state.sample))
         return events
 
-    def step(self, logits: torch.Tensor) -> list[Event]:
-        """One token for each active sample from `logits` (its rows, in order)."""
-        scores = self.scores(logits)
-        drawn = self.sampler.choose(scores, self.generators())
-        return self.advance(drawn.tolist(), scores)
-
     def _penalized(self, scores: torch.Tensor, samples: Sequence[int]) -> torch.Tensor:
         """Steps 1-3 on `scores`, a row per sample of `samples` and this step's own copy (the
         bans are written into it in place): the bans, then the samplers that look at what each
@@ -395,13 +389,9 @@ class Decoding:
             groups.setdefault(job.sampler.key, []).append(job)
         drawn: dict[Job, list[int]] = {}
         for jobs in groups.values():
-            together = torch.cat([scores[job] for job in jobs]) if len(jobs) > 1 else None
+            rows = torch.cat([scores[job] for job in jobs]) if len(jobs) > 1 else scores[jobs[0]]
             generators = [g for job in jobs for g in job.generators()]
-            tokens = (
-                jobs[0]
-                .sampler.choose(together if together is not None else scores[jobs[0]], generators)
-                .tolist()
-            )
+            tokens = jobs[0].sampler.choose(rows, generators).tolist()
             for job in jobs:
                 drawn[job], tokens = tokens[: len(job.active)], tokens[len(job.active) :]
         events = [(job, *event) for job in spans for event in job.advance(drawn[job], scores[job])]

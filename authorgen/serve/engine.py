@@ -9,7 +9,7 @@ others are asking). The event loop only hands requests over and passes text on, 
 
     caller (event loop)           worker thread
     submit() -> Ticket  ------>   pending -> load run (LRU) -> Job -> Decoding.add
-    await ticket.next()  <-----   Decoding.step() events, one hand-over per ticket per step
+    await ticket.queue  <-----   Decoding.step() events, handed over every 20 ms at most
     ticket.cancel()     ------>   Decoding.drop(job) before the next step
 """
 
