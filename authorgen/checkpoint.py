@@ -386,9 +386,8 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = 
         raise DataError(f"{run_dir}: tokenizer and model disagree on the vocabulary size")
     folder = existing_dir(run_dir / "last") if last else run_dir
     weights = (folder or run_dir / "last") / WEIGHTS
-    model = build_model(model_config)
     try:
-        model.load_state_dict(load_file(str(weights)))
+        model = build_model(model_config, load_file(str(weights)))
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise DataError(f"cannot load {weights} ({first_line(exc)}); train the run again") from None
     model.to(device).eval()

@@ -15,7 +15,7 @@ from authorgen.errors import UsageError
 
 MODELS = ("lstm", "gru", "rnn", "transformer")
 BATCHING = ("stream", "windows")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 TOKENIZERS = ("char", "word", "bpe", "unigram")
 # Default vocabulary sizes. word: 10,000 types cover about 97% of the running words of a novel.
@@ -287,6 +287,8 @@ class TrainOptions:
     lr: float | None = None
     weight_decay: float | None = None
     warmup_steps: int | None = None
+    min_lr_ratio: float | None = None
+    grad_clip: float | None = None
     steps: int | None = None
     time_s: float | None = None
     eval_every: int | None = None

@@ -11,16 +11,61 @@ from authorgen.errors import UsageError, first_line
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" is CUDA when available, else the CPU; under torchrun, this process's GPU.
+    """ "auto" is CUDA when available, then an Apple GPU (MPS), else the CPU; under torchrun,
+    this process's GPU.
 
     Raises:
-        UsageError: when CUDA is asked for and not there.
+        UsageError: when CUDA or MPS is asked for and not there.
     """
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+    if name == "mps" and not _mps_available():
+        raise UsageError(
+            "--device mps: PyTorch reports no Apple GPU (MPS needs a Mac with Apple silicon and "
+            "macOS 12.3 or later); use --device cpu"
+        )
     return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def use_threads(threads: int | None) -> None:
+    """Let torch's CPU work use `threads` threads (None: its default, one per core). Two jobs
+    on one machine each with all the cores oversubscribe them and both crawl; give each a
+    share."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX on x86; Linux reports it).
+    Elsewhere PyTorch emulates bf16, often slower than fp32; the speed probe decides then."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes of memory a run may use on `device`: the GPU's free memory, or the memory the
+    system reports available (None where neither is known)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

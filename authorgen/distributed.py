@@ -58,10 +58,45 @@ class Group:
             return result
         torch.distributed.broadcast_object_list(message, src=0)
         if message[0] is not None:
-            kind, text = message[0]
-            error = getattr(errors, kind, None)
-            raise (error if isinstance(error, type) else AuthorgenError)(text)
+            raise _rebuilt(*message[0])
         return (then or fn)()
+
+    def node_first(self, fn):
+        """Run `fn` where each machine keeps its own files (a cache): rank 0 first, then the
+        first process of every other node, then the rest, who find what their node's first
+        process made. An error anywhere stops every process alike, none waits forever."""
+        if not self.active:
+            return fn()
+        result = self.main_first(fn, then=lambda: None)
+        leader = self.local_rank == 0 and not self.main
+        failure = None
+        if leader:
+            try:
+                result = fn()
+            except Exception as exc:  # the others must hear of it, not wait
+                failure = (type(exc).__name__, str(exc))
+        failures = [None] * self.world
+        torch.distributed.all_gather_object(failures, failure)
+        if failure is not None:
+            raise _rebuilt(*failure)
+        first = next((f for f in failures if f is not None), None)
+        if first is not None:
+            raise _rebuilt(*first)
+        return fn() if not self.main and not leader else result
+
+    def shared(self, fn):
+        """`fn()` as rank 0 computes it, on every process: a measurement all must agree on."""
+        if not self.active:
+            return fn()
+        box = [self.main_first(fn, then=lambda: None)]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _rebuilt(kind: str, text: str) -> Exception:
+    """Another process's error, as this one raises it: its authorgen class, or the base one."""
+    error = getattr(errors, kind, None)
+    return (error if isinstance(error, type) else AuthorgenError)(text)
 
 
 def launched_rank() -> int:

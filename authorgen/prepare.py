@@ -78,7 +78,9 @@ def prepare_data(
     if train_config.pretrained_embeddings:  # fail before a long tokenizer training
         require_word_tokenizer(tokenizer_config.kind)
         vector_dim(train_config.pretrained_embeddings)
-    data = group.main_first(
+    # every machine has its own cache: its first process fills it, once rank 0 has shown the
+    # text and tokenizer work (an error there is said once)
+    data = group.node_first(
         lambda: _tokens(split, tokenizer_config, Path(cache or cache_dir()), tokenizer, report)
     )
     check_sizes(data, train_config, group.world)

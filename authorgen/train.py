@@ -17,9 +17,9 @@ from authorgen import checkpoint, distributed, plan
 from authorgen.checkpoint import RunRecord
 from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Corpus, Split, split_corpus
-from authorgen.devices import check_precision, resolve_device
+from authorgen.devices import check_precision, cpu_has_bf16, free_memory, resolve_device
 from authorgen.errors import DataError, UsageError
-from authorgen.files import utc_now
+from authorgen.files import cache_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.prepare import prepare_data
 from authorgen.tokenizer import Tokenizer
@@ -40,6 +40,7 @@ def build_trainer(
     cache: Path | None = None,
     group: distributed.Group | None = None,
     clock: Callable[[], float] = time.monotonic,
+    read_every: int | None = None,
 ) -> Trainer:
     """A `Trainer` for a fresh model on `split.train`, validating on `split.val`, that will
     write its run into the folder `run_dir`.
@@ -47,7 +48,8 @@ def build_trainer(
     The tokenizer (`tokenizer`, else char unless `tokenizer_config` says otherwise) is trained
     on `split.train`; it and the token ids are cached under `cache` (default: the user's cache
     folder). `run_info` goes into the data section of the record (corpus, works, plan);
-    `clock` is what the time budget is measured with.
+    `clock` is what the time budget is measured with; `read_every`, how often the loss is read
+    on the host (`Trainer`).
 
     Raises:
         DataError: when the text is too short for the context.
@@ -104,6 +106,7 @@ def build_trainer(
         callback=callback,
         group=group,
         clock=clock,
+        read_every=read_every,
     )
 
 
@@ -153,6 +156,17 @@ def train_corpus(
     device = resolve_device(options.device)
     group = distributed.setup(device.type)
     chosen = plan.choose(split.train_chars, tokenizer_config.kind, device.type, options, preset)
+    if plan.wants_speeds(chosen, options, device.type, cpu_has_bf16(), preset):
+        speeds = group.shared(lambda: _probe(tokenizer_config, device, callback))
+        chosen = plan.choose(
+            split.train_chars,
+            tokenizer_config.kind,
+            device.type,
+            options,
+            preset,
+            speeds=speeds,
+            memory=free_memory(device),
+        )
     kind = tokenizer_config.kind
     run_name = run_name or "-".join(
         [corpus_name, chosen.model.model] + ([kind] if kind != "char" else [])
@@ -167,6 +181,7 @@ def train_corpus(
         "works": [w["id"] for w in corpus.works],
         "holdout": holdout,
         "plan": chosen.reasons,
+        "probe": chosen.speeds,
     }
     try:
         return train(
@@ -183,6 +198,26 @@ def train_corpus(
         if group.main:
             checkpoint.finish_create(run_dir, replaced)
         distributed.teardown()
+
+
+def _probe(tokenizer: TokenizerConfig, device: torch.device, callback: Callback | None) -> dict:
+    """The training speed of the CPU plan's candidates on this machine (`probe`)."""
+    from authorgen import probe
+    from authorgen.config import ModelConfig
+
+    shapes = plan.probe_shapes(tokenizer.kind, tokenizer.vocab_size)
+    candidates = {
+        name: (ModelConfig(**model), batch, context)
+        for name, (model, batch, context) in shapes.items()
+    }
+    t0 = time.monotonic()
+    speeds, measured = probe.speeds(candidates, device, cpu_has_bf16(), cache_dir())
+    if measured and callback is not None:
+        callback.on_message(
+            f"measured this machine's training speed in {time.monotonic() - t0:.1f} s "
+            "(kept in the cache for next time)"
+        )
+    return speeds
 
 
 def resume(

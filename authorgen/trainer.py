@@ -37,6 +37,8 @@ from authorgen.losses import bits, validation_loss
 from authorgen.models.rnn import detach_state
 from authorgen.prepare import RunData
 
+READ_EVERY = 20  # on a GPU, steps between reads of the loss on the host
+
 
 class Callback:
     """Hooks the loop calls; override what you need. All run in the training process."""
@@ -81,8 +83,11 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
     return config.lr * warmup * cosine
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device):
-    """AdamW; weight decay only on weight matrices, never on norms, biases or embeddings."""
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, device: torch.device, fused: bool | None = None
+):
+    """AdamW; weight decay only on weight matrices, never on norms, biases or embeddings.
+    Fused (one kernel for all weights, and steps skipped on the device) on CUDA unless told."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         is_matrix = param.dim() >= 2 and not name.startswith("embedding")
@@ -91,7 +96,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    fused = device.type == "cuda" if fused is None else fused
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=fused)
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -113,6 +119,11 @@ class Trainer:
         group: the torchrun process group, if any; rank 0 alone writes.
         clock: seconds from any start, for the time budget and tokens per second (tests give
             one they control).
+        read_every: on a GPU (the default there: 20), read the loss on the host only every
+            this many steps: each read waits for the device, which a small model on a fast
+            GPU feels. The check that the loss and the gradient are finite stays on the
+            device meanwhile, and a non-finite one makes AdamW skip that step and every step
+            after it, so the weights stay as they were before it. None or 1: every step.
     """
 
     def __init__(
@@ -127,6 +138,7 @@ class Trainer:
         callback: Callback | None = None,
         group: distributed.Group | None = None,
         clock: Callable[[], float] = time.monotonic,
+        read_every: int | None = None,
     ):
         self.model, self.data, self.config, self.record = model, data, config, record
         self.clock = clock
@@ -154,7 +166,18 @@ class Trainer:
             self.training_model = DistributedDataParallel(model, device_ids=ids)
         if config.compile:
             self.training_model = torch.compile(self.training_model)
-        self.optimizer = make_optimizer(model, config, self.device)
+        if read_every is None:
+            read_every = READ_EVERY if self.device.type == "cuda" else 1
+        # DDP reads every step: the processes agree on the time budget through the host
+        self.read_every = 1 if self.group.active else read_every
+        self.optimizer = make_optimizer(
+            model, config, self.device, fused=True if self.read_every > 1 else None
+        )
+        # Non-finite watch on the device: 1 from the first bad step on (AdamW skips steps while
+        # it is 1), that step's number and the value that was not finite.
+        self.bad = torch.zeros((), device=self.device)
+        self.bad_at = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self.last_loss = math.nan  # the last loss read on the host, for progress reports
         self.chart_failed = False
         self.step = self.tokens = 0
         self.best, self.best_step, self.last_eval_step = math.inf, 0, -1
@@ -191,15 +214,18 @@ class Trainer:
                 self.carried = None
         return x[self.rows], y[self.rows]
 
-    def train_step(self) -> float:
-        """One optimizer step; returns the batch loss in nats per token.
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the batch loss in nats per token, on the device.
 
         Raises:
-            Diverged: when the loss or the gradient is not finite; the weights are untouched.
+            Diverged: when the loss or the gradient is not finite (read at once unless the
+                trainer reads every few steps; see `read_every`); the weights are untouched.
         """
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step, self.progress_now)
         x, y = self._batch()
+        if self.device.type == "cuda":  # copied while the GPU still works on the last step
+            x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         carried = self.carried if self.stateful else None
         with autocast(self.amp, self.device):
@@ -208,21 +234,63 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # The gradient is averaged over the processes first, so all of them agree here.
-        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
-        value = loss.item()
-        if not (math.isfinite(value) and math.isfinite(norm)):
-            what = f"loss became {value}" if not math.isfinite(value) else f"gradient became {norm}"
-            raise Diverged(
-                f"the {what} at step {self.step + 1}; the state before it is saved in "
-                f"{self.run_dir}. Lower --lr (now {self.config.lr:g}) and train again"
-            )
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        loss = loss.detach()
+        if self.read_every > 1:
+            self._watch(loss, norm)
+        else:
+            value, norm = loss.item(), float(norm)
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                bad = value if not math.isfinite(value) else norm
+                raise self._diverged(self.step + 1, bad, math.isfinite(value))
         self.optimizer.step()
         if self.stateful:
             self.carried = detach_state(state)
         self.step += 1
         self.tokens += x.numel() * self.group.world
-        self.losses.append(value)
-        return value
+        self.losses.append(loss)
+        return loss
+
+    def _watch(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        """Mark the first non-finite step on the device, and have AdamW skip it and the rest."""
+        finite = torch.isfinite(loss) & torch.isfinite(norm)
+        first = ~finite & (self.bad == 0)
+        loss_finite = torch.isfinite(loss).double()
+        value = torch.where(torch.isfinite(loss), norm, loss).double()
+        where = torch.stack([torch.full_like(value, self.step + 1), value, loss_finite])
+        self.bad_at = torch.where(first, where, self.bad_at)
+        self.bad = torch.where(finite, self.bad, torch.ones_like(self.bad))
+        self.optimizer.found_inf = self.bad
+
+    def _read(self, loss: torch.Tensor) -> float:
+        """The loss on the host (a wait for the device).
+
+        Raises:
+            Diverged: when a step since the last read was not finite; the state goes back to
+                the step before it (AdamW skipped that step and the rest).
+        """
+        if self.read_every > 1 and self.bad.item():
+            step, value, loss_finite = self.bad_at.tolist()
+            skipped = self.step - (int(step) - 1)
+            self.tokens -= skipped * self.config.batch_size * self.config.context
+            self.step -= skipped
+            self.losses = self.losses[: max(0, len(self.losses) - skipped)]
+            raise self._diverged(int(step), value, bool(loss_finite))
+        self.last_loss = loss.item()
+        return self.last_loss
+
+    def _diverged(self, step: int, value: float, loss_finite: bool) -> Diverged:
+        what = f"gradient became {value}" if loss_finite else f"loss became {value}"
+        return Diverged(
+            f"the {what} at step {step}; the state before it is saved in {self.run_dir}. "
+            f"Lower --lr (now {self.config.lr:g}) and train again"
+        )
+
+    def _host_losses(self) -> list[float]:
+        """The batch losses since the last evaluation, as numbers (one wait for the device)."""
+        if not self.losses:
+            return []
+        return torch.stack([torch.as_tensor(v) for v in self.losses]).tolist()
 
     def state_dict(self) -> dict:
         """Everything besides the weights that the next step depends on."""
@@ -240,7 +308,7 @@ class Trainer:
             "batch_rng": self.batch_rng.get_state(),
             "streams": self.streams.state_dict() if self.streams else None,
             "carried": state_to(self.carried, "cpu"),
-            "losses": list(self.losses),
+            "losses": self._host_losses(),
             "best": self.best,
             "best_step": self.best_step,
             "last_eval_step": self.last_eval_step,
@@ -293,7 +361,7 @@ class Trainer:
         val_ids, val_chars = self.data.val.ids, self.data.val.predicted_chars
         with autocast(self.amp, self.device):
             val = validation_loss(self.model, val_ids, val_chars, self.device)
-        losses = self.losses
+        losses = self._host_losses()
         per_char = self.data.chars_per_token
         row = {
             "step": self.step,
@@ -345,12 +413,19 @@ class Trainer:
             loss = self.train_step()
             self.train_time += self.clock() - t0
             due = self._clock() - self.last_eval_s >= self.config.eval_every_s
-            loss, self.progress_now, due = self.group.mean(
-                [loss, self._local_progress(), float(due)]
-            )
+            evaluating = self.step % self.config.eval_every == 0 or due
+            if self.read_every == 1:
+                loss, self.progress_now, due = self.group.mean(
+                    [self._read(loss), self._local_progress(), float(due)]
+                )
+                evaluating = self.step % self.config.eval_every == 0 or due > 0
+            else:  # alone: the progress is this process's own, and the loss is read seldom
+                self.progress_now = self._local_progress()
+                if evaluating or self.progress_now >= 1.0 or self.step % self.read_every == 0:
+                    self._read(loss)
             speed = self.tokens / self.train_time if self.train_time else 0.0  # a coarse clock
-            self.callback.on_step(self.step, loss, self.progress_now, speed)
-            if self.step % self.config.eval_every == 0 or due > 0:
+            self.callback.on_step(self.step, self.last_loss, self.progress_now, speed)
+            if evaluating:
                 self.evaluate()
                 if self.config.patience and self.evals_since_best >= self.config.patience:
                     self.callback.on_message(

@@ -32,7 +32,7 @@ from authorgen.config import (
     parse_duration,
 )
 from authorgen.corpus import split_text
-from authorgen.devices import resolve_device
+from authorgen.devices import cpu_has_bf16, resolve_device
 from authorgen.train import train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -70,6 +70,16 @@ def training_flops_per_token(model: dict, params: int, vocab: int) -> float:
     return flops
 
 
+def plain_lstm(device) -> dict:
+    """The baseline's options: the plainest LSTM that uses this machine (issue 19)."""
+    big = device.type != "cpu" or cpu_has_bf16()
+    return dict(
+        model="lstm", layers=2, hidden=512 if big else 256, embedding_dim=128 if big else 64,
+        dropout=0.0, batch_size=32, context=128, batching="windows", lr=2e-3, warmup_steps=0,
+        min_lr_ratio=1.0, weight_decay=0.0, precision="bf16" if big else "fp32",
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", type=Path, default=SHARED / "corpora" / "tinyshakespeare.txt")
@@ -83,6 +93,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--eval-every", type=int, default=2000)
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="the plain LSTM to beat: 2x512 in bf16 where the CPU has it (else 2x256 fp32), "
+        "32 random windows of 128, AdamW at a constant 2e-3, nothing else",
+    )
     # Sizes are chosen as `authorgen train` chooses them unless given, e.g. --hidden 384.
     types = {**ModelConfig().to_dict(), **{f.name: f.default for f in fields(TrainConfig)}}
     for key in OPTIONS:
@@ -98,6 +114,8 @@ def main() -> None:
     split = split_text(text)
     tokenizer = TokenizerConfig(args["tokenizer"], vocab_size=args["vocab_size"])
     device = resolve_device(args["device"])
+    if args["baseline"]:
+        args.update(plain_lstm(device))
     options = TrainOptions(
         **{k: args[k] for k in OPTIONS if args[k] is not None},
         steps=args["steps"],
@@ -139,6 +157,7 @@ def main() -> None:
         "val_bpc": round(result.best_val_bpc, 4),
         "best_step": result.best_step,
         "steps": result.steps,
+        "tokens": result.tokens,
         "tokens_per_s": round(result.tokens_per_s),
         "params": result.params,
         "training_flops_per_token": flops,

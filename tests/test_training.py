@@ -440,19 +440,21 @@ class Poison(Callback):
             self.poisoned = {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_state_before_it(tmp_path):
+@pytest.mark.parametrize("read_every", [1, 7])
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_state_before_it(tmp_path, read_every):
+    """Read at once (CPU), or found on the device and read 3 steps later (as on a GPU)."""
     ref: list = []
     callback = Poison(ref)
     config = TrainConfig(steps=50, context=8, device="cpu")
     text = "some text to learn from. " * 100
-    trainer = build_trainer(
-        _split(text, text[:200]), _model(), config, tmp_path / "run", callback=callback
-    )
+    split = _split(text, text[:200])
+    run = tmp_path / "run"
+    trainer = build_trainer(split, _model(), config, run, callback=callback, read_every=read_every)
     ref.append(trainer)
     with pytest.raises(Diverged, match=r"became (nan|inf|-inf) at step 4.*Lower --lr"):
         trainer.run()
     state = torch.load(tmp_path / "run" / "last" / "state.pt", weights_only=True)
-    assert state["step"] == 3
+    assert state["step"] == 3 and state["tokens"] == 3 * 4 * 8
     saved = _weights(tmp_path / "run")
     for key, value in callback.poisoned.items():  # the failed step changed nothing
         assert torch.equal(saved[key], value), key
@@ -523,3 +525,71 @@ def test_two_processes_with_ddp_train_one_run_like_one_process_with_twice_the_ba
     a, b = _weights(run_dir), _weights(alice_home / "checkpoints" / "one")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=2e-4, rtol=1e-3)
+
+
+# --- the plan from measured speed (issue 19) --------------------------------------------------
+
+# tokens per second of each CPU candidate, as the probe reports them
+FAST_CPU = {
+    "lstm": {"fp32": 60_000.0, "bf16": 90_000.0},
+    "lstm-medium": {"fp32": 40_000.0, "bf16": 70_000.0},
+    "lstm-large": {"fp32": 30_000.0, "bf16": 60_000.0},
+}
+SLOW_CPU = {
+    "lstm": {"fp32": 2_000.0},
+    "lstm-medium": {"fp32": 700.0},
+    "lstm-large": {"fp32": 300.0},
+}
+
+
+def test_the_cpu_plan_follows_the_measured_speed():
+    options = TrainOptions(time_s=300.0)
+    slow = plan.choose(1_000_000, "char", "cpu", options, speeds=SLOW_CPU)
+    fast = plan.choose(1_000_000, "char", "cpu", options, speeds=FAST_CPU)
+    assert slow.model.hidden < fast.model.hidden
+    assert (slow.train.precision, fast.train.precision) == ("fp32", "bf16")
+    assert slow.speeds == SLOW_CPU and any("measured on this machine" in r for r in fast.reasons)
+    assert any(r.startswith("precision bf16: bf16 measured") for r in fast.reasons)
+    # the choice is the candidate whose curve is lowest at the tokens it would read
+    expected = {
+        name: plan.expected_loss(name, speed[plan.fast_precision(speed)] * 300 * plan.TRAIN_SHARE)
+        for name, speed in FAST_CPU.items()
+    }
+    best = min(expected, key=expected.get)
+    assert fast.model.hidden == plan.PRESETS[best]["hidden"]
+    # a longer budget never picks a smaller model
+    hour = plan.choose(1_000_000, "char", "cpu", TrainOptions(time_s=3600.0), speeds=SLOW_CPU)
+    assert hour.model.hidden >= slow.model.hidden
+
+    # given sizes or a step budget: the probe only sets the precision of a measured shape
+    def measured(**options):
+        return plan.choose(1_000_000, "char", "cpu", TrainOptions(**options), speeds=FAST_CPU)
+
+    sized = measured(time_s=300.0, hidden=64)
+    assert sized.model.hidden == 64 and sized.train.precision == "auto"
+    steps = measured(steps=100)
+    assert steps.model.hidden == 256 and steps.train.precision == "bf16"
+    assert measured(steps=9, precision="fp32").train.precision == "fp32"
+
+
+@pytest.mark.parametrize("memory", [60_000_000, 250_000_000, 64 << 30])
+def test_a_plan_never_needs_more_than_half_the_free_memory(memory):
+    chosen = plan.choose(
+        1_000_000, "char", "cpu", TrainOptions(time_s=3600.0), speeds=FAST_CPU, memory=memory
+    )
+    settings = {**chosen.model.to_dict(), **chosen.train.to_dict()}
+    assert plan.training_bytes(settings, 100) <= memory * plan.MEMORY_SHARE
+    if memory == 60_000_000:
+        assert chosen.model.hidden == 256
+        assert any("would not fit in memory" in r for r in chosen.reasons)
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm-medium", "lstm-large", "transformer-small"])
+def test_the_plan_estimates_a_models_size_without_building_it(name):
+    preset = plan.PRESETS[name]
+    config = ModelConfig(
+        vocab_size=100, context=preset["context"],
+        **{k: v for k, v in preset.items() if k in plan.MODEL_FIELDS},
+    )  # fmt: skip
+    params = count_parameters(build_model(config))
+    assert abs(plan.estimated_params(preset, 100) - params) <= 0.02 * params

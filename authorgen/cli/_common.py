@@ -42,6 +42,18 @@ CheckpointsDir = Annotated[
     typer.Option(help="Folder of runs (default: ./checkpoints, or $AUTHORGEN_HOME/checkpoints)."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+Device = Annotated[
+    str, typer.Option(help="auto (CUDA, then an Apple GPU, else the CPU), cpu, cuda or mps.")
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="CPU threads for torch (default: one per core). Give each of two jobs on one "
+        "machine its share: both with every core run slower than one alone.",
+        show_default=False,
+    ),
+]
 Seed = Annotated[
     int | None, typer.Option(min=0, help="Random seed; the same seed gives the same result.")
 ]

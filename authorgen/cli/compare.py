@@ -10,9 +10,11 @@ from authorgen.cli._common import (
     EPILOG,
     CheckpointsDir,
     CorporaDir,
+    Device,
     JsonOut,
     Quiet,
     Seed,
+    Threads,
     _folder,
     _print_json,
     app,
@@ -56,7 +58,8 @@ def compare(
     seed: Seed = None,
     samples: Annotated[int, typer.Option(help="Samples per run to judge (0: none).")] = 5,
     length: Annotated[int, typer.Option(help="Characters per sample.")] = 1000,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
     force: Annotated[bool, typer.Option(help="Replace the runs of an earlier comparison.")] = False,
     json_out: JsonOut = False,
     corpora_dir: CorporaDir = None,
@@ -77,6 +80,9 @@ def compare(
         raise UsageError(f"--samples must be 0 or more (got {samples})")
     from authorgen.cli.console import TrainProgress, describe_comparison, make_console
     from authorgen.compare import budget, compare_models
+    from authorgen.devices import use_threads
+
+    use_threads(threads)
 
     options = budget(steps, parse_duration(time) if time is not None else None, seed, device)
     console = make_console(quiet)

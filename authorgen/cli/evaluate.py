@@ -11,8 +11,10 @@ from authorgen.cli._common import (
     EPILOG,
     CheckpointsDir,
     CorporaDir,
+    Device,
     JsonOut,
     Quiet,
+    Threads,
     _folder,
     _print_json,
     app,
@@ -66,7 +68,8 @@ def evaluate(
         ),
     ] = None,
     json_out: JsonOut = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
     corpora_dir: CorporaDir = None,
     checkpoints_dir: CheckpointsDir = None,
     quiet: Quiet = False,
@@ -85,6 +88,9 @@ def evaluate(
     from authorgen.evaluate import evaluate_run
 
     console = make_console(quiet)
+    from authorgen.devices import use_threads
+
+    use_threads(threads)
     result = evaluate_run(
         _folder(corpora_dir, "corpora"),
         _folder(checkpoints_dir, "checkpoints"),

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from authorgen.cli._common import EPILOG, CheckpointsDir, Quiet, Seed, _folder, app
+from authorgen.cli._common import EPILOG, CheckpointsDir, Device, Quiet, Seed, Threads, _folder, app
 from authorgen.config import SampleConfig
 
 
@@ -126,7 +126,8 @@ def generate(
         typer.Option("--json", help="One JSON object per sample on stdout (see the README)."),
     ] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the continuation.")] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
     checkpoints_dir: CheckpointsDir = None,
     quiet: Quiet = False,
 ) -> None:
@@ -160,9 +161,10 @@ def generate(
 
     from authorgen.checkpoint import load_run, resolve_run
     from authorgen.cli.console import describe_sample
-    from authorgen.devices import resolve_device
+    from authorgen.devices import resolve_device, use_threads
     from authorgen.sample import Generation, sample_seeds
 
+    use_threads(threads)
     dev = resolve_device(device)
     loaded = load_run(resolve_run(run, _folder(checkpoints_dir, "checkpoints")), dev)
     index = loaded.originality_index()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from authorgen.cli._common import EPILOG, CheckpointsDir, Quiet, _folder, app
+from authorgen.cli._common import EPILOG, CheckpointsDir, Device, Quiet, Threads, _folder, app
 
 
 @app.command(epilog=EPILOG)
@@ -33,7 +33,8 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
     max_loaded: Annotated[
         int, typer.Option(min=1, help="Runs kept in memory (least recently used out).")
     ] = 2,
@@ -69,8 +70,11 @@ def serve(
         )
     sock = listen(host, port)
 
+    from authorgen.devices import use_threads
     from authorgen.serve.api import create_app
     from authorgen.serve.engine import Engine
+
+    use_threads(threads)
 
     engine = Engine(folder, named or None, device, max_loaded, max_batch, max_waiting)
     app_ = create_app(engine, token or None)

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from authorgen.cli._common import EPILOG, CheckpointsDir, CorporaDir, Quiet, _folder, app
+from authorgen.cli._common import (
+    EPILOG,
+    CheckpointsDir,
+    CorporaDir,
+    Quiet,
+    Threads,
+    _folder,
+    app,
+)
 from authorgen.config import (
     DEFAULT_VOCAB,
     TokenizerConfig,
@@ -171,11 +179,18 @@ def train(
     ] = TrainConfig.seed,
     device: Annotated[
         str | None,
-        typer.Option(help="auto (CUDA when there is one), cpu or cuda.", show_default=False),
+        typer.Option(
+            help="auto (CUDA, then an Apple GPU, else the CPU), cpu, cuda or mps.",
+            show_default=False,
+        ),
     ] = None,
+    threads: Threads = None,
     precision: Annotated[
         str,
-        typer.Option(help="auto (bf16 autocast on a GPU that has it, else fp32), fp32 or bf16."),
+        typer.Option(
+            help="auto (bf16 autocast on a GPU that has it, and on a CPU where the speed probe "
+            "measures it faster), fp32 or bf16."
+        ),
     ] = TrainConfig.precision,
     compile: Annotated[
         bool, typer.Option(help="torch.compile the model (faster steps on a GPU after a wait).")
@@ -243,7 +258,10 @@ def train(
     )
     tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
     from authorgen.cli.console import TrainProgress, make_console
+    from authorgen.devices import use_threads
     from authorgen.distributed import launched_rank
+
+    use_threads(threads)
 
     console = make_console(quiet or launched_rank() != 0)
     checkpoints, corpora = _folder(checkpoints_dir, "checkpoints"), _folder(corpora_dir, "corpora")

@@ -276,7 +276,9 @@ class TransformerLanguageModel(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.embedding_dim, bias=False)
         head_dim = config.embedding_dim // config.heads
-        inv_freq = 1.0 / (10_000 ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        # computed on the CPU even when the model is built on the meta device to be loaded
+        steps = torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu")
+        inv_freq = 1.0 / (10_000 ** (steps / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
         # GPT-2 initialisation: N(0, 0.02), the projections back into the residual stream
         # scaled by 1/sqrt(2 L) since L blocks add to it twice each

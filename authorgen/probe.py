@@ -1,0 +1,150 @@
+"""How fast this machine trains: the tokens per second of the plan's candidate models, in fp32
+and (where the device computes it) bf16, measured in at most about two seconds and remembered.
+
+`authorgen train` with no size options asks `speeds` before `plan.choose`: the plan then picks
+the model and precision that the measured speed and the budget favour, instead of assuming the
+machine it was tuned on. A measurement is a few real training steps (forward, backward, AdamW)
+of each candidate at its own batch and context, on random tokens; the first step of each warms
+the kernels and is not counted.
+
+The answers are kept in `probe.json` in the cache folder, under a key naming the processor, the
+thread count, the device and the torch version, so a machine is measured once; `--probe` (or a
+new torch) measures again.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from authorgen.config import ModelConfig
+from authorgen.files import atomic_write_json
+from authorgen.models import build_model
+
+BUDGET_S = 2.0  # the whole probe, every candidate and precision together
+PROBE_FILE = "probe.json"
+
+
+def machine_key(device: torch.device, vocab: int) -> str:
+    """What a measurement depends on: processor, threads, device, torch, vocabulary size."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{_cpu_name()} x{torch.get_num_threads()}"
+    return f"{where} | {device.type} | torch {torch.__version__} | vocab {vocab}"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def tokens_per_s(
+    config: ModelConfig,
+    batch: int,
+    context: int,
+    dtype: torch.dtype | None,
+    device: torch.device,
+    budget_s: float,
+) -> float:
+    """Training tokens per second of `config` at `batch` x `context` under autocast to `dtype`
+    (None: fp32): steps are timed until `budget_s` is spent (at least two after a warm-up)."""
+    generator = torch.Generator().manual_seed(0)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, config.vocab_size, (batch, context + 1), generator=generator).to(device)
+    spent, timed, steps = 0.0, 0.0, 0
+    while steps < 3 or (spent < budget_s and steps < 30):
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, _ = model(x[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, config.vocab_size), x[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        took = time.perf_counter() - t0
+        spent += took
+        if steps:  # the first step builds kernels and allocates: not counted
+            timed += took
+        steps += 1
+    return batch * context * (steps - 1) / timed
+
+
+def measure(
+    candidates: dict[str, tuple[ModelConfig, int, int]],
+    device: torch.device,
+    bf16: bool,
+    budget_s: float = BUDGET_S,
+) -> dict[str, dict[str, float]]:
+    """{candidate: {"fp32": tokens/s, "bf16": tokens/s}} for (model, batch, context) candidates,
+    smallest first; bf16 only when `bf16` (the device has it), and left out where its kernels
+    fail. Candidates the budget leaves no time for get 0 tokens/s: a machine too slow to
+    measure them in time is too slow to train them well."""
+    precisions = {"fp32": None, **({"bf16": torch.bfloat16} if bf16 else {})}
+    jobs = [(name, label) for name in candidates for label in precisions]
+    deadline = time.perf_counter() + budget_s
+    speeds: dict[str, dict[str, float]] = {name: {} for name in candidates}
+    for i, (name, label) in enumerate(jobs):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            speeds[name].setdefault("fp32", 0.0)
+            continue
+        config, batch, context = candidates[name]
+        try:
+            speed = tokens_per_s(
+                config, batch, context, precisions[label], device, left / (len(jobs) - i)
+            )
+        except RuntimeError:  # no bf16 kernel for this model here: fp32 only
+            continue
+        speeds[name][label] = round(speed, 1)
+    return speeds
+
+
+def speeds(
+    candidates: dict[str, tuple[ModelConfig, int, int]],
+    device: torch.device,
+    bf16: bool,
+    cache: Path,
+    fresh: bool = False,
+) -> tuple[dict[str, dict[str, float]], bool]:
+    """The candidates' speeds on this machine from `cache`/probe.json, measuring those it lacks
+    (all of them when `fresh`). Returns the speeds and whether any was measured now."""
+    vocab = next(iter(candidates.values()))[0].vocab_size
+    key = machine_key(device, vocab)
+    path = Path(cache) / PROBE_FILE
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    mine = {} if fresh else dict(known.get(key, {}))
+    specs = {name: spec(*candidate) for name, candidate in candidates.items()}
+    missing = {name: c for name, c in candidates.items() if specs[name] not in mine}
+    if missing:
+        measured = measure(missing, device, bf16)
+        mine.update({specs[name]: speed for name, speed in measured.items()})
+        known[key] = mine
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, known)
+        except OSError:
+            pass  # a read-only cache costs a probe next time, nothing more
+    return {name: mine[specs[name]] for name in candidates}, bool(missing)
+
+
+def spec(config: ModelConfig, batch: int, context: int) -> str:
+    """A candidate as remembered: its shape, so a changed candidate is measured again."""
+    sizes = ("model", "layers", "hidden", "embedding_dim", "heads", "mlp_dim")
+    return " ".join(f"{k}={getattr(config, k)}" for k in sizes) + f" batch={batch}x{context}"
