@@ -327,6 +327,7 @@ class Run:
     config: dict
     model: torch.nn.Module
     tokenizer: Tokenizer
+    weights: str = "fp32"  # or int8 (generation on a CPU)
 
     def originality_index(self):
         """The originality index of the corpus (`originality.Index`), or None for a run made
@@ -369,8 +370,15 @@ def read_config(run_dir: Path) -> dict:
     return config
 
 
-def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = False) -> Run:
-    """Read the config, tokenizer and weights of a run (the best weights, or the latest).
+def load_run(
+    run_dir: Path,
+    device: torch.device | str = "cpu",
+    *,
+    last: bool = False,
+    weights: str = "fp32",
+) -> Run:
+    """Read the config, tokenizer and weights of a run (the best weights, or the latest);
+    `weights` "int8" turns a transformer's into int8 ones for generation (`devices`).
 
     Raises:
         DataError: when a file is missing, damaged or does not fit the config.
@@ -391,4 +399,6 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", *, last: bool = 
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise DataError(f"cannot load {weights} ({first_line(exc)}); train the run again") from None
     model.to(device).eval()
-    return Run(run_dir, config, model, tokenizer)
+    if weights == "int8":
+        model.int8_weights()
+    return Run(run_dir, config, model, tokenizer, weights)

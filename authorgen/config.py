@@ -16,6 +16,7 @@ from authorgen.errors import UsageError
 MODELS = ("lstm", "gru", "rnn", "transformer")
 BATCHING = ("stream", "windows")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+GENERATION_PRECISIONS = ("auto", "fp32", "int8")  # the weights generate and serve use
 PRECISIONS = ("auto", "fp32", "bf16")
 TOKENIZERS = ("char", "word", "bpe", "unigram")
 # Default vocabulary sizes. word: 10,000 types cover about 97% of the running words of a novel.

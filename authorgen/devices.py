@@ -7,6 +7,7 @@ import contextlib
 
 import torch
 
+from authorgen.config import GENERATION_PRECISIONS
 from authorgen.errors import UsageError, first_line
 
 
@@ -103,6 +104,30 @@ def check_precision(model, precision: str, device: torch.device) -> torch.dtype 
             f"{model.config.model} in bf16 ({first_line(exc)[:120]}); use --precision fp32"
         ) from None
     return dtype
+
+
+def generation_weights(precision: str, model_kind: str, device: torch.device, cache) -> str:
+    """The weights a run generates with: "int8" for a transformer on a CPU that is faster with
+    them (auto, measured once per machine) or when asked, else "fp32".
+
+    Raises:
+        UsageError: for an unknown precision, or int8 where it cannot be used.
+    """
+    if precision not in GENERATION_PRECISIONS:
+        raise UsageError(
+            f"--precision must be one of {', '.join(GENERATION_PRECISIONS)} (got {precision!r})"
+        )
+    fits = model_kind == "transformer" and device.type == "cpu"
+    if precision == "int8" and not fits:
+        raise UsageError(
+            "--precision int8: int8 weights are for a transformer run on the CPU (this run's "
+            f"model is {model_kind}, on {device.type}); use --precision fp32"
+        )
+    if precision == "auto":
+        from authorgen.probe import int8_is_faster
+
+        return "int8" if fits and int8_is_faster(device, cache) else "fp32"
+    return precision
 
 
 def state_to(state, device: torch.device | str):

@@ -18,7 +18,6 @@ No torch here: the device is passed in by name.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from authorgen.config import DEFAULT_VOCAB, ModelConfig, TrainConfig, TrainOptions

@@ -83,6 +83,13 @@ def tokens_per_s(
     return batch * context * (steps - 1) / timed
 
 
+def _warm_up(device: torch.device) -> None:
+    """A tiny training step first: torch's one-time start-up is not any candidate's speed."""
+    tokens_per_s(
+        ModelConfig(vocab_size=8, layers=1, hidden=8, embedding_dim=8), 1, 4, None, device, 0
+    )
+
+
 def measure(
     candidates: dict[str, tuple[ModelConfig, int, int]],
     device: torch.device,
@@ -95,6 +102,7 @@ def measure(
     measure them in time is too slow to train them well."""
     precisions = {"fp32": None, **({"bf16": torch.bfloat16} if bf16 else {})}
     jobs = [(name, label) for name in candidates for label in precisions]
+    _warm_up(device)
     deadline = time.perf_counter() + budget_s
     speeds: dict[str, dict[str, float]] = {name: {} for name in candidates}
     for i, (name, label) in enumerate(jobs):
@@ -119,6 +127,7 @@ def speeds(
     bf16: bool,
     cache: Path,
     fresh: bool = False,
+    budget_s: float = BUDGET_S,
 ) -> tuple[dict[str, dict[str, float]], bool]:
     """The candidates' speeds on this machine from `cache`/probe.json, measuring those it lacks
     (all of them when `fresh`). Returns the speeds and whether any was measured now."""
@@ -133,7 +142,7 @@ def speeds(
     specs = {name: spec(*candidate) for name, candidate in candidates.items()}
     missing = {name: c for name, c in candidates.items() if specs[name] not in mine}
     if missing:
-        measured = measure(missing, device, bf16)
+        measured = measure(missing, device, bf16, budget_s)
         mine.update({specs[name]: speed for name, speed in measured.items()})
         known[key] = mine
         try:
@@ -148,3 +157,49 @@ def spec(config: ModelConfig, batch: int, context: int) -> str:
     """A candidate as remembered: its shape, so a changed candidate is measured again."""
     sizes = ("model", "layers", "hidden", "embedding_dim", "heads", "mlp_dim")
     return " ".join(f"{k}={getattr(config, k)}" for k in sizes) + f" batch={batch}x{context}"
+
+
+def int8_is_faster(device: torch.device, cache: Path) -> bool:
+    """Whether this machine multiplies a token by int8 weights (PyTorch's weight-only kernel)
+    faster than by fp32 ones, for a layer of a generation-sized transformer; measured once
+    (about 0.1 s) and kept with the training speeds."""
+    if device.type != "cpu" or not hasattr(torch, "_weight_int8pack_mm"):
+        return False
+    key = machine_key(device, 0)
+    path = Path(cache) / PROBE_FILE
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    mine = known.setdefault(key, {})
+    if "generation int8 speed-up" not in mine:
+        mine["generation int8 speed-up"] = round(_int8_speed_up(), 3)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, known)
+        except OSError:
+            pass
+    return mine["generation int8 speed-up"] > 1.2
+
+
+def _int8_speed_up(rows: int = 1536, cols: int = 384, calls: int = 200) -> float:
+    """fp32 time / int8 time of a token through a rows x cols layer (0 where int8 fails)."""
+    weight, x = torch.randn(rows, cols), torch.randn(1, cols)
+    scale = weight.abs().amax(dim=1) / 127
+    packed = torch.round(weight / scale[:, None]).to(torch.int8)
+    ways = {
+        "fp32": lambda: F.linear(x, weight),
+        "int8": lambda: torch._weight_int8pack_mm(x.bfloat16(), packed, scale.bfloat16()),
+    }
+    took = {}
+    try:
+        for name, way in ways.items():
+            for _ in range(10):
+                way()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                way()
+            took[name] = time.perf_counter() - t0
+    except RuntimeError:
+        return 0.0
+    return took["fp32"] / took["int8"]

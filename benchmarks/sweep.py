@@ -55,9 +55,14 @@ def fit(rows: list[dict]) -> dict:
             n = len(xy)
             mx, my = sum(xs) / n, sum(y for _, y in xy) / n
             spread = sum((x - mx) ** 2 for x in xs)
-            a = sum((x - mx) * (y - my) for x, (_, y) in zip(xs, xy)) / spread if spread else 0
+            ys = [y for _, y in xy]
+            a = (
+                sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / spread
+                if spread
+                else 0
+            )
             e = my - a * mx
-            error += sum((e + a * x - y) ** 2 for x, (_, y) in zip(xs, xy))
+            error += sum((e + a * x - y) ** 2 for x, y in zip(xs, ys, strict=True))
             curves[preset] = (round(e, 4), round(a, 4))
         if best is None or error < best[0]:
             best = (error, alpha, curves)

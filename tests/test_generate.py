@@ -560,3 +560,67 @@ def test_a_run_without_an_index_generates_without_reports_and_refuses_max_copy(t
     refused = run_cli("generate", "plain", "--max-copy", "30", home=tmp_path)
     assert refused.returncode == 4 and refused.stdout == ""
     assert "--max-copy needs the run's originality index" in refused.stderr
+
+
+# --- generation speed (issue 19): weights read without a random init first; int8 weights ---
+
+
+def test_a_run_loaded_for_generation_writes_what_its_trained_model_writes(served):
+    """The loading path (no random init, the tensors read assigned) changes no draw."""
+    run = load_run(served / "checkpoints" / "gpt")
+    fresh = build_model(ModelConfig.from_dict(run.config["model"]))
+    fresh.load_state_dict(run.model.state_dict())
+    config = SampleConfig(temperature=0.9, length=400)
+
+    def text(model):
+        return next(s for _, _, s in Generation(model, run.tokenizer, "The", config, [7]) if s).text
+
+    assert text(run.model) == text(fresh)
+
+
+def test_int8_weights_keep_the_models_distribution():
+    torch.manual_seed(0)
+    config = ModelConfig(
+        model="transformer", vocab_size=50, layers=2, heads=2, embedding_dim=64, context=32
+    )
+    model = build_model(config).eval()
+    with torch.no_grad():  # peaked scores, as a trained model's are
+        model.embedding.weight.mul_(40)
+    x = torch.randint(0, 50, (2, 24))
+    with torch.no_grad():
+        exact = torch.log_softmax(model(x)[0], -1)
+        model.int8_weights()
+        assert isinstance(model.blocks[0].mlp.fc, torch.nn.Module)
+        assert model.blocks[0].mlp.fc.weight.dtype == torch.int8
+        approx = torch.log_softmax(model(x)[0], -1)
+        # one query at a time, through the ring cache, as generation reads it
+        _, cache = model.prefill(x[:1, :8])
+        batch = model.join(None, cache, 1)
+        stepped, batch = model(x[:1, 8:9], batch)
+    kl = (exact.exp() * (exact - approx)).sum(-1)
+    assert exact.exp().max(-1).values.mean() > 0.5  # the test is not trivially uniform
+    assert kl.max() < 0.01 and (exact.argmax(-1) == approx.argmax(-1)).float().mean() > 0.9
+    assert torch.allclose(stepped[0, -1], model(x[:1, :9])[0][0, -1], atol=1e-2)
+
+
+def _plant_int8_speed_up(home, factor: float) -> None:
+    """What the machine measured for int8 generation, as the probe keeps it."""
+    from authorgen import probe
+
+    key = probe.machine_key(torch.device("cpu"), 0)
+    path = home / "cache" / probe.PROBE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({key: {"generation int8 speed-up": factor}}))
+
+
+@pytest.mark.parametrize(("factor", "weights"), [(0.5, "fp32"), (2.0, "int8")])
+def test_auto_precision_uses_int8_where_the_machine_measured_it_faster(served, factor, weights):
+    _plant_int8_speed_up(served, factor)
+    args = ("generate", "gpt", "--length", "60", "--seed", "3", "--json", "--device", "cpu")
+    auto = run_cli(*args, home=served)
+    assert auto.returncode == 0, auto.stderr
+    assert json.loads(auto.stdout)["precision"] == weights
+    told = run_cli(*args, "--precision", weights, home=served)
+    assert json.loads(told.stdout)["text"] == json.loads(auto.stdout)["text"]
+    lstm = run_cli("generate", "lstm", "--length", "20", "--json", home=served)
+    assert json.loads(lstm.stdout)["precision"] == "fp32"  # int8 is for transformers

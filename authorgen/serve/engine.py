@@ -101,8 +101,10 @@ class Engine:
         max_loaded: int = 2,
         max_batch: int = 32,
         max_waiting: int = 64,
+        precision: str = "auto",
     ):
         self.checkpoints_dir = Path(checkpoints_dir)
+        self.precision = precision  # of a transformer's weights on the CPU: auto, fp32, int8
         self.named = {path.name: path for path in runs} if runs else None
         self.device_name = device
         self.max_loaded, self.max_batch, self.max_waiting = max_loaded, max_batch, max_waiting
@@ -293,13 +295,19 @@ class Engine:
                 return self.loaded[name]
             with self.wake:
                 del self.loaded[name]
-        from authorgen.checkpoint import load_run
-        from authorgen.devices import resolve_device
+        from authorgen.checkpoint import load_run, read_config
+        from authorgen.devices import generation_weights, resolve_device
+        from authorgen.files import cache_dir
         from authorgen.sample import Decoding
 
         device = resolve_device(self.device_name)
         stamp = _stamp(path)
-        run = load_run(path, device)
+        kind = read_config(path)["model"].get("model", "lstm")
+        int8_fits = kind == "transformer" and device.type == "cpu"
+        weights = generation_weights(
+            self.precision if int8_fits else "fp32", kind, device, cache_dir()
+        )
+        run = load_run(path, device, weights=weights)
         entry = (run, run.originality_index(), Decoding(run.model, device))
         with self.wake:
             self.loaded[name] = entry
