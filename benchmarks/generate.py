@@ -12,9 +12,14 @@
 (c) `authorgen generate RUN --length 200` end to end (a fresh process: start, model load,
     generation), median of 5, for a run trained here for --train-time on Tiny Shakespeare with
     the sizes `authorgen train` picks.
+(d) 200 and 2,000 characters from a 6 x 384 transformer run and a 2 x 256 LSTM run, end to end
+    in fresh processes, and what the command adds to the torch import before its first
+    character; --code measures another checkout (e.g. a worktree of an older commit) on the
+    same runs, for a before and after in one run.
 
     python benchmarks/generate.py                 # all three
     python benchmarks/generate.py --only a --chars 500
+    python benchmarks/generate.py --only d --code ../before     # another checkout, same runs
 
 Prints a human summary on stderr and one JSON object on stdout.
 """
@@ -164,9 +169,86 @@ def generate_end_to_end(train_time: str, env: dict) -> dict:
     }
 
 
+# Run in a fresh process: `authorgen generate ...` with torch imported first, so the time from
+# the end of that import to the first character written is what the command itself adds.
+FIRST_CHARACTER = """
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+first, real = [], sys.stdout
+class Out:
+    def write(self, text):
+        if text and not first:
+            first.append(time.perf_counter())
+        return real.write(text)
+    def flush(self):
+        real.flush()
+sys.stdout = Out()
+from authorgen.cli import app
+sys.argv = ["authorgen", "generate", *sys.argv[1:]]
+try:
+    app()
+except SystemExit as exit:
+    assert not exit.code, exit.code
+t2 = time.perf_counter()
+times = {"torch_s": t1 - t0, "first_s": first[0] - t1, "rest_s": t2 - t1}
+print(json.dumps(times), file=sys.stderr)
+"""
+
+
+def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
+    """(d) Two runs of the shapes that matter (a 6 x 384 transformer and the CPU plan's 2 x 256
+    LSTM; weights after one step, which cost the same to run as trained ones), 200 and 2,000
+    characters each, `repeats` fresh processes each: the median wall time of the command, and
+    what it adds to importing torch before its first character. `code` (a checkout) measures
+    that version of authorgen on the same runs."""
+    exe = [sys.executable, "-m", "authorgen"]
+    shapes = {
+        "transformer 6x384": ["--model", "transformer", "--layers", "6", "--heads", "6",
+                              "--embedding-dim", "384", "--context", "256", "--batch-size", "1"],
+        "lstm 2x256": ["--preset", "lstm"],
+    }  # fmt: skip
+    rows = {}
+    with tempfile.TemporaryDirectory() as home:
+        env = {**env, "AUTHORGEN_HOME": home, "AUTHORGEN_CACHE": str(Path(home) / "cache")}
+        subprocess.run([*exe, "fetch", str(SHAKESPEARE), "--name", "s", "-q"], check=True, env=env)
+        for i, sizes in enumerate(shapes.values()):
+            train = ["train", "s", *sizes, "--steps", "1", "--name", f"r{i}", "-q"]
+            subprocess.run([*exe, *train], check=True, env=env)
+        if code:
+            env["PYTHONPATH"] = str(Path(code).resolve())
+        for i, name in enumerate(shapes):
+            for chars in (200, 2000):
+                args = [f"r{i}", "--length", str(chars), "--seed", "1", "-q", "--prompt", ""]
+                walls, inside = [], []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    done = subprocess.run(
+                        [sys.executable, "-c", FIRST_CHARACTER, *args],
+                        capture_output=True, text=True, env=env,
+                    )  # fmt: skip
+                    walls.append(time.perf_counter() - t0)
+                    if done.returncode:
+                        raise SystemExit(done.stderr)
+                    inside.append(json.loads(done.stderr.strip().splitlines()[-1]))
+                wall = statistics.median(walls)
+                first = statistics.median(r["first_s"] for r in inside)
+                rows[f"{name}, {chars} chars"] = {
+                    "wall_s": round(wall, 3),
+                    "chars_per_s": round(chars / wall, 1),
+                    "first_char_after_torch_s": round(first, 3),
+                    "torch_import_s": round(statistics.median(r["torch_s"] for r in inside), 3),
+                }
+                log(f"(d) {name}, {chars} chars: {rows[f'{name}, {chars} chars']}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["a", "b", "c"], help="run one part")
+    parser.add_argument("--only", choices=["a", "b", "c", "d"], help="run one part")
+    parser.add_argument("--code", help="(d): measure the authorgen of this checkout instead")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes each, for (d)")
     parser.add_argument("--chars", type=int, default=2000, help="characters for (a)")
     parser.add_argument("--threads", type=int, help="torch threads for (a) (default: torch's)")
     parser.add_argument("--train-time", default="60s", help="training budget for (c)")
@@ -181,6 +263,8 @@ def main() -> None:
         result["generate"] = generate_end_to_end(args.train_time, env)
     if args.only in (None, "a"):
         result["kv_cache"] = kv_cache_against_recompute(args.chars, args.threads)
+    if args.only in (None, "d"):
+        result["end_to_end"] = runs_end_to_end(env, args.code, args.repeats)
     print(json.dumps(result))
 
 

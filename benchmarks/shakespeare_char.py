@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--eval-every", type=int, default=2000)
     parser.add_argument(
         "--baseline",
@@ -124,6 +125,7 @@ def main() -> None:
         precision=args["precision"],
         seed=args["seed"],
         eval_every=args["eval_every"],
+        compile=args["compile"] or None,
     )
     chosen = plan.choose(split.train_chars, tokenizer.kind, device.type, options, args["preset"])
     console = make_console()

@@ -24,7 +24,7 @@ from authorgen.models import build_model, count_parameters
 from authorgen.models.transformer import KVCache, rotary
 from authorgen.train import build_trainer, resume, train, train_corpus
 from authorgen.trainer import Callback, Diverged, learning_rate, make_optimizer
-from helpers import default_sigint, run_cli
+from helpers import data_file, default_sigint, run_cli
 
 TINY_LSTM = {
     "model": "lstm", "layers": 2, "hidden": 24, "embedding_dim": 8, "dropout": 0.1,
@@ -593,3 +593,56 @@ def test_the_plan_estimates_a_models_size_without_building_it(name):
     )  # fmt: skip
     params = count_parameters(build_model(config))
     assert abs(plan.estimated_params(preset, 100) - params) <= 0.02 * params
+
+
+def _plant_speeds(cache, speeds: dict) -> None:
+    """The probe's measurements of this machine, as `probe.speeds` keeps them."""
+    from authorgen import probe
+
+    shapes = plan.probe_shapes("char")
+    mine = {
+        probe.spec(ModelConfig(**model), batch, context): speeds[name]
+        for name, (model, batch, context) in shapes.items()
+    }
+    vocab = next(iter(shapes.values()))[0]["vocab_size"]
+    cache.mkdir(parents=True, exist_ok=True)
+    key = probe.machine_key(torch.device("cpu"), vocab)
+    (cache / probe.PROBE_FILE).write_text(json.dumps({key: mine}))
+
+
+@pytest.mark.slow
+def test_the_probes_choice_is_recorded_and_resume_keeps_it(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    names = (  # one whole work is held out: two are left to train on, 290k tokens
+        "pg1342-pride-and-prejudice.txt",
+        "pg98-a-tale-of-two-cities.txt",
+        "pg1400-great-expectations.txt",
+    )
+    books = [data_file(name) for name in names]
+    assert run_cli("fetch", *map(str, books), "--name", "three", home=home).returncode == 0
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUTHORGEN_CACHE", str(cache))
+    # this "machine" trains the large LSTM fast enough for it to win, and fp32 faster than bf16
+    fast_large = {
+        "lstm": {"fp32": 1e5, "bf16": 5e4},
+        "lstm-medium": {"fp32": 1e5, "bf16": 5e4},
+        "lstm-large": {"fp32": 1e7, "bf16": 5e6},
+    }
+    _plant_speeds(cache, fast_large)
+    options = TrainOptions(time_s=8.0, eval_every=1000)
+    corpora, checkpoints = home / "corpora", home / "checkpoints"
+    with pytest.raises(Interrupted):
+        train_corpus(corpora, checkpoints, "three", options, run_name="big", callback=StopAt(3))
+    run_dir = checkpoints / "big"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["hidden"] == plan.PRESETS["lstm-large"]["hidden"]
+    assert config["train"]["precision"] == "fp32" and config["precision"] == "fp32"
+    assert config["data"]["probe"] == fast_large
+    assert any(r.startswith("measured on this machine") for r in config["data"]["plan"])
+    # the machine now measures otherwise; the run goes on as it was planned
+    _plant_speeds(cache, {**fast_large, "lstm-large": {"fp32": 1.0, "bf16": 1e7}})
+    resumed = resume(corpora, checkpoints, "big")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["hidden"] == plan.PRESETS["lstm-large"]["hidden"]
+    assert config["precision"] == "fp32" and config["status"] == "finished"
+    assert resumed.steps > 3 and config["resumed"][0]["step"] == 3
