@@ -393,11 +393,11 @@ def load_run(
     if tokenizer.vocab_size != model_config.vocab_size:
         raise DataError(f"{run_dir}: tokenizer and model disagree on the vocabulary size")
     folder = existing_dir(run_dir / "last") if last else run_dir
-    weights = (folder or run_dir / "last") / WEIGHTS
+    stored = (folder or run_dir / "last") / WEIGHTS
     try:
-        model = build_model(model_config, load_file(str(weights)))
+        model = build_model(model_config, load_file(str(stored)))
     except (OSError, SafetensorError, RuntimeError) as exc:
-        raise DataError(f"cannot load {weights} ({first_line(exc)}); train the run again") from None
+        raise DataError(f"cannot load {stored} ({first_line(exc)}); train the run again") from None
     model.to(device).eval()
     if weights == "int8":
         model.int8_weights()

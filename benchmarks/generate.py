@@ -169,13 +169,11 @@ def generate_end_to_end(train_time: str, env: dict) -> dict:
     }
 
 
-# Run in a fresh process: `authorgen generate ...` with torch imported first, so the time from
-# the end of that import to the first character written is what the command itself adds.
+# `authorgen generate ...` in a fresh process, as the command runs it, saying on stderr when
+# (time.perf_counter: the system's monotonic clock, the same in every process) it wrote its
+# first character.
 FIRST_CHARACTER = """
-import json, sys, time
-t0 = time.perf_counter()
-import torch
-t1 = time.perf_counter()
+import sys, time
 first, real = [], sys.stdout
 class Out:
     def write(self, text):
@@ -185,24 +183,34 @@ class Out:
     def flush(self):
         real.flush()
 sys.stdout = Out()
-from authorgen.cli import app
 sys.argv = ["authorgen", "generate", *sys.argv[1:]]
+from authorgen.cli import main
 try:
-    app()
-except SystemExit as exit:
-    assert not exit.code, exit.code
-t2 = time.perf_counter()
-times = {"torch_s": t1 - t0, "first_s": first[0] - t1, "rest_s": t2 - t1}
-print(json.dumps(times), file=sys.stderr)
+    main()
+finally:
+    print(f"first character at {first[0]!r}", file=sys.stderr)
 """
+
+
+def _imported(setting: str, env: dict, repeats: int = 5) -> float:
+    """Median seconds from starting python to torch imported (not to the process's end: a
+    process that imported torch takes a while more to exit)."""
+    code = f"{setting}import time, torch; print(repr(time.perf_counter()))"
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        times.append(float(done.stdout) - t0)
+    return statistics.median(times)
 
 
 def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
     """(d) Two runs of the shapes that matter (a 6 x 384 transformer and the CPU plan's 2 x 256
     LSTM; weights after one step, which cost the same to run as trained ones), 200 and 2,000
     characters each, `repeats` fresh processes each: the median wall time of the command, and
-    what it adds to importing torch before its first character. `code` (a checkout) measures
-    that version of authorgen on the same runs."""
+    of its first character less that of `python -c "import torch"` (median of 5): what the
+    command adds to importing torch. `code` (a checkout) measures that version of authorgen on
+    the same runs."""
     exe = [sys.executable, "-m", "authorgen"]
     shapes = {
         "transformer 6x384": ["--model", "transformer", "--layers", "6", "--heads", "6",
@@ -210,6 +218,15 @@ def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
         "lstm 2x256": ["--preset", "lstm"],
     }  # fmt: skip
     rows = {}
+    # the floor: python importing torch, with Python's default collector and with the
+    # threshold the command sets before it imports torch (which makes the import faster too)
+    floors = {
+        gc: _imported(setting, env)
+        for gc, setting in (
+            ("default", ""),
+            ("tuned", "import gc; gc.set_threshold(50_000, 10, 10); "),
+        )
+    }
     with tempfile.TemporaryDirectory() as home:
         env = {**env, "AUTHORGEN_HOME": home, "AUTHORGEN_CACHE": str(Path(home) / "cache")}
         subprocess.run([*exe, "fetch", str(SHAKESPEARE), "--name", "s", "-q"], check=True, env=env)
@@ -221,7 +238,7 @@ def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
         for i, name in enumerate(shapes):
             for chars in (200, 2000):
                 args = [f"r{i}", "--length", str(chars), "--seed", "1", "-q", "--prompt", ""]
-                walls, inside = [], []
+                walls, firsts = [], []
                 for _ in range(repeats):
                     t0 = time.perf_counter()
                     done = subprocess.run(
@@ -231,16 +248,20 @@ def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
                     walls.append(time.perf_counter() - t0)
                     if done.returncode:
                         raise SystemExit(done.stderr)
-                    inside.append(json.loads(done.stderr.strip().splitlines()[-1]))
-                wall = statistics.median(walls)
-                first = statistics.median(r["first_s"] for r in inside)
-                rows[f"{name}, {chars} chars"] = {
+                    said = done.stderr.strip().splitlines()[-1]
+                    firsts.append(float(said.rsplit(" ", 1)[1]) - t0)
+                wall, first = statistics.median(walls), statistics.median(firsts)
+                rows[f"{name}, {chars} chars"] = row = {
                     "wall_s": round(wall, 3),
                     "chars_per_s": round(chars / wall, 1),
-                    "first_char_after_torch_s": round(first, 3),
-                    "torch_import_s": round(statistics.median(r["torch_s"] for r in inside), 3),
+                    "first_char_s": round(first, 3),
+                    **{
+                        f"beyond_import_torch_{gc}_gc_s": round(first - t, 3)
+                        for gc, t in floors.items()
+                    },
+                    **{f"import_torch_{gc}_gc_s": round(t, 3) for gc, t in floors.items()},
                 }
-                log(f"(d) {name}, {chars} chars: {rows[f'{name}, {chars} chars']}")
+                log(f"(d) {name}, {chars} chars: {row}")
     return rows
 
 

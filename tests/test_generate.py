@@ -622,5 +622,8 @@ def test_auto_precision_uses_int8_where_the_machine_measured_it_faster(served, f
     assert json.loads(auto.stdout)["precision"] == weights
     told = run_cli(*args, "--precision", weights, home=served)
     assert json.loads(told.stdout)["text"] == json.loads(auto.stdout)["text"]
+    int8 = load_run(served / "checkpoints" / "gpt", weights="int8").model
+    assert int8.blocks[0].mlp.fc.weight.dtype == torch.int8
+    assert int8.blocks[0].attention.qkv.weight.dtype == torch.int8
     lstm = run_cli("generate", "lstm", "--length", "20", "--json", home=served)
     assert json.loads(lstm.stdout)["precision"] == "fp32"  # int8 is for transformers

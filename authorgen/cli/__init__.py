@@ -7,6 +7,7 @@ this package's imports: `authorgen --help` must start fast.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sys
 import traceback
@@ -42,6 +43,17 @@ def main() -> None:
     typer itself prints usage errors (exit 2), maps Ctrl-C to exit 130 and a closed stdout
     pipe to exit 1; everything the library raises is handled here.
     """
+    # Importing torch and a model fills the heap with long-lived objects, and Python's default
+    # collector (every 700 allocations) walks them again and again meanwhile: 0.3 s of a
+    # command's start. A young-generation collection every 50,000 allocations costs nothing.
+    gc.set_threshold(50_000, 10, 10)
+    try:
+        _run()
+    finally:
+        gc.freeze()  # nor is the heap walked once more on the way out (0.5 s after torch)
+
+
+def _run() -> None:
     try:
         app()
     except AuthorgenError as exc:

@@ -6,8 +6,12 @@ nothing animates when stderr is not a terminal; --quiet silences it all but erro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:  # rich.progress takes 0.1 s to import: only training draws a bar
+    from rich.progress import Progress
 
 
 def make_console(quiet: bool = False) -> Console:
@@ -88,6 +92,14 @@ class TrainProgress:
         for line in info.get("warnings") or []:
             self.console.print(f"  warning: {line}")
         if self.console.is_terminal and not self.console.quiet:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
