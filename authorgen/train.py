@@ -155,18 +155,9 @@ def train_corpus(
     split = split_corpus(corpus, holdout)
     device = resolve_device(options.device)
     group = distributed.setup(device.type)
-    chosen = plan.choose(split.train_chars, tokenizer_config.kind, device.type, options, preset)
-    if plan.wants_speeds(chosen, options, device.type, cpu_has_bf16(), preset):
-        speeds = group.shared(lambda: _probe(tokenizer_config, device, callback))
-        chosen = plan.choose(
-            split.train_chars,
-            tokenizer_config.kind,
-            device.type,
-            options,
-            preset,
-            speeds=speeds,
-            memory=free_memory(device),
-        )
+    chosen = choose_sizes(
+        split.train_chars, tokenizer_config, device, options, preset, group, callback
+    )
     kind = tokenizer_config.kind
     run_name = run_name or "-".join(
         [corpus_name, chosen.model.model] + ([kind] if kind != "char" else [])
@@ -198,6 +189,33 @@ def train_corpus(
         if group.main:
             checkpoint.finish_create(run_dir, replaced)
         distributed.teardown()
+
+
+def choose_sizes(
+    train_chars: int,
+    tokenizer: TokenizerConfig,
+    device: torch.device,
+    options: TrainOptions,
+    preset: str | None = None,
+    group: distributed.Group | None = None,
+    callback: Callback | None = None,
+) -> plan.Plan:
+    """`plan.choose`, with this machine's measured speed (`probe`) where it could change the
+    plan; under torchrun rank 0 measures and every process plans from its numbers."""
+    group = group or distributed.Group()
+    chosen = plan.choose(train_chars, tokenizer.kind, device.type, options, preset)
+    if not plan.wants_speeds(chosen, options, device.type, cpu_has_bf16(), preset):
+        return chosen
+    speeds = group.shared(lambda: _probe(tokenizer, device, callback))
+    return plan.choose(
+        train_chars,
+        tokenizer.kind,
+        device.type,
+        options,
+        preset,
+        speeds=speeds,
+        memory=free_memory(device),
+    )
 
 
 def _probe(tokenizer: TokenizerConfig, device: torch.device, callback: Callback | None) -> dict:

@@ -21,7 +21,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from authorgen import plan
 from authorgen.clean import decode, normalize
 from authorgen.cli.console import TrainProgress, make_console
 from authorgen.config import (
@@ -33,7 +32,7 @@ from authorgen.config import (
 )
 from authorgen.corpus import split_text
 from authorgen.devices import cpu_has_bf16, resolve_device
-from authorgen.train import train
+from authorgen.train import choose_sizes, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -127,8 +126,8 @@ def main() -> None:
         eval_every=args["eval_every"],
         compile=args["compile"] or None,
     )
-    chosen = plan.choose(split.train_chars, tokenizer.kind, device.type, options, args["preset"])
     console = make_console()
+    chosen = choose_sizes(split.train_chars, tokenizer, device, options, args["preset"])
     for line in chosen.reasons:
         console.print(f"  plan: {line}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +152,7 @@ def main() -> None:
         "precision": config["precision"],
         "threads": config["threads"],
         "plan": chosen.reasons,
+        "probe": chosen.speeds,
         "tokenizer": tokenizer.to_dict(),
         "tokens_per_char": config["tokenizer"]["tokens_per_char"],
         "val_loss_nats_per_char": round(result.best_val_loss, 4),
