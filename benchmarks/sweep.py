@@ -36,10 +36,10 @@ def run(name: str, budget_s: int) -> dict:
 
 
 def fit(rows: list[dict]) -> dict:
-    """The plan's curves: each preset's best validation loss after D tokens read as
-    E + A (D / 1M)^-alpha, alpha shared by all (the grid value with the least squared error),
-    E and A by least squares for each preset, over its runs in either precision (a token
-    teaches as much in bf16 as in fp32; benchmarks/README.md)."""
+    """The plan's curves: each preset's best validation loss after D million tokens read as
+    E + A D^-alpha, by least squares for E and A at each alpha of a grid, keeping the alpha
+    with the least squared error, over its runs in either precision (a token teaches as much
+    in bf16 as in fp32; benchmarks/README.md)."""
     points: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         if row["run"] != "baseline":
@@ -47,28 +47,24 @@ def fit(rows: list[dict]) -> dict:
             points.setdefault(preset, []).append(
                 (row["tokens"] / 1e6, row["val_loss_nats_per_char"])
             )
-    best = None
-    for alpha in [a / 100 for a in range(5, 201)]:
-        curves, error = {}, 0.0
-        for preset, xy in points.items():
-            xs = [d**-alpha for d, _ in xy]
+    curves, errors = {}, []
+    for preset, xy in points.items():
+        best = None
+        for alpha in [a / 100 for a in range(5, 201)]:
+            xs, ys = [d**-alpha for d, _ in xy], [y for _, y in xy]
             n = len(xy)
-            mx, my = sum(xs) / n, sum(y for _, y in xy) / n
+            mx, my = sum(xs) / n, sum(ys) / n
             spread = sum((x - mx) ** 2 for x in xs)
-            ys = [y for _, y in xy]
-            a = (
-                sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / spread
-                if spread
-                else 0
-            )
+            pairs = list(zip(xs, ys, strict=True))
+            a = sum((x - mx) * (y - my) for x, y in pairs) / spread if spread else 0.0
             e = my - a * mx
-            error += sum((e + a * x - y) ** 2 for x, y in zip(xs, ys, strict=True))
-            curves[preset] = (round(e, 4), round(a, 4))
-        if best is None or error < best[0]:
-            best = (error, alpha, curves)
-    error, alpha, curves = best
-    n = sum(len(xy) for xy in points.values())
-    return {"alpha": alpha, "curves": curves, "rms_error": round(math.sqrt(error / n), 4)}
+            error = [e + a * x - y for x, y in pairs]
+            if best is None or sum(r * r for r in error) < sum(r * r for r in best[3]):
+                best = (round(e, 4), round(a, 4), alpha, error)
+        curves[preset] = best[:3]
+        errors += best[3]
+    rms = math.sqrt(sum(r * r for r in errors) / len(errors))
+    return {"curves": curves, "rms_error": round(rms, 4)}
 
 
 def main() -> None:
