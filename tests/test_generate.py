@@ -590,8 +590,8 @@ def test_int8_weights_keep_the_models_distribution():
     with torch.no_grad():
         exact = torch.log_softmax(model(x)[0], -1)
         model.int8_weights()
-        assert isinstance(model.blocks[0].mlp.fc, torch.nn.Module)
-        assert model.blocks[0].mlp.fc.weight.dtype == torch.int8
+        for layer in (model.blocks[0].mlp.fc, model.blocks[1].attention.qkv):
+            assert layer.weight.dtype == torch.int8
         approx = torch.log_softmax(model(x)[0], -1)
         # one query at a time, through the ring cache, as generation reads it
         _, cache = model.prefill(x[:1, :8])
@@ -622,8 +622,8 @@ def test_auto_precision_uses_int8_where_the_machine_measured_it_faster(served, f
     assert json.loads(auto.stdout)["precision"] == weights
     told = run_cli(*args, "--precision", weights, home=served)
     assert json.loads(told.stdout)["text"] == json.loads(auto.stdout)["text"]
-    int8 = load_run(served / "checkpoints" / "gpt", weights="int8").model
-    assert int8.blocks[0].mlp.fc.weight.dtype == torch.int8
-    assert int8.blocks[0].attention.qkv.weight.dtype == torch.int8
+    # this run is 32 wide: PyTorch's int8 kernel needs multiples of 64, so it keeps fp32 layers
+    kept = load_run(served / "checkpoints" / "gpt", weights="int8").model
+    assert kept.blocks[0].mlp.fc.weight.dtype == torch.float32
     lstm = run_cli("generate", "lstm", "--length", "20", "--json", home=served)
     assert json.loads(lstm.stdout)["precision"] == "fp32"  # int8 is for transformers

@@ -258,6 +258,15 @@ def _one_query_attention(q, k, v, mask):
     return torch.softmax(scores, dim=-1) @ v
 
 
+def _int8_if_exact_enough(linear: nn.Linear) -> nn.Module:
+    """`linear` as an `Int8Linear` where PyTorch's kernel handles its shape (both sizes
+    multiples of 64), else `linear` itself: the kernel reads out of bounds on some small shapes
+    (8 or 24 inputs gave garbage, and a crash)."""
+    if linear.in_features % 64 or linear.out_features % 64:
+        return linear
+    return Int8Linear(linear)
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -367,7 +376,7 @@ class TransformerLanguageModel(nn.Module):
             for parent in (block.attention, block.mlp):
                 for name, child in list(parent.named_children()):
                     if isinstance(child, nn.Linear):
-                        setattr(parent, name, Int8Linear(child))
+                        setattr(parent, name, _int8_if_exact_enough(child))
             block.attention.plain_decode = True
         return self
 
