@@ -133,11 +133,7 @@ def speeds(
     (all of them when `fresh`). Returns the speeds and whether any was measured now."""
     vocab = next(iter(candidates.values()))[0].vocab_size
     key = machine_key(device, vocab)
-    path = Path(cache) / PROBE_FILE
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = _remembered(cache)
     mine = {} if fresh else dict(known.get(key, {}))
     specs = {name: spec(*candidate) for name, candidate in candidates.items()}
     missing = {name: c for name, c in candidates.items() if specs[name] not in mine}
@@ -145,12 +141,25 @@ def speeds(
         measured = measure(missing, device, bf16, budget_s)
         mine.update({specs[name]: speed for name, speed in measured.items()})
         known[key] = mine
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, known)
-        except OSError:
-            pass  # a read-only cache costs a probe next time, nothing more
+        _remember(cache, known)
     return {name: mine[specs[name]] for name in candidates}, bool(missing)
+
+
+def _remembered(cache: Path) -> dict:
+    """Every machine's measurements kept in `cache`/probe.json (none when it is unreadable)."""
+    try:
+        return json.loads((Path(cache) / PROBE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(cache: Path, known: dict) -> None:
+    """Keep the measurements; a read-only cache costs a probe next time, nothing more."""
+    try:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(cache) / PROBE_FILE, known)
+    except OSError:
+        pass
 
 
 def spec(config: ModelConfig, batch: int, context: int) -> str:
@@ -165,20 +174,11 @@ def int8_is_faster(device: torch.device, cache: Path) -> bool:
     (about 0.1 s) and kept with the training speeds."""
     if device.type != "cpu" or not hasattr(torch, "_weight_int8pack_mm"):
         return False
-    key = machine_key(device, 0)
-    path = Path(cache) / PROBE_FILE
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    mine = known.setdefault(key, {})
+    known = _remembered(cache)
+    mine = known.setdefault(machine_key(device, 0), {})
     if "generation int8 speed-up" not in mine:
         mine["generation int8 speed-up"] = round(_int8_speed_up(), 3)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, known)
-        except OSError:
-            pass
+        _remember(cache, known)
     return mine["generation int8 speed-up"] > 1.2
 
 
