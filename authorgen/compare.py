@@ -119,6 +119,7 @@ def compare_models(
             row.update(
                 {
                     "originality": report["originality"],
+                    "invented_words": report["invented_words"],
                     "distinct_2": report["distinct"]["distinct_2"],
                     "style_delta": style["delta"][author] if style and author else None,
                     "style_rank": style["rank"] if style else None,

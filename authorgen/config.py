@@ -323,6 +323,7 @@ class TrainOptions:
 
 
 UNTIL = ("sentence", "paragraph")
+KNOWN_WORDS = False  # --known-words when neither it nor --any-words is given (see the README)
 MAX_UNTIL_EXTRA = 1000  # --until looks this many characters past --length (or --length, if more)
 
 
@@ -345,6 +346,9 @@ class SampleConfig(_Saved):
     until: str | None = None  # after `length` characters, go on to a sentence or paragraph end
     max_copy: int | None = None  # resample whatever would copy more characters from the corpus
     max_tokens: int | None = None  # end a sample after this many tokens (the API's max_tokens)
+    # spell only words of the training text (None: the default, KNOWN_WORDS, for char and
+    # subword runs; a word model writes only its words anyway)
+    known_words: bool | None = None
 
     def __post_init__(self) -> None:
         _finite("temperature", self.temperature, 0.0, 100.0)
@@ -377,6 +381,8 @@ class SampleConfig(_Saved):
             _positive_int("max-copy", self.max_copy)
         if self.max_tokens is not None:
             _positive_int("max-tokens", self.max_tokens)
+        if self.known_words is not None and not isinstance(self.known_words, bool):
+            raise UsageError(f"known_words must be true or false (got {self.known_words!r})")
 
     @property
     def limit(self) -> int:

@@ -287,9 +287,14 @@ class Split:
         return cls([train], [val], description, digest, len(train), [TRAIN_LABEL, VAL_LABEL])
 
     def sources(self) -> list[tuple[dict, str | TextSlice]]:
-        """Every part of the text with its label, training parts first."""
+        """Every part of the text with its label, training parts first; held-out parts' labels
+        have `heldout: true`."""
         parts = self.train + self.val
         labels = self.labels or [TRAIN_LABEL] * len(self.train) + [VAL_LABEL] * len(self.val)
+        labels = [
+            {**label, "heldout": True} if i >= len(self.train) else label
+            for i, label in enumerate(labels)
+        ]
         return list(zip(labels, parts, strict=True))
 
 

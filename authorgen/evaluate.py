@@ -1,6 +1,7 @@
 """Judging a run, as `authorgen eval` does: its loss in nats and bits per character on held-out
-text (`losses`), and what its samples are like: how much they copy from the corpus, how varied
-they are (distinct-n) and how close their style is to the author's (`style`).
+text (`losses`), and what its samples are like: how much they copy from the corpus, how many
+of their words the training text does not have (`words`), how varied they are (distinct-n) and
+how close their style is to the author's (`style`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from authorgen.files import cache_dir
 from authorgen.losses import bits, total_nll
 from authorgen.sample import Generation
 from authorgen.style import compare, words_of
+from authorgen.words import invented_in, pooled
 
 STYLE_CHARS = 300_000  # characters of each corpus a style comparison reads
 
@@ -109,16 +111,23 @@ def style_candidates(run_config: dict, corpora_dir) -> tuple[dict[str, str], str
     return candidates, author
 
 
-def sample_report(run, config, seeds, device, candidates: dict, author: str | None) -> dict:
-    """Generate samples and describe them: originality, distinct-n, style."""
+def heldout_invented(run, split) -> dict | None:
+    """The share of the held-out text's words that the training text does not have: what real
+    pages of the author score (None for a run without an index)."""
     index = run.originality_index()
-    samples = [
-        s for _, _, s in Generation(run.model, run.tokenizer, "", config, seeds, device, index) if s
-    ]
+    return invented_in(read_chunks(split.val), index.vocabulary().words) if index else None
+
+
+def sample_report(run, config, seeds, device, candidates: dict, author: str | None) -> dict:
+    """Generate samples and describe them: originality, invented words, distinct-n, style."""
+    index = run.originality_index()
+    generation = Generation(run.model, run.tokenizer, "", config, seeds, device, index)
+    samples = [s for _, _, s in generation if s]
     texts = [s.text for s in samples]
     reports = [s.originality for s in samples if s.originality]
-    originality = None
+    originality = words = None
     if reports:
+        words = pooled(reports)
         shares = [r["novel_8gram_share"] for r in reports if r["novel_8gram_share"] is not None]
         originality = {
             "longest_copy_chars": max(r["longest_copy_chars"] for r in reports),
@@ -130,10 +139,12 @@ def sample_report(run, config, seeds, device, candidates: dict, author: str | No
     style = compare("\n\n".join(texts), candidates, author) if candidates else None
     return {
         "temperature": config.temperature,
+        "known_words": generation.jobs[0].known_words,
         "samples": len(samples),
         "sample_chars": config.length,
         "seed": seeds[0],
         "originality": originality,
+        "invented_words": words["invented_words"] if words else None,
         "distinct": {f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)},
         "style": style,
         "texts": texts,
@@ -150,6 +161,7 @@ class EvalResult:
     samples: int  # per temperature
     temperatures: list[float]
     reports: list[dict] = field(default_factory=list)  # sample_report's, without the texts
+    heldout_invented: dict | None = None  # heldout_invented's
 
     def to_dict(self) -> dict:
         """The JSON `eval --json` prints: the loss, the first temperature's report at the top
@@ -160,6 +172,9 @@ class EvalResult:
             "corpus": self.corpus,
             **self.loss,
             "originality": first.get("originality"),
+            "invented_words": first.get("invented_words"),
+            "heldout_invented_words": (self.heldout_invented or {}).get("invented_words"),
+            "known_words": first.get("known_words"),
             "distinct": first.get("distinct"),
             "style": first.get("style"),
             "samples": self.samples,
@@ -182,10 +197,11 @@ def evaluate_run(
     temperatures: Sequence[float] = (0.8,),
     seed: int = 0,
     device: str = "auto",
+    known_words: bool | None = None,
 ) -> EvalResult:
     """Measure run `run_ref` (a name or a folder) on held-out text (`heldout_split`: `text`,
     `corpus`, or its own), then judge `samples` samples of `length` characters at each
-    temperature, seeded from `seed`.
+    temperature, seeded from `seed` (with `known_words` as `generate` takes it).
 
     Raises:
         UsageError: for a bad number of samples or temperature.
@@ -196,7 +212,10 @@ def evaluate_run(
 
     if samples < 0:
         raise UsageError(f"--samples must be 0 or more (got {samples})")
-    configs = [SampleConfig(temperature=t, length=length, n=max(samples, 1)) for t in temperatures]
+    configs = [
+        SampleConfig(temperature=t, length=length, n=max(samples, 1), known_words=known_words)
+        for t in temperatures
+    ]
     dev = resolve_device(device)
     run = load_run(resolve_run(run_ref, checkpoints_dir), dev)
     split = heldout_split(run.config, corpora_dir, text, corpus)
@@ -206,6 +225,7 @@ def evaluate_run(
         loss=heldout_loss(run, split, dev),
         samples=samples,
         temperatures=list(temperatures),
+        heldout_invented=heldout_invented(run, split),
     )
     if samples:
         candidates, author = style_candidates(run.config, corpora_dir)

@@ -5,8 +5,11 @@ order, built by libdivsufsort through pydivsufsort), kept in the run's `index/` 
 
     text.bin       the works' cleaned text, joined by a NUL byte, so that no match spans two works
     suffixes.npy   int32 (int64 past 2 GiB) suffix array, read memory-mapped
-    works.json     [{id, title, start, stop, offset}]: each part's bytes in text.bin; offset is
-                   where the part begins in its work, in characters
+    works.json     [{id, title, start, stop, offset[, heldout]}]: each part's bytes in text.bin;
+                   offset is where the part begins in its work, in characters; heldout marks the
+                   text held out for validation
+    words.txt      the words of the training parts (see `words.py`), written on first use for
+                   an index made before it was
 
 A string occurs in the corpus when a binary search over the sorted suffixes finds a suffix that
 begins with it: about 2 log2(bytes) comparisons, some microseconds each. From that:
@@ -15,6 +18,7 @@ begins with it: about 2 log2(bytes) comparisons, some microseconds each. From th
   with matching statistics: walking through the text, keep the longest suffix of what was read
   that occurs; on a new character, extend it, and drop characters from its front until it occurs
   again. Each character costs about two lookups.
+- `invented_words`: the share of the text's words that the training parts never use.
 - `novel_8gram_share`: of the text's runs of 8 consecutive words (`\\w+`, with whatever stands
   between them), the share that occurs nowhere in the corpus as whole words.
 
@@ -25,11 +29,12 @@ megabyte on one core.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import mmap
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,15 @@ import numpy as np
 from authorgen.corpus import TextSlice, read_chunks
 from authorgen.errors import DataError
 from authorgen.files import atomic_write_json, staged_dir
+from authorgen.words import (
+    WORDS,
+    KnownWords,
+    Vocabulary,
+    invented,
+    read_words,
+    words_in,
+    write_words,
+)
 
 TEXT = "text.bin"
 SUFFIXES = "suffixes.npy"
@@ -52,12 +66,15 @@ def build_index(dest: Path, sources: Iterable[tuple[dict, str | TextSlice]]) -> 
     folder `dest`, written whole or not at all."""
     from pydivsufsort import divsufsort  # C code; imported only when building
 
-    works, pieces, at = [], [], 0
+    works, pieces, at, known = [], [], 0, set()
     for i, (label, part) in enumerate(sources):
         if i:
             pieces.append(SEPARATOR)
             at += 1
-        data = "".join(read_chunks([part])).replace("\x00", " ").encode("utf-8")
+        chars = "".join(read_chunks([part])).replace("\x00", " ")
+        if not label.get("heldout"):
+            known.update(words_in([chars]))
+        data = chars.encode("utf-8")
         pieces.append(data)
         works.append(
             {**label, "offset": label.get("offset", 0), "start": at, "stop": at + len(data)}
@@ -71,6 +88,7 @@ def build_index(dest: Path, sources: Iterable[tuple[dict, str | TextSlice]]) -> 
             f.write(text.tobytes())
         np.save(staged / SUFFIXES, suffixes)
         atomic_write_json(staged / WORKS, works)
+        write_words(staged / WORDS, known)
 
 
 class Index:
@@ -94,6 +112,44 @@ class Index:
                 "to generate without originality reports"
             )
         self._starts = [w["start"] for w in self.works]
+        self.folder = folder
+        self._vocabulary: Vocabulary | None = None
+        self._known_words: tuple[object, KnownWords] | None = None
+
+    def vocabulary(self) -> Vocabulary:
+        """The words of the training parts, read from `words.txt` (made and kept there, where
+        the folder may be written, for an index from before it was)."""
+        if self._vocabulary is None:
+            try:
+                words = read_words(self.folder / WORDS)
+            except FileNotFoundError:
+                words = frozenset(self._training_words())
+                with contextlib.suppress(OSError):  # a read-only run: made again next time
+                    write_words(self.folder / WORDS, words)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DataError(
+                    f"the word list {self.folder / WORDS} cannot be read ({exc}); delete it and "
+                    "it is made again"
+                ) from None
+            self._vocabulary = Vocabulary(words)
+        return self._vocabulary
+
+    def _training_words(self) -> Iterator[str]:
+        """The words of every part but the held-out ones (for an index that does not mark
+        them: the last part, as training always put the held-out text last)."""
+        marked = any("heldout" in w for w in self.works)
+        for i, work in enumerate(self.works):
+            heldout = work.get("heldout") if marked else i == len(self.works) - 1 and i > 0
+            if not heldout:
+                chunk = self.text[work["start"] : work["stop"]]
+                yield from words_in([bytes(chunk).decode("utf-8", errors="replace")])
+
+    def known_words(self, tokenizer) -> KnownWords:
+        """The `--known-words` rule for `tokenizer` over this index's words (kept for the last
+        tokenizer asked, with what it has learnt of each state)."""
+        if self._known_words is None or self._known_words[0] is not tokenizer:
+            self._known_words = (tokenizer, KnownWords(self.vocabulary(), tokenizer))
+        return self._known_words[1]
 
     def _lower(self, pattern: bytes, upper: bool = False) -> int:
         """The first suffix (in sorted order) whose first len(pattern) bytes are >= pattern
@@ -168,9 +224,11 @@ class Index:
                 return True
         return False
 
-    def report(self, text: str) -> dict:
+    def report(self, text: str, before: str = "", cut: bool = False) -> dict:
         """How original `text` is: {longest_copy_chars, copy: {start, stop, text, work, title,
-        offset, occurrences} or None, novel_8gram_share (None under 8 words), ngrams}."""
+        offset, occurrences} or None, novel_8gram_share (None under 8 words), ngrams,
+        invented_words, words, invented_examples} (the last three: `words.invented`'s, with
+        `before` and `cut`)."""
         best_len, best_end, suffix = 0, 0, ""
         for i, ch in enumerate(text):
             suffix = self.grow(suffix, ch)
@@ -189,6 +247,7 @@ class Index:
             "copy": copy,
             "novel_8gram_share": round(novel / len(grams), 4) if grams else None,
             "ngrams": len(grams),
+            **invented(text, self.vocabulary().words, before, cut),
         }
 
 

@@ -2,9 +2,11 @@
 
 Each step, the scores of the samples still being written go through the samplers of
 `authorgen.samplers` in their stated order (bans, repetition penalty, no-repeat n-grams,
-temperature, top-k, top-p) and one token is drawn per sample. With `--max-copy` a drawn token
-that would make a stretch of more than N characters copied from the corpus is banned and the
-draw repeated (the same chain, one more ban). A `StopPolicy` decides where each sample ends.
+temperature, top-k, top-p) and one token is drawn per sample. With `--known-words` the bans
+include every token that would spell a word the training text does not have (`words.py`). With
+`--max-copy` a drawn token that would make a stretch of more than N characters copied from the
+corpus is banned and the draw repeated (the same chain, one more ban). A `StopPolicy` decides
+where each sample ends.
 
 A `Job` is one prompt's samples and what each step's scores make of them; a `Decoding` writes
 the samples of many jobs as one batch on the model, which jobs join and leave at token
@@ -27,13 +29,15 @@ from dataclasses import dataclass
 import torch
 
 from authorgen.clean import normalize
-from authorgen.config import SampleConfig
+from authorgen.config import KNOWN_WORDS, SampleConfig
 from authorgen.errors import DataError
 from authorgen.originality import CopyGuard, Index
 from authorgen.samplers import NEG_INF, Sampler, ban
 from authorgen.tokenizer.base import Decoder
+from authorgen.words import Follower
 
 BATCH = 32  # samples written together at most
+CUT_SHORT = ("length", "max_copy", "known_words")  # ends that may fall inside a word
 MAX_TRIES = 64  # draws per step under --max-copy before the sample ends there
 
 
@@ -150,8 +154,9 @@ class Sample:
     seed: int
     tokens: int
     elapsed_s: float
-    stopped: str  # length | stop | sentence | paragraph | max_copy
+    stopped: str  # length | stop | sentence | paragraph | max_copy | known_words
     originality: dict | None = None
+    known_words: bool = False  # written under --known-words
 
     @property
     def chars(self) -> int:
@@ -169,6 +174,7 @@ class Sample:
             "repetition_penalty": config.repetition_penalty,
             "no_repeat_ngram": config.no_repeat_ngram,
             "max_copy": config.max_copy,
+            "known_words": self.known_words,
             "chars": self.chars,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed_s,
@@ -196,6 +202,8 @@ class SampleState:
     history: list[int]  # token ids, the prompt's first
     stop: StopPolicy
     guard: CopyGuard | None = None  # --max-copy
+    words: Follower | None = None  # --known-words
+    dead_end: bool = False  # --known-words left no token to take
     tokens: int = 0  # generated so far
     sample: Sample | None = None  # once finished
 
@@ -208,7 +216,8 @@ class Job:
     scores make of them. `Decoding` feeds it; it knows nothing of the model.
 
     `index` adds originality reports (unless `report` is False: the caller makes them) and is
-    required for `config.max_copy`.
+    required for `config.max_copy` and `config.known_words`. `known_words` says whether the
+    rule is on: as asked, else `KNOWN_WORDS`, for a char or subword run with an index.
     """
 
     def __init__(
@@ -230,6 +239,19 @@ class Job:
         if not self.ids:
             raise DataError("the prompt is empty after encoding; give some text")
         self.tokenizer, self.config, self.index = tokenizer, config, index
+        asked = config.known_words
+        if asked and index is None and tokenizer.kind != "word":
+            raise DataError(
+                "--known-words needs the run's originality index, which this run does not have "
+                "(trained with --no-index, or before runs kept one); train it again to get one, "
+                "or add --any-words"
+            )
+        self.known_words = (
+            (KNOWN_WORDS if asked is None else asked)
+            and index is not None
+            and tokenizer.kind != "word"
+        )
+        self.rule = index.known_words(tokenizer) if self.known_words else None
         self.report = report and index is not None
         self.special = torch.tensor(tokenizer.special_ids, dtype=torch.long)
         self.sampler = Sampler(config)  # one per job: NoRepeatNgram remembers its samples
@@ -241,6 +263,10 @@ class Job:
 
     def _new_state(self, seed: int) -> SampleState:
         cfg = self.config
+        words = None
+        if self.rule is not None:
+            words = self.rule.follow()
+            words.read(self.prompt)
         return SampleState(
             seed=seed,
             generator=torch.Generator().manual_seed(seed),
@@ -248,6 +274,7 @@ class Job:
             history=list(self.ids),
             stop=StopPolicy(cfg),
             guard=CopyGuard(self.index, cfg.max_copy) if cfg.max_copy is not None else None,
+            words=words,
         )
 
     @property
@@ -278,11 +305,14 @@ class Job:
             if token is not None:
                 state.tokens += 1
                 state.history.append(token)
+                if state.words is not None:
+                    state.words.accept(token, piece)
                 text = state.stop.feed(piece)
                 if not state.stop.done and state.tokens >= self.max_tokens:
                     text += state.stop.close("length")
             else:
-                text = state.stop.feed(state.decoder.flush()) + state.stop.close("max_copy")
+                reason = "known_words" if state.dead_end else "max_copy"
+                text = state.stop.feed(state.decoder.flush()) + state.stop.close(reason)
             if text:
                 events.append((i, text, None))
             if state.stop.done:
@@ -293,14 +323,22 @@ class Job:
     def _penalized(self, scores: torch.Tensor, samples: Sequence[int]) -> torch.Tensor:
         """Steps 1-3 on `scores`, a row per sample of `samples` and this step's own copy (the
         bans are written into it in place): the bans, then the samplers that look at what each
-        sample wrote."""
+        sample wrote. A sample that --known-words leaves no token is marked to end (its row
+        keeps one token, so that the draw can go on for the others)."""
         if len(self.special):
             scores.index_fill_(1, self.special.to(scores.device), NEG_INF)
         for row, i in enumerate(samples):
             state = self.states[i]
-            banned = state.decoder.banned() if state.sample is None else []
+            if state.sample is not None:
+                continue
+            banned = state.decoder.banned()
             if banned:
                 scores[row, torch.as_tensor(banned, device=scores.device)] = NEG_INF
+            if state.words is not None:
+                scores[row].masked_fill_(state.words.banned(state.decoder, scores.device), NEG_INF)
+                if not torch.isfinite(scores[row]).any():
+                    state.dead_end = True
+                    scores[row, 0] = 0.0
         if not self.sampler.penalties:
             return scores
         return self.sampler.penalize(scores, [self.states[i].history for i in samples])
@@ -309,7 +347,9 @@ class Job:
         self, state: SampleState, token: int, scores: torch.Tensor
     ) -> tuple[int | None, str]:
         """The drawn token and its text, or under --max-copy the first redraw that copies no
-        more than allowed (None when none does)."""
+        more than allowed (None when none does, or when --known-words left none)."""
+        if state.dead_end:
+            return None, ""
         if state.guard is None:
             return token, state.decoder.push(token)
         for _ in range(MAX_TRIES):
@@ -335,8 +375,14 @@ class Job:
             tokens=state.tokens,
             elapsed_s=round(time.monotonic() - self.start, 3),
             stopped=stop.reason,
-            originality=self.index.report(text) if self.report else None,
+            originality=self.originality(text, stop.reason) if self.report else None,
+            known_words=self.known_words,
         )
+
+    def originality(self, text: str, stopped: str) -> dict:
+        """The index's report on a sample of this job (its words judged after the prompt; one
+        that ran into the end of a sample cut short is not judged)."""
+        return self.index.report(text, self.prompt, stopped in CUT_SHORT)
 
 
 class Decoding:

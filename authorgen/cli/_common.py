@@ -54,6 +54,16 @@ Threads = Annotated[
         show_default=False,
     ),
 ]
+KnownWords = Annotated[
+    bool | None,
+    typer.Option(
+        "--known-words/--any-words",
+        help="--known-words: a character or subword model spells only words of its training "
+        "text (case aside); --any-words: any word it makes up. Default: the rule in the "
+        "README. A word model writes only its words anyway.",
+        show_default=False,
+    ),
+]
 Seed = Annotated[
     int | None, typer.Option(min=0, help="Random seed; the same seed gives the same result.")
 ]

@@ -209,7 +209,13 @@ ENDINGS = {
     "sentence": "at the end of a sentence",
     "paragraph": "at the end of a paragraph",
     "max_copy": "early: every token would have copied more than --max-copy allows",
+    "known_words": "early: no token could go on with a word the training text has "
+    "(--any-words lifts the rule)",
 }
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def describe_sample(console: Console, i: int, config, sample) -> None:
@@ -233,6 +239,12 @@ def describe_sample(console: Console, i: int, config, sample) -> None:
         share = report["novel_8gram_share"]
         if share is not None:
             line += f"; {share:.0%} of {report['ngrams']} word 8-grams are new"
+        if report.get("words"):
+            shown = ", ".join(report["invented_examples"])
+            line += (
+                f"; {report['invented']} of {report['words']} words not in the training text"
+                + (f" ({shown})" if shown else "")
+            )
     console.print(line)
 
 
@@ -270,6 +282,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
                     f"{orig['novel_8gram_share']:.0%}"
                     if orig.get("novel_8gram_share") is not None
                     else "-",
+                    _share(r.get("invented_words")),
                     f"{distinct['distinct_2']:.3f}" if distinct["distinct_2"] is not None else "-",
                 ]
             )
@@ -279,6 +292,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
             "rank",
             "longest copy",
             "new 8-grams",
+            "invented words",
             "distinct-2",
         ]
         print_table(console, columns, rows, right=tuple(columns))
@@ -289,13 +303,21 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
         f"{_originality_text(result['originality'])}; distinct-1 {distinct['distinct_1']}, "
         f"distinct-2 {distinct['distinct_2']}"
     )
+    if result.get("invented_words") is not None:
+        rule = " (--known-words)" if result.get("known_words") else ""
+        console.print(
+            f"invented words: {_share(result['invented_words'])} of the samples' words are not "
+            f"in the training text{rule}; {_share(result.get('heldout_invented_words'))} of the "
+            "held-out text's"
+        )
     style = result["style"]
     console.print(f"style: {style['summary']}" if style else "style: the run's corpus is not here")
 
 
 def describe_comparison(console: Console, rows: list[dict], chart) -> None:
     """The leaderboard of `authorgen compare`, best validation bpc first."""
-    columns = ["#", "model", "tokenizer", "val bpc", "params", "tokens/s", "time", "copy", "Delta"]
+    columns = ["#", "model", "tokenizer", "val bpc", "params", "tokens/s", "time", "copy"]
+    columns += ["invented", "Delta"]
     table = []
     for i, r in enumerate(rows, 1):
         orig = r.get("originality") or {}
@@ -305,15 +327,19 @@ def describe_comparison(console: Console, rows: list[dict], chart) -> None:
             [
                 str(i), r["model"], r["tokenizer"], f"{r['val_bpc']:.4f}", f"{r['params']:,}",
                 f"{r['tokens_per_s']:,.0f}", _duration(r["time_s"]),
-                str(orig.get("longest_copy_chars", "-")),
+                str(orig.get("longest_copy_chars", "-")), _share(r.get("invented_words")),
                 f"{delta:.2f} (rank {rank})" if delta is not None else "-",
             ]
         )  # fmt: skip
     print_table(
-        console, columns, table, right=("#", "val bpc", "params", "tokens/s", "time", "copy")
+        console,
+        columns,
+        table,
+        right=("#", "val bpc", "params", "tokens/s", "time", "copy", "invented"),
     )
     console.print(
-        "copy: the longest stretch of the samples found verbatim in the corpus; Delta: Burrows' "
-        "Delta of the samples' style to the author (lower is closer; rank among the corpora here)"
+        "copy: the longest stretch of the samples found verbatim in the corpus; invented: the "
+        "share of their words not in the training text; Delta: Burrows' Delta of the samples' "
+        "style to the author (lower is closer; rank among the corpora here)"
     )
     console.print(f"chart: {chart}")

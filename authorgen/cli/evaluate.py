@@ -13,6 +13,7 @@ from authorgen.cli._common import (
     CorporaDir,
     Device,
     JsonOut,
+    KnownWords,
     Quiet,
     Threads,
     _folder,
@@ -67,6 +68,7 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    known_words: KnownWords = None,
     json_out: JsonOut = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -74,8 +76,8 @@ def evaluate(
     checkpoints_dir: CheckpointsDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Measure a run: bits per character on held-out text, and the originality, variety
-    (distinct-n) and style of samples it writes.
+    """Measure a run: bits per character on held-out text, and the originality, invented
+    words, variety (distinct-n) and style of samples it writes.
 
     The style score is Burrows' Delta of the samples against the run's author (its held-out
     text) and against every other corpus present; lower is closer (see the README).
@@ -102,6 +104,7 @@ def evaluate(
         temperatures=temperatures,
         seed=seed,
         device=device,
+        known_words=known_words,
     )
     if json_out:
         _print_json(result.to_dict())

@@ -11,7 +11,17 @@ from typing import Annotated
 
 import typer
 
-from authorgen.cli._common import EPILOG, CheckpointsDir, Device, Quiet, Seed, Threads, _folder, app
+from authorgen.cli._common import (
+    EPILOG,
+    CheckpointsDir,
+    Device,
+    KnownWords,
+    Quiet,
+    Seed,
+    Threads,
+    _folder,
+    app,
+)
 from authorgen.config import SampleConfig
 
 
@@ -121,6 +131,7 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    known_words: KnownWords = None,
     json_out: Annotated[
         bool,
         typer.Option("--json", help="One JSON object per sample on stdout (see the README)."),
@@ -163,6 +174,7 @@ def generate(
         stop=tuple(_unescape(s) for s in stop or ()),
         until=until,
         max_copy=max_copy,
+        known_words=known_words,
     )
     text = normalize(_read_prompt(prompt))  # echoed as the model reads it: NFC, LF
     console = make_console(quiet)

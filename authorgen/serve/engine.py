@@ -350,7 +350,7 @@ class Engine:
             if samples or ended:
                 ticket.send(texts)  # before the samples' ends, which follow their reports
                 for item in samples:
-                    self.reporter.submit(_report, ticket, index, item)
+                    self.reporter.submit(_report, ticket, item)
                 if ended:
                     self.reporter.submit(_hand, ticket, [("end",)])
             else:
@@ -371,10 +371,10 @@ def _stamp(path: Path) -> tuple:
     return tuple(stamp)
 
 
-def _report(ticket: Ticket, index, item: tuple) -> None:
+def _report(ticket: Ticket, item: tuple) -> None:
     """On the reporter thread: a finished sample's originality report, then the sample."""
     sample = item[2]
-    sample.originality = index.report(sample.text)
+    sample.originality = ticket.job.originality(sample.text, sample.stopped)
     _hand(ticket, [item])
 
 

@@ -1,0 +1,279 @@
+"""Known words: the words of a run's training text, how many of a text's words are not among
+them (`invented_words`), and the `--known-words` rule that lets a character or subword model
+spell only those.
+
+A word is a run of letters of any script with inner apostrophes ("don't", "aujourd'hui",
+"źdźbło"), compared case-folded with ’ read as '. Digits, underscores and every other character
+stand between words. The run's words are kept, one per line and sorted, in `words.txt` beside
+its originality index (see `originality.py`); the text held out for validation is not in them.
+
+The rule (`KnownWords`) follows each sample through a small state: the word being written so
+far (None once it can no longer become a known word) and whether a word may end here. A letter
+is allowed when the word so far with it is still the beginning of a known word; anything else
+that ends a word (space, punctuation, a digit, a new line) is allowed where a known word ends,
+and anywhere outside a word. An apostrophe after letters may be inside a word (allowed when the
+word can go on with it) or end it (then the word before it must be known). A token is allowed
+when every character of its text is, in turn; so a subword piece like "ing the" is checked
+letter by letter across the word it ends and the one it begins. Which tokens each state allows
+is found once per state, by walking the tokens' texts as a trie beside the known prefixes, and
+kept: a sample then costs a dictionary lookup and a masked fill per token.
+
+Byte pieces (subword models write rare characters as UTF-8 bytes) are checked when their
+character is complete: the byte that would finish a character is allowed only if that
+character is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+from authorgen.files import atomic_write_text
+
+WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+LETTER = re.compile(r"[^\W\d_]")
+APOSTROPHES = "'’"
+WORDS = "words.txt"  # beside the originality index
+MASKS_CACHED = 1 << 26  # bytes of token masks kept per run (one byte per token per state)
+
+State = tuple[str | None, bool]  # (the word so far, folded, or None; may a word end here)
+ROOT: State = ("", True)  # outside a word
+OPEN: State = (None, True)  # after a word that can go on no further: it may only end
+
+
+def fold(word: str) -> str:
+    """How words are compared: case-folded, ’ as '."""
+    return word.casefold().replace("’", "'")
+
+
+def words_in(chunks: Iterable[str]) -> Iterator[str]:
+    """The words of a text given in chunks, folded; a word cut by a chunk's end is kept whole."""
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        carry = ""
+        last = None
+        for match in WORD_RE.finditer(text):
+            if last is not None:
+                yield fold(last.group())
+            last = match
+        if last is not None:
+            rest = text[last.end() :]
+            if rest in ("", *APOSTROPHES):  # the word may go on in the next chunk
+                carry = text[last.start() :]
+            else:
+                yield fold(last.group())
+    if carry:
+        yield from (fold(m.group()) for m in WORD_RE.finditer(carry))
+
+
+def write_words(path: Path, words: Iterable[str]) -> None:
+    atomic_write_text(path, "\n".join(sorted(set(words))))
+
+
+def read_words(path: Path) -> frozenset[str]:
+    text = Path(path).read_text(encoding="utf-8")
+    return frozenset(text.split("\n")) if text else frozenset()
+
+
+def invented(text: str, known: frozenset[str], before: str = "", cut: bool = False) -> dict:
+    """How many words of `text` are not `known`: {invented_words (their share, None without
+    words), words, invented (how many), invented_examples (up to 5, in order)}.
+
+    `before` is what came before the text (a prompt): a word it began is judged whole. With
+    `cut`, a word running to the end of the text may be cut off there and is not judged.
+    """
+    whole = before + text
+    total, unknown, examples = 0, 0, []
+    for match in WORD_RE.finditer(whole):
+        if match.end() <= len(before) or (cut and match.end() == len(whole)):
+            continue
+        total += 1
+        word = fold(match.group())
+        if word not in known:
+            unknown += 1
+            if len(examples) < 5 and match.group() not in examples:
+                examples.append(match.group())
+    return {**_share(unknown, total), "invented_examples": examples}
+
+
+def _share(unknown: int, total: int) -> dict:
+    return {
+        "invented_words": round(unknown / total, 4) if total else None,
+        "words": total,
+        "invented": unknown,
+    }
+
+
+def invented_in(chunks: Iterable[str], known: frozenset[str]) -> dict:
+    """`invented`'s counts for a long text given in chunks (held-out text): {invented_words,
+    words, invented}."""
+    total = unknown = 0
+    for word in words_in(chunks):
+        total += 1
+        unknown += word not in known
+    return _share(unknown, total)
+
+
+def pooled(reports: Iterable[dict]) -> dict:
+    """The counts of several texts' `invented` reports together."""
+    reports = list(reports)
+    return _share(sum(r["invented"] for r in reports), sum(r["words"] for r in reports))
+
+
+class Vocabulary:
+    """Known words and, built on first use, every beginning of one."""
+
+    def __init__(self, words: frozenset[str]):
+        self.words = words
+        self._prefixes: frozenset[str] | None = None
+
+    @property
+    def prefixes(self) -> frozenset[str]:
+        if self._prefixes is None:
+            self._prefixes = frozenset(w[:i] for w in self.words for i in range(1, len(w) + 1))
+        return self._prefixes
+
+    def step(self, state: State, ch: str) -> State | None:
+        """The state after character `ch`, or None when `ch` is not allowed there."""
+        word, may_end = state
+        if LETTER.match(ch):
+            if word is None:
+                return None
+            word += fold(ch)
+            return (word, word in self.words) if word in self.prefixes else None
+        if ch in APOSTROPHES and word and word[-1] != "'":  # after letters: inside or the end
+            inner, ends = word + "'", word in self.words
+            if inner in self.prefixes:
+                return inner, ends
+            return OPEN if ends else None
+        return ROOT if may_end else None
+
+    def read(self, state: State, text: str) -> State:
+        """The state after `text` that was written whatever the rule (a prompt): a word that can
+        go no further may still end."""
+        for ch in text:
+            state = self.step(state, ch) or (ROOT if not LETTER.match(ch) else OPEN)
+        return state
+
+
+class _Node:
+    __slots__ = ("children", "ids")
+
+    def __init__(self):
+        self.children: dict[str, _Node] = {}
+        self.ids: list[int] = []
+
+
+class KnownWords:
+    """`--known-words` for one tokenizer and vocabulary: which tokens each state allows."""
+
+    def __init__(self, vocabulary: Vocabulary, tokenizer):
+        self.vocabulary = vocabulary
+        self.size = tokenizer.vocab_size
+        self.trie = _Node()
+        self.partial: list[int] = []  # byte pieces: their character is known only once whole
+        for i, text in enumerate(token_texts(tokenizer)):
+            if text is None:
+                self.partial.append(i)
+                continue
+            node = self.trie
+            for ch in text:
+                node = node.children.setdefault(ch, _Node())
+            node.ids.append(i)
+        self.partial_set = frozenset(self.partial)
+        vocabulary.prefixes  # noqa: B018 - built now, not at the first token
+        self._after_boundary: dict[str, list[int]] = {}  # first character -> ids, from ROOT
+        self._masks: dict[State, torch.Tensor] = {}
+        self._most = max(1, MASKS_CACHED // max(self.size, 1))
+
+    def follow(self) -> Follower:
+        return Follower(self)
+
+    def _allowed(self, state: State, node: _Node) -> list[int]:
+        """The tokens below `node` of the token trie whose rest is allowed from `state`."""
+        out = list(node.ids)
+        for ch, child in node.children.items():
+            if node is self.trie and not LETTER.match(ch) and ch not in APOSTROPHES:
+                if state[1]:  # a word may end here; after `ch` every state is ROOT
+                    if ch not in self._after_boundary:
+                        self._after_boundary[ch] = self._allowed(ROOT, child)
+                    out += self._after_boundary[ch]
+                continue
+            after = self.vocabulary.step(state, ch)
+            if after is not None:
+                out += self._allowed(after, child)
+        return out
+
+    def banned(self, state: State, device: torch.device) -> torch.Tensor:
+        """A mask (V,) of the tokens not allowed after `state` (byte pieces left allowed)."""
+        mask = self._masks.get(state)
+        if mask is None:
+            allowed = self._allowed(state, self.trie) + self.partial
+            mask = torch.ones(self.size, dtype=torch.bool)
+            mask[torch.tensor(allowed, dtype=torch.long)] = False
+            if len(self._masks) >= self._most:
+                self._masks.clear()
+            mask = self._masks[state] = mask.to(device)
+        return mask
+
+
+class Follower:
+    """One sample under `KnownWords`: its state, and the tokens it may take next."""
+
+    def __init__(self, rule: KnownWords):
+        self.rule = rule
+        self.state: State = ROOT
+        self.pending = False  # a byte piece began a character that is not complete yet
+
+    def read(self, text: str) -> None:
+        """Follow text written whatever the rule (the prompt)."""
+        self.state = self.rule.vocabulary.read(self.state, text)
+
+    def banned(self, decoder, device: torch.device) -> torch.Tensor:
+        """A mask (V,) of the tokens not allowed next; `decoder` is the sample's."""
+        mask = self.rule.banned(self.state, device)
+        if not self.pending:
+            return mask
+        mask = mask.clone()
+        for i in self.rule.partial:  # the byte that would complete the character decides
+            piece = decoder.clone().push(i)
+            if piece and self._after(piece) is None:
+                mask[i] = True
+        return mask
+
+    def _after(self, piece: str) -> State | None:
+        state: State | None = self.state
+        for ch in piece:
+            state = self.rule.vocabulary.step(state, ch)
+            if state is None:
+                return None
+        return state
+
+    def accept(self, token: int, piece: str) -> None:
+        """Take `token`, whose text came out as `piece` (empty while a character is begun)."""
+        self.pending = not piece and token in self.rule.partial_set
+        if piece:
+            self.state = self._after(piece) or self.rule.vocabulary.read(self.state, piece)
+
+
+def token_texts(tokenizer) -> list[str | None]:
+    """Each token's text as generation prints it; None for a byte piece that is part of a
+    character, and for tokens never printed (they are banned anyway)."""
+    special = set(tokenizer.special_ids)
+    pieces = getattr(tokenizer, "piece_bytes", None)
+    out: list[str | None] = []
+    for i in range(tokenizer.vocab_size):
+        if i in special:
+            out.append("")
+        elif pieces is not None:
+            try:
+                out.append(pieces[i].decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(None)
+        else:
+            out.append(tokenizer.decode([i]))
+    return out
