@@ -25,6 +25,8 @@ character is.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -84,12 +86,13 @@ def invented(text: str, known: frozenset[str], before: str = "", cut: bool = Fal
     words), words, invented (how many), invented_examples (up to 5, in order)}.
 
     `before` is what came before the text (a prompt): a word it began is judged whole. With
-    `cut`, a word running to the end of the text may be cut off there and is not judged.
+    `cut`, a word running to the end of the text (or to an apostrophe there) may be cut off and
+    is not judged.
     """
     whole = before + text
     total, unknown, examples = 0, 0, []
     for match in WORD_RE.finditer(whole):
-        if match.end() <= len(before) or (cut and match.end() == len(whole)):
+        if match.end() <= len(before) or (cut and whole[match.end() :] in ("", *APOSTROPHES)):
             continue
         total += 1
         word = fold(match.group())
@@ -152,6 +155,14 @@ class Vocabulary:
             return OPEN if ends else None
         return ROOT if may_end else None
 
+    def read_strictly(self, state: State | None, text: str) -> State | None:
+        """The state after `text`, or None if any of its characters is not allowed."""
+        for ch in text:
+            if state is None:
+                return None
+            state = self.step(state, ch)
+        return state
+
     def read(self, state: State, text: str) -> State:
         """The state after `text` that was written whatever the rule (a prompt): a word that can
         go no further may still end."""
@@ -175,16 +186,27 @@ class KnownWords:
         self.vocabulary = vocabulary
         self.size = tokenizer.vocab_size
         self.trie = _Node()
-        self.partial: list[int] = []  # byte pieces: their character is known only once whole
+        self.byte_of: dict[int, int] = {}  # byte pieces of part of a character -> their byte
+        pieces = getattr(tokenizer, "piece_bytes", None)
         for i, text in enumerate(token_texts(tokenizer)):
             if text is None:
-                self.partial.append(i)
+                self.byte_of[i] = pieces[i][0]
                 continue
             node = self.trie
             for ch in text:
                 node = node.children.setdefault(ch, _Node())
             node.ids.append(i)
-        self.partial_set = frozenset(self.partial)
+        self.leads = [(i, b) for i, b in self.byte_of.items() if b >= 0xC0]
+        self.continuations = [(i, b) for i, b in self.byte_of.items() if b < 0xC0]
+        # how the letters of the words may be written: folded, in upper case, and every
+        # letter of up to 2 UTF-8 bytes that folds to some of them ("ſ" is an "s")
+        letters = {ch for word in vocabulary.words for ch in word if ch != "'"}
+        self._spellings: dict[str, set[str]] = {}
+        for x in letters:
+            self._spellings.setdefault(x, set()).update(c for c in (x, x.upper()) if fold(c) == x)
+        for c in map(chr, range(0x80, 0x800)):
+            if LETTER.match(c) and set(fold(c)) <= letters:
+                self._spellings.setdefault(fold(c), set()).add(c)
         vocabulary.prefixes  # noqa: B018 - built now, not at the first token
         self._after_boundary: dict[str, list[int]] = {}  # first character -> ids, from ROOT
         self._masks: dict[State, torch.Tensor] = {}
@@ -209,16 +231,57 @@ class KnownWords:
         return out
 
     def banned(self, state: State, device: torch.device) -> torch.Tensor:
-        """A mask (V,) of the tokens not allowed after `state` (byte pieces left allowed)."""
+        """A mask (V,) of the tokens not allowed after `state` (bytes that continue a character
+        left allowed: see `Follower.banned`)."""
         mask = self._masks.get(state)
         if mask is None:
-            allowed = self._allowed(state, self.trie) + self.partial
+            allowed = self._allowed(state, self.trie) + [i for i, _ in self.continuations]
+            allowed += [i for i, b in self.leads if self.completes(state, bytes([b]))]
             mask = torch.ones(self.size, dtype=torch.bool)
             mask[torch.tensor(allowed, dtype=torch.long)] = False
             if len(self._masks) >= self._most:
                 self._masks.clear()
             mask = self._masks[state] = mask.to(device)
         return mask
+
+    def completes(self, state: State, begun: bytes) -> bool:
+        """Whether the UTF-8 bytes `begun` are, or begin, a character allowed after `state`."""
+        try:
+            text = begun.decode("utf-8")
+        except UnicodeDecodeError:  # a character begun (or broken: the decoder bans those)
+            pass
+        else:
+            return self.vocabulary.read_strictly(state, text) is not None
+        word, may_end = state
+        if may_end and _other_begins_with(begun):
+            return True
+        if "’".encode().startswith(begun) and self.vocabulary.step(state, "’") is not None:
+            return True
+        if word is None:
+            return False
+        return any(
+            c.encode().startswith(begun)
+            for x, spellings in self._spellings.items()
+            if word + x in self.vocabulary.prefixes
+            for c in spellings
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _other_begins_with(begun: bytes) -> bool:
+    """Whether some character other than a letter has a UTF-8 form beginning with `begun`."""
+    size = 2 if begun[0] < 0xE0 else 3 if begun[0] < 0xF0 else 4
+    left = size - len(begun)
+    if left >= 3:
+        return True  # a 4-byte lead: each has symbols or private-use characters
+    for tail in itertools.product(range(0x80, 0xC0), repeat=left):
+        try:
+            ch = (begun + bytes(tail)).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if not LETTER.match(ch):
+            return True
+    return False
 
 
 class Follower:
@@ -227,37 +290,32 @@ class Follower:
     def __init__(self, rule: KnownWords):
         self.rule = rule
         self.state: State = ROOT
-        self.pending = False  # a byte piece began a character that is not complete yet
+        self.begun = b""  # the bytes of a character that byte pieces began
 
     def read(self, text: str) -> None:
         """Follow text written whatever the rule (the prompt)."""
         self.state = self.rule.vocabulary.read(self.state, text)
 
     def banned(self, decoder, device: torch.device) -> torch.Tensor:
-        """A mask (V,) of the tokens not allowed next; `decoder` is the sample's."""
+        """A mask (V,) of the tokens not allowed next. While a character is begun, a byte that
+        goes on with it is allowed only if the character can still be one allowed here."""
         mask = self.rule.banned(self.state, device)
-        if not self.pending:
+        if not self.begun:
             return mask
         mask = mask.clone()
-        for i in self.rule.partial:  # the byte that would complete the character decides
-            piece = decoder.clone().push(i)
-            if piece and self._after(piece) is None:
-                mask[i] = True
+        for i, byte in self.rule.continuations:
+            mask[i] = not self.rule.completes(self.state, self.begun + bytes([byte]))
         return mask
-
-    def _after(self, piece: str) -> State | None:
-        state: State | None = self.state
-        for ch in piece:
-            state = self.rule.vocabulary.step(state, ch)
-            if state is None:
-                return None
-        return state
 
     def accept(self, token: int, piece: str) -> None:
         """Take `token`, whose text came out as `piece` (empty while a character is begun)."""
-        self.pending = not piece and token in self.rule.partial_set
+        byte = self.rule.byte_of.get(token)
+        self.begun = self.begun + bytes([byte]) if byte is not None and not piece else b""
         if piece:
-            self.state = self._after(piece) or self.rule.vocabulary.read(self.state, piece)
+            vocabulary = self.rule.vocabulary
+            self.state = vocabulary.read_strictly(self.state, piece) or vocabulary.read(
+                self.state, piece
+            )
 
 
 def token_texts(tokenizer) -> list[str | None]:

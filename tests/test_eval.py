@@ -88,6 +88,31 @@ def test_eval_sweeps_temperatures_and_reads_other_texts(evaluated, tmp_path):
 
 
 @pytest.mark.slow
+def test_invented_words_in_generate_and_eval_with_and_without_the_rule(evaluated):
+    home, _ = evaluated
+    common = ["--length", "300", "-n", "3", "--seed", "5", "--json"]
+    ruled = run_cli("generate", "alice-lstm", *common, "--known-words", home=home)
+    free = run_cli("generate", "alice-lstm", *common, "--any-words", home=home)
+    assert ruled.returncode == 0 and free.returncode == 0, ruled.stderr + free.stderr
+    ruled_rows = [json.loads(line) for line in ruled.stdout.splitlines()]
+    free_rows = [json.loads(line) for line in free.stdout.splitlines()]
+    assert [r["known_words"] for r in ruled_rows + free_rows] == [True] * 3 + [False] * 3
+    assert sum(r["originality"]["invented"] for r in free_rows) > 5  # 40 steps: made-up words
+    assert all(r["originality"]["invented"] == 0 for r in ruled_rows)
+    assert all(r["originality"]["words"] > 20 for r in ruled_rows)
+    assert "words not in the training text" in free.stderr
+    out = run_cli(
+        "eval", "alice-lstm", "--samples", "2", "--length", "200", "--json", "--known-words",
+        home=home,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["known_words"] is True and result["invented_words"] == 0
+    assert 0 < result["heldout_invented_words"] < 0.2  # Alice's last chapters: names, rare words
+    assert "invented words: 0.0%" in out.stderr
+
+
+@pytest.mark.slow
 def test_runs_lists_and_shows_a_run(evaluated):
     home, run_dir = evaluated
     out = run_cli("runs", "--json", home=home)
@@ -114,6 +139,7 @@ def test_compare_trains_every_combination_and_draws_the_chart(evaluated):
     assert [r["val_bpc"] for r in rows] == sorted(r["val_bpc"] for r in rows)
     for r in rows:
         assert {"run", "model", "tokenizer", "val_bpc", "params", "tokens_per_s"} <= set(r)
+        assert 0 <= r["invented_words"] <= 1  # 10 steps: mostly made-up words
         assert (home / "checkpoints" / r["run"] / "model.safetensors").exists()
     assert _is_png(home / "checkpoints" / "alice-compare.png")[0] > 0
     again = run_cli(*args, "--steps", "10", "--samples", "0", home=home)
