@@ -176,8 +176,10 @@ def _same_shape(preset: dict, settings: dict) -> bool:
 
 
 def fast_precision(speed: dict[str, float]) -> str:
-    """bf16 where the probe measured it clearly faster than fp32, else fp32."""
-    return "bf16" if speed.get("bf16", 0.0) >= BF16_GAIN * speed["fp32"] else "fp32"
+    """bf16 where the probe measured it clearly faster than fp32, else fp32 (also where the
+    probe's time ran out before it measured bf16)."""
+    faster = "bf16" in speed and speed["bf16"] >= BF16_GAIN * speed["fp32"]
+    return "bf16" if faster else "fp32"
 
 
 def _auto_preset(tokens: int, device: str, time_s: float | None) -> tuple[str, str]:

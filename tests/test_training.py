@@ -572,6 +572,14 @@ def test_the_cpu_plan_follows_the_measured_speed():
     assert measured(steps=9, precision="fp32").train.precision == "fp32"
 
 
+def test_a_candidate_the_probe_had_no_time_for_is_planned_without_it():
+    # the probe's deadline came before lstm-large's bf16 step (0 tokens/s: not measured in time)
+    speeds = {**FAST_CPU, "lstm-large": {"fp32": 0.0}}
+    chosen = plan.choose(1_000_000, "char", "cpu", TrainOptions(time_s=3600.0), speeds=speeds)
+    assert chosen.model.hidden == plan.PRESETS["lstm-medium"]["hidden"]
+    assert plan.fast_precision({"fp32": 0.0}) == "fp32"
+
+
 @pytest.mark.parametrize("memory", [60_000_000, 250_000_000, 64 << 30])
 def test_a_plan_never_needs_more_than_half_the_free_memory(memory):
     chosen = plan.choose(
