@@ -560,6 +560,10 @@ def test_a_run_without_an_index_generates_without_reports_and_refuses_max_copy(t
     refused = run_cli("generate", "plain", "--max-copy", "30", home=tmp_path)
     assert refused.returncode == 4 and refused.stdout == ""
     assert "--max-copy needs the run's originality index" in refused.stderr
+    refused = run_cli("generate", "plain", "--known-words", home=tmp_path)
+    assert refused.returncode == 4 and refused.stdout == ""
+    assert "--known-words needs the run's originality index" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
 # --- generation speed (issue 19): weights read without a random init first; int8 weights ---

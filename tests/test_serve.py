@@ -227,6 +227,8 @@ ERRORS = [
     ({"model": "lstm", "until": "sentence"}, 400, "invalid_value"),
     ({"model": "lstm", "length": 10, "until": "chapter"}, 400, "invalid_value"),
     ({"model": "lstm", "seed": -2}, 400, "invalid_value"),
+    ({"model": "lstm", "known_words": "yes"}, 400, "invalid_value"),
+    ({"model": "lstm", "known_words": None, "max_tokens": 5}, 200, None),
     ({"model": "lstm", "prompt": 42}, 400, "invalid_value"),
     ({"model": "lstm", "temprature": 0.5}, 400, "invalid_value"),
     ({"model": "lstm", "logprobs": 5}, 400, "invalid_value"),
@@ -245,6 +247,16 @@ def test_bad_requests_get_an_error_object_and_the_right_status(server, body, sta
         error = response.json()["error"]
         assert error["code"] == code and error["type"] and error["message"]
         assert "\n" not in error["message"] and "Traceback" not in error["message"]
+
+
+def test_known_words_is_a_field_of_the_api(server):
+    body = {"model": "lstm", "prompt": "The old ", "length": 300, "n": 2, "seed": 3}
+    body["temperature"] = 1.6  # hot: the model makes words up
+    free = server.post("/v1/completions", {**body, "known_words": False}).json()["choices"]
+    ruled = server.post("/v1/completions", {**body, "known_words": True}).json()["choices"]
+    assert sum(c["originality"]["invented"] for c in free) > 0
+    for c in ruled:
+        assert c["originality"]["invented"] == 0 and c["originality"]["words"] > 20
 
 
 def test_the_api_messages_name_the_apis_fields(server):
