@@ -335,9 +335,9 @@ class Job:
             if banned:
                 scores[row, torch.as_tensor(banned, device=scores.device)] = NEG_INF
             if state.words is not None:
-                scores[row].masked_fill_(state.words.banned(state.decoder, scores.device), NEG_INF)
-                if not torch.isfinite(scores[row]).any():
-                    state.dead_end = True
+                mask, state.dead_end = state.words.banned(scores.device)
+                scores[row].masked_fill_(mask, NEG_INF)
+                if state.dead_end:
                     scores[row, 0] = 0.0
         if not self.sampler.penalties:
             return scores

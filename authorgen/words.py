@@ -143,10 +143,11 @@ class Vocabulary:
     def step(self, state: State, ch: str) -> State | None:
         """The state after character `ch`, or None when `ch` is not allowed there."""
         word, may_end = state
-        if LETTER.match(ch):
+        letter = _letter(ch)
+        if letter is not None:
             if word is None:
                 return None
-            word += fold(ch)
+            word += letter
             return (word, word in self.words) if word in self.prefixes else None
         if ch in APOSTROPHES and word and word[-1] != "'":  # after letters: inside or the end
             inner, ends = word + "'", word in self.words
@@ -207,42 +208,75 @@ class KnownWords:
         for c in map(chr, range(0x80, 0x800)):
             if LETTER.match(c) and set(fold(c)) <= letters:
                 self._spellings.setdefault(fold(c), set()).add(c)
+        self._spelled = [(x, c.encode()) for x, cs in self._spellings.items() for c in cs]
         vocabulary.prefixes  # noqa: B018 - built now, not at the first token
-        self._after_boundary: dict[str, list[int]] = {}  # first character -> ids, from ROOT
-        self._masks: dict[State, torch.Tensor] = {}
+        # the tokens that begin with a character ending a word: the same after any state where
+        # a word may end (all is ROOT after that character), so found once
+        self._after_boundary: torch.Tensor | None = None
+        self._masks: dict[State, tuple[torch.Tensor, bool]] = {}
+        self._special = frozenset(tokenizer.special_ids)
         self._most = max(1, MASKS_CACHED // max(self.size, 1))
 
     def follow(self) -> Follower:
         return Follower(self)
 
-    def _allowed(self, state: State, node: _Node) -> list[int]:
-        """The tokens below `node` of the token trie whose rest is allowed from `state`."""
+    def _allowed(self, state: State, node: _Node, top: bool = False) -> list[int]:
+        """The tokens below `node` of the token trie whose rest is allowed from `state` (at the
+        top, only those that begin with a letter or an apostrophe)."""
         out = list(node.ids)
         for ch, child in node.children.items():
-            if node is self.trie and not LETTER.match(ch) and ch not in APOSTROPHES:
-                if state[1]:  # a word may end here; after `ch` every state is ROOT
-                    if ch not in self._after_boundary:
-                        self._after_boundary[ch] = self._allowed(ROOT, child)
-                    out += self._after_boundary[ch]
+            if top and _is_boundary(ch):
                 continue
             after = self.vocabulary.step(state, ch)
             if after is not None:
                 out += self._allowed(after, child)
         return out
 
-    def banned(self, state: State, device: torch.device) -> torch.Tensor:
+    def _boundary_mask(self) -> torch.Tensor:
+        if self._after_boundary is None:
+            allowed = [
+                i
+                for ch, child in self.trie.children.items()
+                if _is_boundary(ch)
+                for i in self._allowed(ROOT, child)
+            ]
+            self._after_boundary = torch.zeros(self.size, dtype=torch.bool)
+            self._after_boundary[torch.tensor(allowed, dtype=torch.long)] = True
+        return self._after_boundary
+
+    def banned(self, state: State, device: torch.device) -> tuple[torch.Tensor, bool]:
         """A mask (V,) of the tokens not allowed after `state` (bytes that continue a character
-        left allowed: see `Follower.banned`)."""
-        mask = self._masks.get(state)
-        if mask is None:
-            allowed = self._allowed(state, self.trie) + [i for i, _ in self.continuations]
-            allowed += [i for i, b in self.leads if self.completes(state, bytes([b]))]
-            mask = torch.ones(self.size, dtype=torch.bool)
-            mask[torch.tensor(allowed, dtype=torch.long)] = False
+        left allowed: see `Follower.banned`), and whether any token but those bytes and the
+        control tokens is allowed."""
+        entry = self._masks.get(state)
+        if entry is None:
+            word, may_end = state
+            allowed = self._allowed(state, self.trie, top=True)
+            if self.leads:
+                firsts = {
+                    c[0]
+                    for x, c in self._spelled
+                    if word is not None and word + x in self.vocabulary.prefixes
+                }
+                quote = self.vocabulary.step(state, "’") is not None
+                for i, b in self.leads:
+                    if (
+                        b in firsts
+                        or (quote and b == 0xE2)
+                        or (may_end and _other_begins_with(bytes([b])))
+                    ):
+                        allowed.append(i)
+            ok = (
+                self._boundary_mask().clone()
+                if may_end
+                else torch.zeros(self.size, dtype=torch.bool)
+            )
+            live = bool(ok.any()) or bool(set(allowed) - self._special)
+            ok[torch.tensor(allowed + [i for i, _ in self.continuations], dtype=torch.long)] = True
             if len(self._masks) >= self._most:
                 self._masks.clear()
-            mask = self._masks[state] = mask.to(device)
-        return mask
+            entry = self._masks[state] = ((~ok).to(device), live)
+        return entry
 
     def completes(self, state: State, begun: bytes) -> bool:
         """Whether the UTF-8 bytes `begun` are, or begin, a character allowed after `state`."""
@@ -257,14 +291,20 @@ class KnownWords:
             return True
         if "’".encode().startswith(begun) and self.vocabulary.step(state, "’") is not None:
             return True
-        if word is None:
-            return False
-        return any(
-            c.encode().startswith(begun)
-            for x, spellings in self._spellings.items()
-            if word + x in self.vocabulary.prefixes
-            for c in spellings
+        return word is not None and any(
+            c.startswith(begun) for x, c in self._spelled if word + x in self.vocabulary.prefixes
         )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _letter(ch: str) -> str | None:
+    """`ch` folded if it is a letter, else None."""
+    return fold(ch) if LETTER.match(ch) else None
+
+
+def _is_boundary(ch: str) -> bool:
+    """Whether `ch` ends a word wherever it comes (neither a letter nor an apostrophe)."""
+    return not LETTER.match(ch) and ch not in APOSTROPHES
 
 
 @functools.lru_cache(maxsize=4096)
@@ -296,16 +336,17 @@ class Follower:
         """Follow text written whatever the rule (the prompt)."""
         self.state = self.rule.vocabulary.read(self.state, text)
 
-    def banned(self, decoder, device: torch.device) -> torch.Tensor:
-        """A mask (V,) of the tokens not allowed next. While a character is begun, a byte that
-        goes on with it is allowed only if the character can still be one allowed here."""
-        mask = self.rule.banned(self.state, device)
+    def banned(self, device: torch.device) -> tuple[torch.Tensor, bool]:
+        """A mask (V,) of the tokens not allowed next, and whether that leaves none. While a
+        character is begun, a byte that goes on with it is allowed only if the character can
+        still be one allowed here (and nothing else may come: the decoder bans it)."""
+        mask, live = self.rule.banned(self.state, device)
         if not self.begun:
-            return mask
+            return mask, not live
         mask = mask.clone()
         for i, byte in self.rule.continuations:
             mask[i] = not self.rule.completes(self.state, self.begun + bytes([byte]))
-        return mask
+        return mask, all(mask[i] for i, _ in self.rule.continuations)
 
     def accept(self, token: int, piece: str) -> None:
         """Take `token`, whose text came out as `piece` (empty while a character is begun)."""
