@@ -133,12 +133,23 @@ class Vocabulary:
     def __init__(self, words: frozenset[str]):
         self.words = words
         self._prefixes: frozenset[str] | None = None
+        self._following: dict[str, str] | None = None
 
     @property
     def prefixes(self) -> frozenset[str]:
         if self._prefixes is None:
             self._prefixes = frozenset(w[:i] for w in self.words for i in range(1, len(w) + 1))
         return self._prefixes
+
+    @property
+    def following(self) -> dict[str, str]:
+        """The characters that follow each beginning of a word ("" -> every first letter)."""
+        if self._following is None:
+            after: dict[str, set[str]] = {}
+            for prefix in self.prefixes:
+                after.setdefault(prefix[:-1], set()).add(prefix[-1])
+            self._following = {k: "".join(sorted(v)) for k, v in after.items()}
+        return self._following
 
     def step(self, state: State, ch: str) -> State | None:
         """The state after character `ch`, or None when `ch` is not allowed there."""
@@ -173,11 +184,26 @@ class Vocabulary:
 
 
 class _Node:
-    __slots__ = ("children", "ids")
+    """A node of the trie of the tokens' texts: the tokens that end here, and what follows,
+    letters grouped by the first character they fold to (`group`, once it is built)."""
+
+    __slots__ = ("children", "ids", "letters", "others")
 
     def __init__(self):
         self.children: dict[str, _Node] = {}
         self.ids: list[int] = []
+        self.letters: dict[str, list[tuple[str, _Node]]] = {}
+        self.others: list[tuple[str, _Node]] = []  # apostrophes, then the rest
+
+    def group(self) -> None:
+        for ch, child in self.children.items():
+            folded = _letter(ch)
+            if folded:
+                self.letters.setdefault(folded[0], []).append((ch, child))
+            else:
+                self.others.append((ch, child))
+            child.group()
+        self.others.sort(key=lambda item: _is_boundary(item[0]))
 
 
 class KnownWords:
@@ -198,6 +224,7 @@ class KnownWords:
                 node = node.children.setdefault(ch, _Node())
             node.ids.append(i)
         self.leads = [(i, b) for i, b in self.byte_of.items() if b >= 0xC0]
+        self.trie.group()
         self.continuations = [(i, b) for i, b in self.byte_of.items() if b < 0xC0]
         # how the letters of the words may be written: folded, in upper case, and every
         # letter of up to 2 UTF-8 bytes that folds to some of them ("ſ" is an "s")
@@ -208,8 +235,11 @@ class KnownWords:
         for c in map(chr, range(0x80, 0x800)):
             if LETTER.match(c) and set(fold(c)) <= letters:
                 self._spellings.setdefault(fold(c), set()).add(c)
-        self._spelled = [(x, c.encode()) for x, cs in self._spellings.items() for c in cs]
-        vocabulary.prefixes  # noqa: B018 - built now, not at the first token
+        # the letters that byte pieces may write (those beyond ASCII)
+        self._spelled = [
+            (x, c.encode()) for x, cs in self._spellings.items() for c in cs if c > "\x7f"
+        ]
+        vocabulary.following  # noqa: B018 - built now, not at the first token
         # the tokens that begin with a character ending a word: the same after any state where
         # a word may end (all is ROOT after that character), so found once
         self._after_boundary: torch.Tensor | None = None
@@ -221,13 +251,26 @@ class KnownWords:
         return Follower(self)
 
     def _allowed(self, state: State, node: _Node, top: bool = False) -> list[int]:
-        """The tokens below `node` of the token trie whose rest is allowed from `state` (at the
-        top, only those that begin with a letter or an apostrophe)."""
+        """The tokens below `node` of the token trie whose rest is allowed from `state`: only
+        the letters that can follow the word so far are tried. At the top, only tokens that
+        begin with a letter or an apostrophe (and the control tokens)."""
         out = list(node.ids)
-        for ch, child in node.children.items():
+        word, step = state[0], self.vocabulary.step
+        if word is not None and node.letters:
+            follow = self.vocabulary.following.get(word, "")
+            if len(follow) < len(node.letters):
+                groups = [node.letters[x] for x in follow if x in node.letters]
+            else:
+                groups = [group for x, group in node.letters.items() if x in follow]
+            for group in groups:
+                for ch, child in group:
+                    after = step(state, ch)
+                    if after is not None:
+                        out += self._allowed(after, child)
+        for ch, child in node.others:
             if top and _is_boundary(ch):
-                continue
-            after = self.vocabulary.step(state, ch)
+                break  # boundaries come last: `_boundary_mask` has them
+            after = step(state, ch)
             if after is not None:
                 out += self._allowed(after, child)
         return out
