@@ -22,7 +22,7 @@ from authorgen.cli._common import (
     _folder,
     app,
 )
-from authorgen.config import SampleConfig
+from authorgen.config import KNOWN_WORDS, SampleConfig
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -192,17 +192,21 @@ def generate(
     weights = generation_weights(precision, kind, dev, cache_dir())
     loaded = load_run(path, dev, weights=weights)
     index = loaded.originality_index()
+    seeds = sample_seeds(config)
+    generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index)
     if index is None:
         console.print(
             "note: this run has no originality index (trained with --no-index, or before runs "
             "kept one), so samples get no originality report"
+            + (" and --known-words is off" if known_words is None and KNOWN_WORDS else "")
         )
-    unknown = loaded.tokenizer.unknown(text) if loaded.tokenizer.kind == "word" else []
+    word_model = loaded.tokenizer.kind == "word"
+    if known_words and word_model:
+        console.print("note: a word model writes only its own words; --known-words changes nothing")
+    unknown = loaded.tokenizer.unknown(text) if word_model else []
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if unknown[10:] else "")
         console.print(f"note: words this model does not know, read as <unk>: {shown}")
-    seeds = sample_seeds(config)
-    generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index)
     again = f"--seed {seeds[0]}" + (" --precision int8" if weights == "int8" else "")
     console.print(
         f"seed {seeds[0]}" + (", int8 weights" if weights == "int8" else "")
