@@ -18,6 +18,7 @@ subword (bpe) run of Tiny Shakespeare trained for a minute.
 
     python benchmarks/known_words.py --home /tmp/kw --minutes 5
     python benchmarks/known_words.py --home /tmp/kw --only overhead
+    python benchmarks/known_words.py --home /tmp/kw --tokenizer bpe --authors austen,flaubert
 
 Writes one JSON line per (run, temperature, rule) to stdout, tables to stderr.
 """
@@ -186,6 +187,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True, help="Corpora and runs go here.")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--tokenizer", default="char")
+    parser.add_argument("--authors", default=",".join(AUTHORS), help="Some of the eight.")
     parser.add_argument("--temperatures", default="0.6,0.7,0.8,0.9,1.0")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--length", type=int, default=1000)
@@ -197,6 +199,8 @@ def main() -> None:
     args = parser.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} not found: this benchmark needs ../shared/corpora beside the repo")
+    for name in set(AUTHORS) - set(args.authors.split(",")):
+        del AUTHORS[name]
     train(args.home, args.minutes, args.threads, args.train, args.tokenizer)
     if args.only in (None, "measure"):
         temperatures = [float(t) for t in args.temperatures.split(",")]
