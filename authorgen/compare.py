@@ -113,7 +113,8 @@ def compare_models(
             "time_s": round(result.elapsed_s, 1),
         }
         if samples:
-            config = SampleConfig(temperature=0.8, length=length, n=samples)
+            # --any-words: how well each model spells on its own is part of the comparison
+            config = SampleConfig(temperature=0.8, length=length, n=samples, known_words=False)
             report = sample_report(run, config, list(range(samples)), device, candidates, author)
             style = report["style"]
             row.update(
