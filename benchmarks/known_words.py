@@ -12,6 +12,9 @@ off (--any-words) and on (--known-words), the same seeds both ways, and judged a
   among the eight authors (1: closest to their own author);
 - longest copy from the corpus (the longest of the samples, and the mean) and distinct-2/3.
 
+--rules any --first-seed 100 writes other samples without the rule: how much the numbers move
+between two sets of samples alike (the noise the difference with the rule is judged against).
+
 --overhead times one sample of --overhead-chars characters with the rule off and on, in
 turns, for each run (the rule's per-token cost, with its state cache starting cold), and for a
 subword (bpe) run of Tiny Shakespeare trained for a minute.
@@ -69,7 +72,9 @@ def train(home: Path, minutes: float, threads: int | None, again: bool, kind: st
                   "--name", run, "--force", "-q", *extra)  # fmt: skip
 
 
-def measure(home: Path, kind: str, temperatures, samples: int, length: int) -> list[dict]:
+def measure(
+    home: Path, kind: str, temperatures, samples: int, length: int, rules=(False, True), first=0
+) -> list[dict]:
     from authorgen.checkpoint import load_run
     from authorgen.config import SampleConfig
     from authorgen.corpus import Corpus, split_corpus
@@ -82,16 +87,18 @@ def measure(home: Path, kind: str, temperatures, samples: int, length: int) -> l
         split = split_corpus(Corpus.open(home / "corpora", author), run.config["data"]["holdout"])
         ceiling = heldout_invented(run, split)["invented_words"]
         for t in temperatures:
-            for rule in (False, True):
+            for rule in rules:
                 config = SampleConfig(temperature=t, length=length, n=samples, known_words=rule)
                 start = time.perf_counter()
-                report = sample_report(run, config, list(range(samples)), "cpu", candidates, author)
+                seeds = list(range(first, first + samples))
+                report = sample_report(run, config, seeds, "cpu", candidates, author)
                 style, orig = report["style"], report["originality"]
                 row = {
                     "author": author,
                     "run": run.path.name,
                     "temperature": t,
                     "known_words": rule,
+                    "seed": first,
                     "invented_words": report["invented_words"],
                     "heldout_invented_words": ceiling,
                     "delta": style["delta"][author],
@@ -110,33 +117,56 @@ def measure(home: Path, kind: str, temperatures, samples: int, length: int) -> l
     return rows
 
 
+def _label(row: dict) -> str:
+    seed = row.get("seed") or 0
+    return ("known" if row["known_words"] else "any") + (f" @{seed}" if seed else "")
+
+
 def tables(rows: list[dict]) -> None:
-    """Per temperature and rule, the means over authors; then every author at 0.8."""
-    log("| T | rule | invented words | held-out ceiling | Delta | rank 1 of 8 | mean rank "
+    """Per temperature and rule, the means over authors; the paired differences in Delta (with
+    the rule against without, and two sample sets without it); every author at 0.8."""
+    labels = sorted({_label(r) for r in rows})
+    log("| T | samples | invented words | held-out ceiling | Delta | rank 1 | mean rank "
         "| longest copy (max / mean) | distinct-2 |")  # fmt: skip
     log("|---|---|---|---|---|---|---|---|---|")
     for t in sorted({r["temperature"] for r in rows}):
-        for rule in (False, True):
-            sel = [r for r in rows if r["temperature"] == t and r["known_words"] == rule]
+        for label in labels:
+            sel = [r for r in rows if r["temperature"] == t and _label(r) == label]
             if not sel:
                 continue
             mean = lambda key, sel=sel: statistics.fmean(r[key] for r in sel)  # noqa: E731
             log(
-                f"| {t:g} | {'known' if rule else 'any'} | {mean('invented_words'):.1%} "
+                f"| {t:g} | {label} | {mean('invented_words'):.1%} "
                 f"| {mean('heldout_invented_words'):.1%} | {mean('delta'):.3f} "
                 f"| {sum(r['rank'] == 1 for r in sel)}/{len(sel)} | {mean('rank'):.2f} "
                 f"| {max(r['longest_copy'] for r in sel)} / {mean('mean_longest_copy'):.1f} "
                 f"| {mean('distinct_2'):.3f} |"
             )
+    by = {(r["author"], r["temperature"], _label(r)): r for r in rows}
+    for other in labels[1:]:
+        pairs = [
+            (by[(a, t, other)], r) for (a, t, label), r in by.items()
+            if label == labels[0] and (a, t, other) in by
+        ]  # fmt: skip
+        if len(pairs) < 2:
+            continue
+        for key in ("delta", "mean_longest_copy", "distinct_2"):
+            diffs = [x[key] - y[key] for x, y in pairs]
+            sd = statistics.stdev(diffs)
+            log(
+                f"{other} - {labels[0]}, {key}: mean {statistics.fmean(diffs):+.4f} "
+                f"(standard error {sd / len(diffs) ** 0.5:.4f}; mean |difference| "
+                f"{statistics.fmean(abs(d) for d in diffs):.4f}; {len(diffs)} pairs)"
+            )
     log("")
-    log("| author | rule | invented | ceiling | Delta | rank | longest copy | distinct-2 |")
+    log("| author | samples | invented | ceiling | Delta | rank | longest copy | distinct-2 |")
     log("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["temperature"] == 0.8:
             log(
-                f"| {r['author']} | {'known' if r['known_words'] else 'any'} "
-                f"| {r['invented_words']:.1%} | {r['heldout_invented_words']:.1%} "
-                f"| {r['delta']:.3f} | {r['rank']} | {r['longest_copy']} | {r['distinct_2']:.3f} |"
+                f"| {r['author']} | {_label(r)} | {r['invented_words']:.1%} "
+                f"| {r['heldout_invented_words']:.1%} | {r['delta']:.3f} | {r['rank']} "
+                f"| {r['longest_copy']} | {r['distinct_2']:.3f} |"
             )
 
 
@@ -190,13 +220,21 @@ def main() -> None:
     parser.add_argument("--authors", default=",".join(AUTHORS), help="Some of the eight.")
     parser.add_argument("--temperatures", default="0.6,0.7,0.8,0.9,1.0")
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--rules", default="any,known", help="any, known or both.")
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train", action="store_true", help="Train the runs again.")
     parser.add_argument("--only", choices=("measure", "overhead"), default=None)
+    parser.add_argument(
+        "--tables", nargs="+", type=Path, help="Print the tables of measured rows (JSON lines)."
+    )
     parser.add_argument("--overhead-chars", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.tables:
+        tables([json.loads(line) for path in args.tables for line in path.read_text().splitlines()])
+        return
     if not SHARED.exists():
         sys.exit(f"{SHARED} not found: this benchmark needs ../shared/corpora beside the repo")
     for name in set(AUTHORS) - set(args.authors.split(",")):
@@ -204,7 +242,12 @@ def main() -> None:
     train(args.home, args.minutes, args.threads, args.train, args.tokenizer)
     if args.only in (None, "measure"):
         temperatures = [float(t) for t in args.temperatures.split(",")]
-        tables(measure(args.home, args.tokenizer, temperatures, args.samples, args.length))
+        rules = [{"any": False, "known": True}[r] for r in args.rules.split(",")]
+        rows = measure(
+            args.home, args.tokenizer, temperatures, args.samples, args.length, rules,
+            args.first_seed,
+        )  # fmt: skip
+        tables(rows)
     if args.only in (None, "overhead"):
         overhead(args.home, args.tokenizer, args.overhead_chars, args.rounds, args.threads)
 

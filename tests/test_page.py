@@ -6,6 +6,7 @@ Chromium is found as `chromium` on the PATH or at $AUTHORGEN_CHROMIUM; `.ci/run`
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -101,6 +102,31 @@ def test_write_continue_see_it_stream_and_accept_a_suggestion(page, server, tmp_
     assert page.input_value("#text") == PROMPT + answer["choices"][1]["text"]
     page.reload()  # the text is kept in the browser
     assert page.input_value("#text") == PROMPT + answer["choices"][1]["text"]
+
+
+def test_the_authors_words_box_sends_the_rule_and_cards_name_invented_words(page, server):
+    expect = playwright.expect
+    page.select_option("#run", "lstm")
+    page.uncheck("#until")
+    _settings(page, n=2, seed=3, length=300, temperature=1.6)  # hot: words are made up
+    page.fill("#text", "The old ")
+    body = {"model": "lstm", "prompt": "The old ", "n": 2, "seed": 3, "length": 300}
+    body["temperature"] = 1.6
+    for rule in (False, True):
+        page.set_checked("#known_words", rule)
+        page.focus("#text")
+        page.keyboard.press("End")
+        with page.expect_request("**/v1/completions") as sent:
+            page.keyboard.press("Control+Enter")
+        assert json.loads(sent.value.post_data)["known_words"] is rule
+        expect(page.locator(".card button:not([disabled])")).to_have_count(2, timeout=30_000)
+        choices = server.post("/v1/completions", {**body, "known_words": rule}).json()["choices"]
+        for i, choice in enumerate(choices):
+            assert page.locator(".card .written").nth(i).inner_text() == choice["text"]
+            meta = page.locator(".card .meta").nth(i).inner_text()
+            assert ("invented word" in meta) == (choice["originality"]["invented"] > 0)
+        invented = sum(c["originality"]["invented"] for c in choices)
+        assert (invented > 0) is not rule
 
 
 def test_a_suggestion_continues_the_text_before_the_cursor_and_goes_in_there(page, server):

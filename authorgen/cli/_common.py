@@ -58,9 +58,9 @@ KnownWords = Annotated[
     bool | None,
     typer.Option(
         "--known-words/--any-words",
-        help="--known-words: a character or subword model spells only words of its training "
-        "text (case aside); --any-words: any word it makes up. Default: the rule in the "
-        "README. A word model writes only its words anyway.",
+        help="--known-words (the default): a character or subword model spells only words "
+        "of its training text (case aside); --any-words: also words it makes up. A word model "
+        "writes only its own words anyway.",
         show_default=False,
     ),
 ]
