@@ -121,6 +121,7 @@ def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
         "60",
         "--prompt",
         "The Queen",
+        "--any-words",  # the model's own argmax, not the known-words rule's
         home=home,
     )
     b = run_cli(
@@ -134,6 +135,7 @@ def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
         "60",
         "--prompt",
         "The Queen",
+        "--any-words",
         home=home,
     )
     assert a.stdout == b.stdout
@@ -171,7 +173,11 @@ def test_samples_are_separated_and_each_equals_its_own_seed(trained):
     assert both.returncode == 0, both.stderr
     run = load_run(run_dir)
     config = SampleConfig(temperature=0.8, length=50)
-    expected = ["".join(generate(run.model, run.tokenizer, "x", config, seed)) for seed in (5, 6)]
+    index = run.originality_index()  # the command's default: the known-words rule
+    expected = [
+        "".join(generate(run.model, run.tokenizer, "x", config, seed, index=index))
+        for seed in (5, 6)
+    ]
     assert both.stdout == expected[0] + "\n%\n" + expected[1] + "\n"
 
 
