@@ -133,23 +133,12 @@ class Vocabulary:
     def __init__(self, words: frozenset[str]):
         self.words = words
         self._prefixes: frozenset[str] | None = None
-        self._following: dict[str, str] | None = None
 
     @property
     def prefixes(self) -> frozenset[str]:
         if self._prefixes is None:
             self._prefixes = frozenset(w[:i] for w in self.words for i in range(1, len(w) + 1))
         return self._prefixes
-
-    @property
-    def following(self) -> dict[str, str]:
-        """The characters that follow each beginning of a word ("" -> every first letter)."""
-        if self._following is None:
-            after: dict[str, set[str]] = {}
-            for prefix in self.prefixes:
-                after.setdefault(prefix[:-1], set()).add(prefix[-1])
-            self._following = {k: "".join(sorted(v)) for k, v in after.items()}
-        return self._following
 
     def step(self, state: State, ch: str) -> State | None:
         """The state after character `ch`, or None when `ch` is not allowed there."""
@@ -221,7 +210,10 @@ class KnownWords:
                 continue
             node = self.trie
             for ch in text:
-                node = node.children.setdefault(ch, _Node())
+                child = node.children.get(ch)
+                if child is None:
+                    child = node.children[ch] = _Node()
+                node = child
             node.ids.append(i)
         self.leads = [(i, b) for i, b in self.byte_of.items() if b >= 0xC0]
         self.trie.group()
@@ -239,7 +231,7 @@ class KnownWords:
         self._spelled = [
             (x, c.encode()) for x, cs in self._spellings.items() for c in cs if c > "\x7f"
         ]
-        vocabulary.following  # noqa: B018 - built now, not at the first token
+        vocabulary.prefixes  # noqa: B018 - built now, not at the first token
         # the tokens that begin with a character ending a word: the same after any state where
         # a word may end (all is ROOT after that character), so found once
         self._after_boundary: torch.Tensor | None = None
@@ -256,13 +248,11 @@ class KnownWords:
         begin with a letter or an apostrophe (and the control tokens)."""
         out = list(node.ids)
         word, step = state[0], self.vocabulary.step
-        if word is not None and node.letters:
-            follow = self.vocabulary.following.get(word, "")
-            if len(follow) < len(node.letters):
-                groups = [node.letters[x] for x in follow if x in node.letters]
-            else:
-                groups = [group for x, group in node.letters.items() if x in follow]
-            for group in groups:
+        if word is not None:
+            prefixes = self.vocabulary.prefixes
+            for x, group in node.letters.items():
+                if word + x not in prefixes:
+                    continue
                 for ch, child in group:
                     after = step(state, ch)
                     if after is not None:

@@ -16,8 +16,9 @@ off (--any-words) and on (--known-words), the same seeds both ways, and judged a
 between two sets of samples alike (the noise the difference with the rule is judged against).
 
 --overhead times one sample of --overhead-chars characters with the rule off and on, in
-turns, for each run (the rule's per-token cost, with its state cache starting cold), and for a
-subword (bpe) run of Tiny Shakespeare trained for a minute.
+turns, for each run, and for a subword (bpe) run of Tiny Shakespeare: the rule's whole cost in
+a fresh process, building it included (its word-beginnings, its token trie, and each state's
+tokens as it first meets them), with the garbage collector set as the command sets it.
 
     python benchmarks/known_words.py --home /tmp/kw --minutes 5
     python benchmarks/known_words.py --home /tmp/kw --only overhead
@@ -29,6 +30,7 @@ Writes one JSON line per (run, temperature, rule) to stdout, tables to stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -181,6 +183,7 @@ def overhead(home: Path, kind: str, chars: int, rounds: int, threads: int | None
 
     if threads:
         torch.set_num_threads(threads)
+    gc.set_threshold(50_000, 10, 10)  # as the command sets it (authorgen.cli.main)
     runs = [home / "checkpoints" / f"{a}-{kind}" for a in AUTHORS]
     bpe = home / "checkpoints" / "shakespeare-bpe"
     if not (bpe / "config.json").exists():
