@@ -252,6 +252,12 @@ class Job:
             and tokenizer.kind != "word"
         )
         self.rule = index.known_words(tokenizer) if self.known_words else None
+        # Without top-k and top-p, a drawn token is checked against the rule and only a refused
+        # one makes the draw again from the scores with every token the rule bans at -inf: the
+        # same distribution as banning first (the softmax over the allowed tokens is the first
+        # draw given that it is allowed), and most steps need no list of banned tokens at all.
+        # With top-k or top-p the ban must come first, as it changes which tokens they keep.
+        self.words_after_draw = config.top_k is None and config.top_p >= 1.0
         self.report = report and index is not None
         self.special = torch.tensor(tokenizer.special_ids, dtype=torch.long)
         self.sampler = Sampler(config)  # one per job: NoRepeatNgram remembers its samples
@@ -334,7 +340,7 @@ class Job:
             banned = state.decoder.banned()
             if banned:
                 scores[row, torch.as_tensor(banned, device=scores.device)] = NEG_INF
-            if state.words is not None:
+            if state.words is not None and not self.words_after_draw:
                 mask, state.dead_end = state.words.banned(scores.device)
                 scores[row].masked_fill_(mask, NEG_INF)
                 if state.dead_end:
@@ -346,13 +352,23 @@ class Job:
     def _accept(
         self, state: SampleState, token: int, scores: torch.Tensor
     ) -> tuple[int | None, str]:
-        """The drawn token and its text, or under --max-copy the first redraw that copies no
-        more than allowed (None when none does, or when --known-words left none)."""
-        if state.dead_end:
-            return None, ""
-        if state.guard is None:
-            return token, state.decoder.push(token)
+        """The drawn token and its text; or, when --known-words refuses it, a draw from the
+        scores with what the rule bans at -inf; or under --max-copy the first redraw that copies
+        no more than allowed (None when none does, or when --known-words leaves none)."""
+        words = state.words if self.words_after_draw else None
         for _ in range(MAX_TRIES):
+            if state.dead_end:
+                return None, ""
+            if words is not None and not words.allows(token):
+                mask, state.dead_end = words.banned(scores.device)
+                scores = scores.masked_fill(mask, NEG_INF)
+                words = None  # every later draw is from these scores
+                state.dead_end = state.dead_end or not torch.isfinite(scores).any()
+                if not state.dead_end:
+                    token = int(self.sampler.choose(scores, [state.generator])[0])
+                continue
+            if state.guard is None:
+                return token, state.decoder.push(token)
             decoder = state.decoder.clone()
             piece = decoder.push(token)
             suffix = state.guard.check(piece)

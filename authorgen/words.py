@@ -204,7 +204,8 @@ class KnownWords:
         self.trie = _Node()
         self.byte_of: dict[int, int] = {}  # byte pieces of part of a character -> their byte
         pieces = getattr(tokenizer, "piece_bytes", None)
-        for i, text in enumerate(token_texts(tokenizer)):
+        self.texts = token_texts(tokenizer)
+        for i, text in enumerate(self.texts):
             if text is None:
                 self.byte_of[i] = pieces[i][0]
                 continue
@@ -380,6 +381,14 @@ class Follower:
         for i, byte in self.rule.continuations:
             mask[i] = not self.rule.completes(self.state, self.begun + bytes([byte]))
         return mask, all(mask[i] for i, _ in self.rule.continuations)
+
+    def allows(self, token: int) -> bool:
+        """Whether `token` may come next (one the decoder would not ban: see `banned`)."""
+        byte = self.rule.byte_of.get(token)
+        if byte is not None:
+            begun = self.begun + bytes([byte])
+            return (byte < 0xC0 and not self.begun) or self.rule.completes(self.state, begun)
+        return self.rule.vocabulary.read_strictly(self.state, self.rule.texts[token]) is not None
 
     def accept(self, token: int, piece: str) -> None:
         """Take `token`, whose text came out as `piece` (empty while a character is begun)."""

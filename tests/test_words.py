@@ -196,25 +196,27 @@ def _unknown(sample, prompt: str, known) -> list[str]:
     return report["invented_examples"] if report["invented"] else []
 
 
+# the rule is checked after the draw (a refused token makes it draw again from the banned
+# scores) unless top-k or top-p is set, when the ban comes first: both ways are tried
 @pytest.mark.parametrize(
-    ("kind", "language", "model"),
+    ("kind", "language", "model", "shaping"),
     [
-        ("char", "en", "lstm"),
-        ("char", "fr", "transformer"),
-        ("char", "pl", "gru"),
-        ("bpe", "en", "lstm"),
-        ("bpe", "fr", "lstm"),
-        ("bpe", "pl", "transformer"),
+        ("char", "en", "lstm", {}),
+        ("char", "fr", "transformer", {"top_k": 20}),
+        ("char", "pl", "gru", {}),
+        ("bpe", "en", "lstm", {"top_p": 0.95}),
+        ("bpe", "fr", "lstm", {}),
+        ("bpe", "pl", "transformer", {"top_k": 50}),
     ],
 )
-def test_known_words_spell_only_training_words(tmp_path, kind, language, model):
+def test_known_words_spell_only_training_words(tmp_path, kind, language, model, shaping):
     text = {"en": ENGLISH, "fr": FRENCH, "pl": POLISH}[language]
     model, tok, index = _setup(tmp_path, kind, text, model=model)
     known = index.vocabulary().words
     prompt = text[:30]
-    free = _samples(model, tok, index, prompt, range(4), known_words=False)
+    free = _samples(model, tok, index, prompt, range(4), known_words=False, **shaping)
     assert sum(s.originality["invented"] for s in free) > 10  # a random model makes words up
-    ruled = _samples(model, tok, index, prompt, range(12), known_words=True)
+    ruled = _samples(model, tok, index, prompt, range(12), known_words=True, **shaping)
     for s in ruled:
         assert s.known_words and s.stopped == "length"
         assert s.originality["words"] > 10
@@ -244,15 +246,19 @@ def test_letters_written_in_bytes_are_held_to_the_rule_too(tmp_path):
     assert len({ch for ch in written if ch in "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ"}) >= 3
 
 
-def test_the_rule_holds_across_batches_and_each_sample_is_as_it_is_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shaping", [{}, {"top_p": 0.9}])
+def test_the_rule_holds_across_batches_and_each_sample_is_as_it_is_alone(
+    tmp_path, monkeypatch, shaping
+):
     monkeypatch.setattr(sample_module, "BATCH", 3)
     model, tok, index = _setup(tmp_path, "char", FRENCH)
     known = index.vocabulary().words
-    together = _samples(model, tok, index, "La ", range(7), known_words=True, length=150)
+    options = {"known_words": True, "length": 150, **shaping}
+    together = _samples(model, tok, index, "La ", range(7), **options)
     assert len(together) == 7
     for seed, s in enumerate(together):
         assert _unknown(s, "La ", known) == []
-        alone = _samples(model, tok, index, "La ", [seed], known_words=True, length=150)[0]
+        alone = _samples(model, tok, index, "La ", [seed], **options)[0]
         assert alone.text == s.text
 
 
@@ -268,10 +274,11 @@ def test_the_rule_with_max_copy_keeps_both(tmp_path, kind):
         assert _unknown(s, "The ", known) == []
 
 
-def test_a_sample_with_no_allowed_token_ends_and_says_why(tmp_path):
+@pytest.mark.parametrize("shaping", [{}, {"top_k": 3}])
+def test_a_sample_with_no_allowed_token_ends_and_says_why(tmp_path, shaping):
     # the tokenizer has no "z", and the only word with "ab" is "abz": after "ab" nothing is allowed
     model, tok, index = _setup(tmp_path, "char", "ab ba a b.\n", "abz ba a b.\n")
-    samples = _samples(model, tok, index, "a", range(3), known_words=True, length=200)
+    samples = _samples(model, tok, index, "a", range(3), known_words=True, length=200, **shaping)
     assert any(s.stopped == "known_words" for s in samples)
     for s in samples:
         if s.stopped == "known_words":
