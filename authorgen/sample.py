@@ -356,16 +356,19 @@ class Job:
         scores with what the rule bans at -inf; or under --max-copy the first redraw that copies
         no more than allowed (None when none does, or when --known-words leaves none)."""
         words = state.words if self.words_after_draw else None
+        if state.dead_end:
+            return None, ""
         for _ in range(MAX_TRIES):
-            if state.dead_end:
-                return None, ""
             if words is not None and not words.allows(token):
                 mask, state.dead_end = words.banned(scores.device)
+                if state.dead_end:
+                    return None, ""
                 scores = scores.masked_fill(mask, NEG_INF)
                 words = None  # every later draw is from these scores
-                state.dead_end = state.dead_end or not torch.isfinite(scores).any()
-                if not state.dead_end:
-                    token = int(self.sampler.choose(scores, [state.generator])[0])
+                if not torch.isfinite(scores).any():  # with --max-copy's bans (or the n-grams')
+                    state.dead_end = state.guard is None
+                    break
+                token = int(self.sampler.choose(scores, [state.generator])[0])
                 continue
             if state.guard is None:
                 return token, state.decoder.push(token)

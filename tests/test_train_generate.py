@@ -230,8 +230,12 @@ def test_gru_and_simple_rnn_train_and_generate(tmp_path, model):
         .splitlines()
     ]
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]
-    out = run_cli("generate", f"s-{model}", "--length", "40", "--seed", "0", home=tmp_path)
-    assert out.returncode == 0 and len(out.stdout) == 41
+    out = run_cli(
+        "generate", f"s-{model}", "--length", "40", "--seed", "0", "--json", home=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert len(row["text"]) == row["chars"] == 40 and row["stopped"] == "length"
 
 
 @pytest.mark.slow
