@@ -2,11 +2,12 @@
 
 Each step, the scores of the samples still being written go through the samplers of
 `authorgen.samplers` in their stated order (bans, repetition penalty, no-repeat n-grams,
-temperature, top-k, top-p) and one token is drawn per sample. With `--known-words` the bans
-include every token that would spell a word the training text does not have (`words.py`). With
-`--max-copy` a drawn token that would make a stretch of more than N characters copied from the
-corpus is banned and the draw repeated (the same chain, one more ban). A `StopPolicy` decides
-where each sample ends.
+temperature, top-k, top-p) and one token is drawn per sample. With `--known-words` no token
+that would spell a word the training text does not have is taken (`words.py`): it is a ban
+before the draw under top-k or top-p, else a check of the drawn token that, refusing it, draws
+again with the ban (the same distribution). With `--max-copy` a drawn token that would make a
+stretch of more than N characters copied from the corpus is banned and the draw repeated (the
+same chain, one more ban). A `StopPolicy` decides where each sample ends.
 
 A `Job` is one prompt's samples and what each step's scores make of them; a `Decoding` writes
 the samples of many jobs as one batch on the model, which jobs join and leave at token

@@ -14,9 +14,11 @@ that ends a word (space, punctuation, a digit, a new line) is allowed where a kn
 and anywhere outside a word. An apostrophe after letters may be inside a word (allowed when the
 word can go on with it) or end it (then the word before it must be known). A token is allowed
 when every character of its text is, in turn; so a subword piece like "ing the" is checked
-letter by letter across the word it ends and the one it begins. Which tokens each state allows
-is found once per state, by walking the tokens' texts as a trie beside the known prefixes, and
-kept: a sample then costs a dictionary lookup and a masked fill per token.
+letter by letter across the word it ends and the one it begins. Generation checks the token it
+drew (`Follower.allows`: a few set lookups) and needs the whole list of tokens a state allows
+only when it refuses one, or when top-k or top-p need the ban before the draw (see
+`sample.py`). That list is found once per state, by walking the tokens' texts as a trie beside
+the known beginnings of words, and kept.
 
 Byte pieces (subword models write rare characters as UTF-8 bytes) are checked when their
 character is complete: the byte that would finish a character is allowed only if that
@@ -402,8 +404,8 @@ class Follower:
 
 
 def token_texts(tokenizer) -> list[str | None]:
-    """Each token's text as generation prints it; None for a byte piece that is part of a
-    character, and for tokens never printed (they are banned anyway)."""
+    """Each token's text as generation prints it: None for a byte piece that is part of a
+    character, "" for a control token (never printed: banned anyway)."""
     special = set(tokenizer.special_ids)
     pieces = getattr(tokenizer, "piece_bytes", None)
     out: list[str | None] = []
