@@ -582,6 +582,31 @@ def test_a_run_loaded_for_generation_writes_what_its_trained_model_writes(served
     assert text(run.model) == text(fresh)
 
 
+@pytest.mark.parametrize(("layers", "batch", "start"), [(1, 1, None), (2, 3, "random")])
+def test_an_lstms_one_token_step_is_its_fused_layers(layers, batch, start):
+    """Generation's LSTM step (plain products, on a CPU without gradients) computes what
+    nn.LSTM computes, to float rounding."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=30, hidden=48, embedding_dim=16, layers=layers)
+    model = build_model(config).eval()
+    idx = torch.randint(0, 30, (batch, 1))
+    state = None
+    if start:
+        state = tuple(torch.randn(layers, batch, 48) for _ in range(2))
+    fused_out, fused_state = model.rnn(model.embedding(idx), state)
+    expected = model.head(fused_out)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fused LSTM ran")
+
+    model.rnn.forward = refuse
+    with torch.no_grad():
+        logits, (h, c) = model(idx, state)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(h, fused_state[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(c, fused_state[1], rtol=0, atol=1e-5)
+
+
 def test_int8_weights_keep_the_models_distribution():
     torch.manual_seed(0)
     config = ModelConfig(
