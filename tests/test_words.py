@@ -262,6 +262,19 @@ def test_the_rule_holds_across_batches_and_each_sample_is_as_it_is_alone(
         assert alone.text == s.text
 
 
+def test_the_rule_with_stop_and_until(tmp_path):
+    model, tok, index = _setup(tmp_path, "char", ENGLISH)
+    known = index.vocabulary().words
+    stopped = _samples(model, tok, index, "The ", range(6), known_words=True, stop=(",", "."))
+    until = _samples(model, tok, index, "The ", range(6), known_words=True, until="sentence")
+    assert {s.stopped for s in stopped} == {"stop"} and {s.stopped for s in until} >= {"sentence"}
+    for s in stopped:
+        assert not {",", "."} & set(s.text) and _unknown(s, "The ", known) == []
+    assert sum(s.originality["words"] for s in stopped) >= 6
+    for s in until:
+        assert _unknown(s, "The ", known) == []
+
+
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_the_rule_with_max_copy_keeps_both(tmp_path, kind):
     text = ENGLISH * 2
