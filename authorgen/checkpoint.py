@@ -331,11 +331,14 @@ class Run:
 
     def originality_index(self):
         """The originality index of the corpus (`originality.Index`), or None for a run made
-        before runs kept one."""
+        before runs kept one; opened once per loaded run, so that what it learns (the words,
+        the known-words rule's states) serves every generation of the run."""
         from authorgen.originality import Index
 
-        folder = existing_dir(self.path / INDEX)
-        return Index(folder) if folder else None
+        if "_index" not in self.__dict__:
+            folder = existing_dir(self.path / INDEX)
+            self.__dict__["_index"] = Index(folder) if folder else None
+        return self.__dict__["_index"]
 
 
 def save_index(run_dir: Path, sources) -> None:

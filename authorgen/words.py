@@ -224,16 +224,14 @@ class KnownWords:
         # how the letters of the words may be written: folded, in upper case, and every
         # letter of up to 2 UTF-8 bytes that folds to some of them ("ſ" is an "s")
         letters = {ch for word in vocabulary.words for ch in word if ch != "'"}
-        self._spellings: dict[str, set[str]] = {}
-        for x in letters:
-            self._spellings.setdefault(x, set()).update(c for c in (x, x.upper()) if fold(c) == x)
-        for c in map(chr, range(0x80, 0x800)):
-            if LETTER.match(c) and set(fold(c)) <= letters:
-                self._spellings.setdefault(fold(c), set()).add(c)
-        # the letters that byte pieces may write (those beyond ASCII)
-        self._spelled = [
-            (x, c.encode()) for x, cs in self._spellings.items() for c in cs if c > "\x7f"
-        ]
+        spellings = {(x, c) for x in letters for c in (x, x.upper()) if fold(c) == x}
+        spellings |= {
+            (fold(c), c)
+            for c in map(chr, range(0x80, 0x800))
+            if LETTER.match(c) and set(fold(c)) <= letters
+        }
+        # the letters that byte pieces may write (those beyond ASCII): (folded, UTF-8)
+        self._spelled = sorted((x, c.encode()) for x, c in spellings if c > "\x7f")
         vocabulary.prefixes  # noqa: B018 - built now, not at the first token
         # the tokens that begin with a character ending a word: the same after any state where
         # a word may end (all is ROOT after that character), so found once
@@ -397,10 +395,7 @@ class Follower:
         byte = self.rule.byte_of.get(token)
         self.begun = self.begun + bytes([byte]) if byte is not None and not piece else b""
         if piece:
-            vocabulary = self.rule.vocabulary
-            self.state = vocabulary.read_strictly(self.state, piece) or vocabulary.read(
-                self.state, piece
-            )
+            self.state = self.rule.vocabulary.read(self.state, piece)
 
 
 def token_texts(tokenizer) -> list[str | None]:
