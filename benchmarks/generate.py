@@ -233,12 +233,15 @@ def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
         for i, sizes in enumerate(shapes.values()):
             train = ["train", "s", *sizes, "--steps", "1", "--name", f"r{i}", "-q"]
             subprocess.run([*exe, *train], check=True, env=env)
+        # the measured commands run in `home`: run here, `python -c` would import the
+        # authorgen beside this script (the current directory comes first on sys.path) and
+        # not `code`'s
         if code:
             env["PYTHONPATH"] = str(Path(code).resolve())
         # one step's weights write letter soup, which the known-words rule (where the checkout
         # has it) would refuse token after token, as it does not for trained runs: leave it out
         help_text = [*exe, "generate", "--help"]
-        usage = subprocess.run(help_text, capture_output=True, text=True, env=env)
+        usage = subprocess.run(help_text, capture_output=True, text=True, env=env, cwd=home)
         rule = ["--any-words"] if "--any-words" in usage.stdout else []
         for i, name in enumerate(shapes):
             for chars in (200, 2000):
@@ -248,7 +251,7 @@ def runs_end_to_end(env: dict, code: str | None, repeats: int) -> dict:
                     t0 = time.perf_counter()
                     done = subprocess.run(
                         [sys.executable, "-c", FIRST_CHARACTER, *args],
-                        capture_output=True, text=True, env=env,
+                        capture_output=True, text=True, env=env, cwd=home,
                     )  # fmt: skip
                     walls.append(time.perf_counter() - t0)
                     if done.returncode:
