@@ -340,6 +340,19 @@ class Run:
             self.__dict__["_index"] = Index(folder) if folder else None
         return self.__dict__["_index"]
 
+    def ngrams(self):
+        """The run's n-gram counts (`ngrams.NGrams`, memory-mapped), or None for a run that
+        keeps none; read once per loaded run.
+
+        Raises:
+            DataError: when they are damaged.
+        """
+        from authorgen.ngrams import NGrams
+
+        if "_ngrams" not in self.__dict__:
+            self.__dict__["_ngrams"] = NGrams.load(self.path)
+        return self.__dict__["_ngrams"]
+
 
 def save_index(run_dir: Path, sources) -> None:
     """Build the run's originality index of `sources` ((label, text part) pairs), unless it is

@@ -229,6 +229,9 @@ class TrainConfig(_Saved):
     precision: str = "auto"  # auto: bf16 autocast on a CUDA GPU that has it, else fp32
     compile: bool = False  # torch.compile the model (CUDA; minutes of compiling first)
     index: bool = True  # keep an originality index of the corpus in the run (see originality.py)
+    ngrams: bool = (
+        True  # keep the training text's n-gram counts, mixed into predictions (ngrams.py)
+    )
 
     def __post_init__(self) -> None:
         for name in ("context", "batch_size", "eval_every"):
@@ -300,6 +303,7 @@ class TrainOptions:
     precision: str | None = None
     compile: bool | None = None
     index: bool | None = None
+    ngrams: bool | None = None
     pretrained_embeddings: str | None = None
 
     def __post_init__(self) -> None:
@@ -351,6 +355,8 @@ class SampleConfig(_Saved):
     # spell only words of the training text (None: the default, KNOWN_WORDS, for char and
     # subword runs; a word model writes only its words anyway)
     known_words: bool | None = None
+    # mix the run's n-gram counts into its predictions (None: where the run keeps them)
+    ngrams: bool | None = None
 
     def __post_init__(self) -> None:
         _finite("temperature", self.temperature, 0.0, 100.0)
@@ -383,8 +389,10 @@ class SampleConfig(_Saved):
             _positive_int("max-copy", self.max_copy)
         if self.max_tokens is not None:
             _positive_int("max-tokens", self.max_tokens)
-        if self.known_words is not None and not isinstance(self.known_words, bool):
-            raise UsageError(f"known_words must be true or false (got {self.known_words!r})")
+        for name in ("known_words", "ngrams"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise UsageError(f"{name} must be true or false (got {value!r})")
 
     @property
     def limit(self) -> int:

@@ -19,7 +19,7 @@ from authorgen.corpus import Corpus, Split, TextSlice, list_corpora, read_chunks
 from authorgen.data import encode_split
 from authorgen.errors import DataError, UsageError
 from authorgen.files import cache_dir
-from authorgen.losses import bits, total_nll
+from authorgen.losses import bits, token_probabilities, total_nll
 from authorgen.sample import Generation
 from authorgen.style import compare, words_of
 from authorgen.words import invented_in, pooled
@@ -79,7 +79,7 @@ def heldout_loss(run, split, device) -> dict:
         raise DataError("the held-out text is too short to evaluate (under 2 tokens)")
     total, count = total_nll(run.model, val.ids, torch.device(device))
     loss = total / val.predicted_chars
-    return {
+    result = {
         "heldout": split.description,
         "val_loss": round(loss, 5),
         "val_bpc": round(bits(loss), 5),
@@ -88,6 +88,12 @@ def heldout_loss(run, split, device) -> dict:
         "chars": val.predicted_chars,
         "unk_share": round(val.unk / len(val.ids), 5),
     }
+    counts = run.ngrams()
+    if counts is not None:  # with the weights fitted at the end of training
+        model_p = token_probabilities(run.model, val.ids, torch.device(device))
+        mixed = counts.nll(model_p, val.ids) / val.predicted_chars
+        result.update(mixed_val_loss=round(mixed, 5), mixed_val_bpc=round(bits(mixed), 5))
+    return result
 
 
 def style_candidates(run_config: dict, corpora_dir) -> tuple[dict[str, str], str | None]:
@@ -121,7 +127,8 @@ def heldout_invented(run, split) -> dict | None:
 def sample_report(run, config, seeds, device, candidates: dict, author: str | None) -> dict:
     """Generate samples and describe them: originality, invented words, distinct-n, style."""
     index = run.originality_index()
-    generation = Generation(run.model, run.tokenizer, "", config, seeds, device, index)
+    counts = run.ngrams() if config.ngrams is not False else None
+    generation = Generation(run.model, run.tokenizer, "", config, seeds, device, index, counts)
     samples = [s for _, _, s in generation if s]
     texts = [s.text for s in samples]
     reports = [s.originality for s in samples if s.originality]
@@ -140,6 +147,7 @@ def sample_report(run, config, seeds, device, candidates: dict, author: str | No
     return {
         "temperature": config.temperature,
         "known_words": generation.jobs[0].known_words,
+        "ngrams": generation.jobs[0].ngrams is not None,
         "samples": len(samples),
         "sample_chars": config.length,
         "seed": seeds[0],
@@ -175,6 +183,7 @@ class EvalResult:
             "invented_words": first.get("invented_words"),
             "heldout_invented_words": (self.heldout_invented or {}).get("invented_words"),
             "known_words": first.get("known_words"),
+            "ngrams": first.get("ngrams"),
             "distinct": first.get("distinct"),
             "style": first.get("style"),
             "samples": self.samples,
@@ -198,10 +207,11 @@ def evaluate_run(
     seed: int = 0,
     device: str = "auto",
     known_words: bool | None = None,
+    ngrams: bool | None = None,
 ) -> EvalResult:
     """Measure run `run_ref` (a name or a folder) on held-out text (`heldout_split`: `text`,
     `corpus`, or its own), then judge `samples` samples of `length` characters at each
-    temperature, seeded from `seed` (with `known_words` as `generate` takes it).
+    temperature, seeded from `seed` (with `known_words` and `ngrams` as `generate` takes them).
 
     Raises:
         UsageError: for a bad number of samples or temperature.
@@ -213,7 +223,13 @@ def evaluate_run(
     if samples < 0:
         raise UsageError(f"--samples must be 0 or more (got {samples})")
     configs = [
-        SampleConfig(temperature=t, length=length, n=max(samples, 1), known_words=known_words)
+        SampleConfig(
+            temperature=t,
+            length=length,
+            n=max(samples, 1),
+            known_words=known_words,
+            ngrams=ngrams,
+        )
         for t in temperatures
     ]
     dev = resolve_device(device)

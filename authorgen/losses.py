@@ -8,29 +8,35 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from authorgen.data import IGNORE, eval_streams
 
 
+def _streamed(model, ids, device: torch.device, n_streams: int):
+    """The text as `n_streams` contiguous streams fed `model.eval_chunk` tokens at a time, the
+    state carried along: (logits (S, w, V), targets (S, w)) per chunk. An RNN predicts each
+    token from everything before it in its stream, a transformer from the `context - 1` tokens
+    before it at most (its KV cache slides)."""
+    state = None
+    for x, y in eval_streams(ids, n_streams, model.eval_chunk):
+        logits, state = model(x.to(device), state)
+        yield logits, y.to(device)
+
+
 @torch.no_grad()
 def total_nll(
     model, ids: torch.Tensor, device: torch.device, n_streams: int = 64
 ) -> tuple[float, int]:
-    """Summed negative log-likelihood (nats) of every token of `ids` after the first, and its count.
-
-    The text runs as `n_streams` contiguous streams fed `model.eval_chunk` tokens at a time, the
-    state carried along: an RNN predicts each token from everything before it in its stream, a
-    transformer from the `context - 1` tokens before it at most (its KV cache slides).
-    """
+    """Summed negative log-likelihood (nats) of every token of `ids` after the first, and its
+    count (the streams of `_streamed`)."""
     was_training = model.training
     model.eval()
-    total, count, state = 0.0, 0, None
+    total, count = 0.0, 0
     try:
-        for x, y in eval_streams(ids, n_streams, model.eval_chunk):
-            x, y = x.to(device), y.to(device)
-            logits, state = model(x, state)  # (S, w, V)
+        for logits, y in _streamed(model, ids, device, n_streams):
             total += F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)).float(),
                 y.reshape(-1),
@@ -41,6 +47,19 @@ def total_nll(
     finally:
         model.train(was_training)
     return total, count
+
+
+@torch.no_grad()
+def token_probabilities(model, ids, device: torch.device, n_streams: int = 64) -> np.ndarray:
+    """The model's probability of each token of `ids` after the first, in order, from the same
+    streams as `total_nll` (so the mean of their -log is its loss). For an evaluation mode
+    model."""
+    chunks = []
+    for logits, y in _streamed(model, ids, device, n_streams):
+        logp = F.log_softmax(logits.float(), dim=-1).gather(-1, y.clamp(min=0)[..., None])
+        chunks.append(logp[..., 0].exp().double().cpu().numpy())  # (S, w)
+    # row r of the streams holds the predictions of input positions r * L .. (r + 1) * L - 1
+    return np.concatenate(chunks, axis=1).reshape(-1)[: len(ids) - 1]
 
 
 def validation_loss(model, ids: torch.Tensor, chars: int, device: torch.device) -> float:

@@ -27,11 +27,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from authorgen.clean import normalize
 from authorgen.config import KNOWN_WORDS, SampleConfig
 from authorgen.errors import DataError
+from authorgen.ngrams import NGrams
 from authorgen.originality import CopyGuard, Index
 from authorgen.samplers import NEG_INF, Sampler, ban
 from authorgen.tokenizer.base import Decoder
@@ -158,6 +160,7 @@ class Sample:
     stopped: str  # length | stop | sentence | paragraph | max_copy | known_words
     originality: dict | None = None
     known_words: bool = False  # written under --known-words
+    ngrams: bool = False  # the run's n-gram counts mixed in
 
     @property
     def chars(self) -> int:
@@ -176,6 +179,7 @@ class Sample:
             "no_repeat_ngram": config.no_repeat_ngram,
             "max_copy": config.max_copy,
             "known_words": self.known_words,
+            "ngrams": self.ngrams,
             "chars": self.chars,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed_s,
@@ -229,6 +233,7 @@ class Job:
         seeds: Sequence[int],
         index: Index | None = None,
         report: bool = True,
+        ngrams: NGrams | None = None,
     ):
         if config.max_copy is not None and index is None:
             raise DataError(
@@ -253,6 +258,13 @@ class Job:
             and tokenizer.kind != "word"
         )
         self.rule = index.known_words(tokenizer) if self.known_words else None
+        if config.ngrams and ngrams is None:
+            raise DataError(
+                "--ngrams needs the run's n-gram counts, which this run does not have (trained "
+                "with --no-ngrams, on more than 20 million tokens, or before runs kept them); "
+                "leave it out"
+            )
+        self.ngrams = ngrams if config.ngrams is not False else None
         # Without top-k and top-p, a drawn token is checked against the rule and only a refused
         # one makes the draw again from the scores with every token the rule bans at -inf: the
         # same distribution as banning first (the softmax over the allowed tokens is the first
@@ -293,11 +305,22 @@ class Job:
         """Steps 1-3 for the active samples, from `logits` (their rows, in order): the scores
         their next tokens are drawn from, a copy in float64."""
         active = self.active
+        if self.ngrams is not None:
+            logits = self._mixed(logits, active)
         if self.sampler.penalties:  # they remember samples by row: give them every row
             scores = logits.new_zeros(len(self.states), logits.shape[-1], dtype=torch.float64)
             scores[active] = logits.double()  # (n, V)
             return self._penalized(scores, range(len(self.states)))[active]
         return self._penalized(logits.to(torch.float64, copy=True), active)
+
+    def _mixed(self, logits: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """The log of the model's probabilities mixed with the n-gram counts' (`ngrams.py`),
+        each row given its sample's tokens so far, in float64."""
+        model = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        mixed = [
+            self.ngrams.mix(p, self.states[i].history) for p, i in zip(model, active, strict=True)
+        ]
+        return torch.from_numpy(np.stack(mixed)).log().to(logits.device)
 
     def generators(self) -> list[torch.Generator]:
         return [self.states[i].generator for i in self.active]
@@ -397,6 +420,7 @@ class Job:
             stopped=stop.reason,
             originality=self.originality(text, stop.reason) if self.report else None,
             known_words=self.known_words,
+            ngrams=self.ngrams is not None,
         )
 
     def originality(self, text: str, stopped: str) -> dict:
@@ -498,10 +522,11 @@ class Generation:
         seeds: Sequence[int],
         device: torch.device | str = "cpu",
         index: Index | None = None,
+        ngrams: NGrams | None = None,
     ):
         seeds = list(seeds)
         self.jobs = [
-            Job(tokenizer, prompt, config, seeds[first : first + BATCH], index)
+            Job(tokenizer, prompt, config, seeds[first : first + BATCH], index, ngrams=ngrams)
             for first in range(0, max(len(seeds), 1), BATCH)
         ]
         self.prompt = self.jobs[0].prompt
@@ -534,6 +559,7 @@ def generate(
     seed: int,
     device: torch.device | str = "cpu",
     index=None,
+    ngrams=None,
 ) -> Iterator[str]:
     """The continuation of `prompt` (one sample), piece by piece as it may be printed.
 
@@ -543,5 +569,5 @@ def generate(
     Raises:
         DataError: when the prompt has characters a char model never saw.
     """
-    generation = Generation(model, tokenizer, prompt, config, [seed], device, index)
+    generation = Generation(model, tokenizer, prompt, config, [seed], device, index, ngrams)
     return (text for _, text, _ in generation if text)

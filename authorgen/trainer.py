@@ -33,7 +33,7 @@ from authorgen.config import TrainConfig
 from authorgen.data import StreamBatches, random_windows
 from authorgen.devices import autocast, autocast_dtype, state_to
 from authorgen.errors import AuthorgenError, Interrupted, first_line
-from authorgen.losses import bits, validation_loss
+from authorgen.losses import bits, token_probabilities, validation_loss
 from authorgen.models.rnn import detach_state
 from authorgen.prepare import RunData
 
@@ -68,6 +68,7 @@ class TrainResult:
     best_val_loss: float  # nats per character
     best_val_bpc: float
     status: str = "finished"  # finished | stopped early
+    mixed_val_loss: float | None = None  # with the n-gram counts (ngrams.py), two-fold
 
 
 class Diverged(AuthorgenError):
@@ -455,6 +456,8 @@ class Trainer:
         self.progress_now = self._local_progress()
         try:
             status = self._loop()
+            elapsed = self._clock()
+            mixed = self._count_ngrams() if self.group.main else None
         except KeyboardInterrupt:
             self._save_on_failure("interrupted")
             raise Interrupted(
@@ -472,20 +475,46 @@ class Trainer:
         self.record.result = {
             "steps": self.step,
             "tokens": self.tokens,
-            "elapsed_s": round(self._clock(), 3),
+            "elapsed_s": round(elapsed, 3),
             "tokens_per_s": round(speed, 1),
         }
+        if mixed is not None:
+            self.record.result["mixed_val_loss"] = mixed
         if self.group.main:
             checkpoint.save_config(self.run_dir, self.record)
         return TrainResult(
             self.run_dir,
             self.step,
             self.tokens,
-            self._clock(),
+            elapsed,
             speed,
             self.record.params,
             self.best_step,
             self.best,
             bits(self.best),
             status,
+            mixed,
         )
+
+    def _count_ngrams(self) -> float | None:
+        """Count the training text's n-grams into the run and fit how much the best weights'
+        predictions and the counts each weigh (`ngrams.py`); the mixed validation loss, or None
+        where the run keeps no counts."""
+        from authorgen.ngrams import MAX_TOKENS, NGrams
+
+        train_ids, val_ids = self.data.train.ids, self.data.val.ids
+        if not self.config.ngrams or len(val_ids) < 3:
+            return None
+        if len(train_ids) > MAX_TOKENS:
+            self.callback.on_message(
+                f"n-gram counts left out: {len(train_ids):,} training tokens is more than "
+                f"{MAX_TOKENS:,}"
+            )
+            return None
+        model = checkpoint.load_run(self.run_dir, self.device).model  # the best weights
+        counts = NGrams.count(train_ids, self.record.model.vocab_size)
+        mixed = counts.fit(
+            token_probabilities(model, val_ids, self.device), val_ids, self.data.val.predicted_chars
+        )["val_loss"]
+        counts.save(self.run_dir)
+        return mixed

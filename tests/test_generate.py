@@ -474,7 +474,7 @@ def test_stop_and_until_from_the_command_line(memorised):
     home, _, text = memorised
     out = run_cli(
         "generate", "memo", "--prompt", text[:30], "--temperature", "0", "--length", "400",
-        "--stop", "\\n\\n", "--json", home=home,
+        "--stop", "\\n\\n", "--json", "--no-ngrams", home=home,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)

@@ -229,6 +229,8 @@ ERRORS = [
     ({"model": "lstm", "seed": -2}, 400, "invalid_value"),
     ({"model": "lstm", "known_words": "yes"}, 400, "invalid_value"),
     ({"model": "lstm", "known_words": None, "max_tokens": 5}, 200, None),
+    ({"model": "lstm", "ngrams": "yes"}, 400, "invalid_value"),
+    ({"model": "lstm", "ngrams": False, "max_tokens": 5}, 200, None),
     ({"model": "lstm", "prompt": 42}, 400, "invalid_value"),
     ({"model": "lstm", "temprature": 0.5}, 400, "invalid_value"),
     ({"model": "lstm", "logprobs": 5}, 400, "invalid_value"),
@@ -257,6 +259,17 @@ def test_known_words_is_a_field_of_the_api(server):
     assert sum(c["originality"]["invented"] for c in free) > 0
     for c in ruled:
         assert c["originality"]["invented"] == 0 and c["originality"]["words"] > 20
+
+
+def test_ngrams_is_a_field_of_the_api(server):
+    body = {"model": "lstm", "prompt": "The old ", "length": 200, "seed": 3}
+    mixed = server.post("/v1/completions", body).json()["choices"][0]["text"]
+    alone = server.post("/v1/completions", {**body, "ngrams": False}).json()["choices"][0]["text"]
+    assert (
+        mixed
+        == server.post("/v1/completions", {**body, "ngrams": True}).json()["choices"][0]["text"]
+    )
+    assert mixed != alone
 
 
 def test_the_api_messages_name_the_apis_fields(server):

@@ -122,6 +122,7 @@ def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
         "--prompt",
         "The Queen",
         "--any-words",  # the model's own argmax, not the known-words rule's
+        "--no-ngrams",  # nor the mix with the n-gram counts
         home=home,
     )
     b = run_cli(
@@ -136,6 +137,7 @@ def test_greedy_at_temperature_zero_is_the_argmax_path(trained):
         "--prompt",
         "The Queen",
         "--any-words",
+        "--no-ngrams",
         home=home,
     )
     assert a.stdout == b.stdout
@@ -173,9 +175,11 @@ def test_samples_are_separated_and_each_equals_its_own_seed(trained):
     assert both.returncode == 0, both.stderr
     run = load_run(run_dir)
     config = SampleConfig(temperature=0.8, length=50)
-    index = run.originality_index()  # the command's default: the known-words rule
+    index = run.originality_index()  # the command's defaults: the known-words rule
+    counts = run.ngrams()  # and the n-gram counts mixed in
+    assert counts is not None
     expected = [
-        "".join(generate(run.model, run.tokenizer, "x", config, seed, index=index))
+        "".join(generate(run.model, run.tokenizer, "x", config, seed, index=index, ngrams=counts))
         for seed in (5, 6)
     ]
     assert both.stdout == expected[0] + "\n%\n" + expected[1] + "\n"

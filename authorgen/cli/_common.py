@@ -64,6 +64,15 @@ KnownWords = Annotated[
         show_default=False,
     ),
 ]
+Ngrams = Annotated[
+    bool | None,
+    typer.Option(
+        "--ngrams/--no-ngrams",
+        help="Mix the run's n-gram counts of its training text into the model's predictions "
+        "(the default where the run keeps them: a lower loss); --no-ngrams: the model alone.",
+        show_default=False,
+    ),
+]
 Seed = Annotated[
     int | None, typer.Option(min=0, help="Random seed; the same seed gives the same result.")
 ]

@@ -266,6 +266,11 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
         f"{result['val_bpc']:.4f} bpc, perplexity {result['perplexity']:,.2f} per token "
         f"({result['tokens']:,} tokens, {result['chars']:,} characters)"
     )
+    if result.get("mixed_val_loss") is not None:
+        console.print(
+            f"mixed with the run's n-gram counts: {result['mixed_val_loss']:.4f} nats/char, "
+            f"{result['mixed_val_bpc']:.4f} bpc (weights fitted to the run's own held-out text)"
+        )
     if not result.get("samples"):
         return
     if sweep:

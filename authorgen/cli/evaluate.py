@@ -14,6 +14,7 @@ from authorgen.cli._common import (
     Device,
     JsonOut,
     KnownWords,
+    Ngrams,
     Quiet,
     Threads,
     _folder,
@@ -69,6 +70,7 @@ def evaluate(
         ),
     ] = None,
     known_words: KnownWords = None,
+    ngrams: Ngrams = None,
     json_out: JsonOut = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -105,6 +107,7 @@ def evaluate(
         seed=seed,
         device=device,
         known_words=known_words,
+        ngrams=ngrams,
     )
     if json_out:
         _print_json(result.to_dict())

@@ -16,6 +16,7 @@ from authorgen.cli._common import (
     CheckpointsDir,
     Device,
     KnownWords,
+    Ngrams,
     Quiet,
     Seed,
     Threads,
@@ -132,6 +133,7 @@ def generate(
         ),
     ] = None,
     known_words: KnownWords = None,
+    ngrams: Ngrams = None,
     json_out: Annotated[
         bool,
         typer.Option("--json", help="One JSON object per sample on stdout (see the README)."),
@@ -175,6 +177,7 @@ def generate(
         until=until,
         max_copy=max_copy,
         known_words=known_words,
+        ngrams=ngrams,
     )
     text = normalize(_read_prompt(prompt))  # echoed as the model reads it: NFC, LF
     console = make_console(quiet)
@@ -193,7 +196,8 @@ def generate(
     loaded = load_run(path, dev, weights=weights)
     index = loaded.originality_index()
     seeds = sample_seeds(config)
-    generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index)
+    counts = loaded.ngrams() if ngrams is not False else None
+    generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index, counts)
     if index is None:
         console.print(
             "note: this run has no originality index (trained with --no-index, or before runs "

@@ -202,6 +202,13 @@ def train(
             "generate --max-copy (about 5 bytes per character of corpus)."
         ),
     ] = True,
+    ngrams: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the training text's n-gram counts in the run and mix them into its "
+            "predictions (lower loss; generate --no-ngrams leaves them out)."
+        ),
+    ] = True,
     holdout: Annotated[
         str | None,
         typer.Option(
@@ -254,6 +261,7 @@ def train(
         precision=precision,
         compile=compile,
         index=index,
+        ngrams=ngrams,
         pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
     )
     tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
@@ -308,4 +316,11 @@ def _report(console, result) -> None:
         f"{result.best_step:,}; {how}, {result.tokens_per_s:,.0f} tokens/s; "
         f"saved in {result.run_dir}"
     )
+    if result.mixed_val_loss is not None:
+        from authorgen.losses import bits
+
+        console.print(
+            f"mixed with the training text's n-gram counts: {result.mixed_val_loss:.4f} "
+            f"nats/char ({bits(result.mixed_val_loss):.4f} bpc) on the same validation text"
+        )
     console.print(f"next: authorgen generate {result.run_dir.name}")

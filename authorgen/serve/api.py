@@ -56,7 +56,7 @@ NEUTRAL = {
 IGNORED = {"user", "stream_options"}  # stream_options is read below
 FIELDS = {
     "model", "prompt", "max_tokens", "length", "temperature", "top_p", "n", "stop", "seed",
-    "stream", "top_k", "repetition_penalty", "max_copy", "until", "known_words",
+    "stream", "top_k", "repetition_penalty", "max_copy", "until", "known_words", "ngrams",
 }  # fmt: skip
 
 
@@ -152,9 +152,10 @@ def parse_completion(raw: bytes) -> Completion:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("stream must be true or false")
-    known_words = body.get("known_words")
-    if known_words is not None and not isinstance(known_words, bool):
-        raise _bad("known_words must be true, false or null (the default)")
+    switches = {name: body.get(name) for name in ("known_words", "ngrams")}
+    for name, value in switches.items():
+        if value is not None and not isinstance(value, bool):
+            raise _bad(f"{name} must be true, false or null (the default)")
     options = body.get("stream_options") or {}
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     try:
@@ -170,7 +171,7 @@ def parse_completion(raw: bytes) -> Completion:
             until=until,
             max_copy=_number(body, "max_copy", None, integer=True),
             max_tokens=max_tokens,
-            known_words=known_words,
+            **switches,
         )
     except UsageError as exc:  # the CLI's words, with the API's names
         message = re.sub(r"--([a-z-]+)", lambda m: m[1].replace("-", "_"), str(exc))

@@ -276,7 +276,10 @@ class Engine:
             ticket.send([("error", Unavailable(str(exc)))])
             return
         try:  # originality reports are made on the reporter thread, not in the batch's way
-            job = Job(run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False)
+            counts = run.ngrams() if ticket.config.ngrams is not False else None
+            job = Job(
+                run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False, counts
+            )
             decoding.add(job)
         except Exception as exc:  # the prompt does not fit the run (or worse: a 500)
             ticket.send([("error", exc)])
