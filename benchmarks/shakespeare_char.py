@@ -157,6 +157,11 @@ def main() -> None:
         "tokens_per_char": config["tokenizer"]["tokens_per_char"],
         "val_loss_nats_per_char": round(result.best_val_loss, 4),
         "val_bpc": round(result.best_val_bpc, 4),
+        # the run's predictions mixed with the training text's n-gram counts (authorgen.ngrams),
+        # measured two-fold on the same validation text; None with --no-ngrams
+        "mixed_val_loss_nats_per_char": (
+            round(result.mixed_val_loss, 4) if result.mixed_val_loss is not None else None
+        ),
         "best_step": result.best_step,
         "steps": result.steps,
         "tokens": result.tokens,
@@ -173,7 +178,13 @@ def main() -> None:
     console.print(
         f"Tiny Shakespeare ({tokenizer.kind}), whole val split: "
         f"{row['val_loss_nats_per_char']} nats/char "
-        f"({row['val_bpc']} bpc); {row['tokens_per_s']:,} tokens/s; {row['params']:,} params; "
+        f"({row['val_bpc']} bpc)"
+        + (
+            f", {row['mixed_val_loss_nats_per_char']} mixed with the n-gram counts"
+            if row["mixed_val_loss_nats_per_char"] is not None
+            else ""
+        )
+        + f"; {row['tokens_per_s']:,} tokens/s; {row['params']:,} params; "
         f"{row['steps']:,} steps in {row['elapsed_s']} s"
         + (
             f"; {row['achieved_gflops']} GFLOP/s = {row['fraction_of_cpu_fp32_peak']:.1%} of the "
