@@ -16,6 +16,7 @@ from authorgen.devices import resolve_device
 from authorgen.errors import UsageError
 from authorgen.evaluate import sample_report, style_candidates
 from authorgen.files import check_name
+from authorgen.losses import bits
 from authorgen.train import train_corpus
 from authorgen.trainer import Callback
 
@@ -107,6 +108,10 @@ def compare_models(
             "tokenizer": kind,
             "val_bpc": round(result.best_val_bpc, 4),
             "val_loss": round(result.best_val_loss, 4),
+            # with the run's n-gram counts mixed in (two-fold); None for --no-ngrams runs
+            "mixed_val_bpc": (
+                round(bits(result.mixed_val_loss), 4) if result.mixed_val_loss is not None else None
+            ),
             "params": result.params,
             "steps": result.steps,
             "tokens_per_s": round(result.tokens_per_s, 1),

@@ -140,6 +140,7 @@ def test_compare_trains_every_combination_and_draws_the_chart(evaluated):
     for r in rows:
         assert {"run", "model", "tokenizer", "val_bpc", "params", "tokens_per_s"} <= set(r)
         assert 0 <= r["invented_words"] <= 1  # 10 steps: mostly made-up words
+        assert r["mixed_val_bpc"] < r["val_bpc"]  # 10 steps: the counts know far more
         assert (home / "checkpoints" / r["run"] / "model.safetensors").exists()
     assert _is_png(home / "checkpoints" / "alice-compare.png")[0] > 0
     again = run_cli(*args, "--steps", "10", "--samples", "0", home=home)

@@ -321,7 +321,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
 
 def describe_comparison(console: Console, rows: list[dict], chart) -> None:
     """The leaderboard of `authorgen compare`, best validation bpc first."""
-    columns = ["#", "model", "tokenizer", "val bpc", "params", "tokens/s", "time", "copy"]
+    columns = ["#", "model", "tokenizer", "val bpc", "mixed", "params", "tokens/s", "time", "copy"]
     columns += ["invented", "Delta"]
     table = []
     for i, r in enumerate(rows, 1):
@@ -330,7 +330,9 @@ def describe_comparison(console: Console, rows: list[dict], chart) -> None:
         rank = r.get("style_rank")
         table.append(
             [
-                str(i), r["model"], r["tokenizer"], f"{r['val_bpc']:.4f}", f"{r['params']:,}",
+                str(i), r["model"], r["tokenizer"], f"{r['val_bpc']:.4f}",
+                f"{r['mixed_val_bpc']:.4f}" if r.get("mixed_val_bpc") is not None else "-",
+                f"{r['params']:,}",
                 f"{r['tokens_per_s']:,.0f}", _duration(r["time_s"]),
                 str(orig.get("longest_copy_chars", "-")), _share(r.get("invented_words")),
                 f"{delta:.2f} (rank {rank})" if delta is not None else "-",
@@ -340,7 +342,7 @@ def describe_comparison(console: Console, rows: list[dict], chart) -> None:
         console,
         columns,
         table,
-        right=("#", "val bpc", "params", "tokens/s", "time", "copy", "invented"),
+        right=("#", "val bpc", "mixed", "params", "tokens/s", "time", "copy", "invented"),
     )
     console.print(
         "copy: the longest stretch of the samples found verbatim in the corpus; invented: the "
