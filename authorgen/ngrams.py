@@ -154,9 +154,47 @@ class NGrams:
         mixed = (np.maximum(count - DISCOUNT, 0.0) + DISCOUNT * types * p) / np.maximum(total, 1)
         return np.where(hit, mixed, p), hit
 
-    def distribution(self, history: list[int]) -> tuple[np.ndarray, int]:
-        """p(every token | the last tokens of `history`) (vocab,), and the longest context
-        seen."""
+    def distributions(self, histories: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """p(every token | the last tokens of each history) (B, vocab), and the longest context
+        each has seen (B,): one pass per level for the whole batch (a lone history takes the
+        scalar way, five times faster for one)."""
+        if len(histories) == 1:
+            p, seen = self._distribution(histories[0])
+            return p[None], np.array([seen])
+        rows, vocab = len(histories), self.vocab
+        p = np.full((rows, vocab), 1.0 / vocab)
+        seen = np.zeros(rows, dtype=np.int64)
+        width = self.order - 1  # the last tokens each history may need, right-aligned
+        tail = np.zeros((rows, max(width, 1)), dtype=np.int64)
+        lengths = np.array([len(h) for h in histories])
+        for row, history in enumerate(histories):
+            last = history[len(history) - width :] if width else []
+            tail[row, width - len(last) :] = last
+        alive = np.ones(rows, dtype=bool)
+        context = np.zeros(rows, dtype=np.int64)
+        for k, level in enumerate(self.levels):
+            if k:
+                context += tail[:, width - k] * vocab ** (k - 1)
+                alive &= lengths >= k
+            at = np.minimum(level.contexts.searchsorted(context), len(level.contexts) - 1)
+            alive &= level.contexts[at] == context
+            found = np.flatnonzero(alive)
+            if not len(found):
+                break
+            at = at[found]
+            lo, counts = level.starts[at], level.types[at]
+            # the grams of every found row's context, one after another
+            grams = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+            owner = np.repeat(found, counts)
+            p[found] *= level.backoff[at][:, None]
+            p[owner, level.tokens[grams]] += level.discounted[grams] * np.repeat(
+                level.inverse[at], counts
+            )
+            seen[found] = k
+        return p, seen
+
+    def _distribution(self, history: list[int]) -> tuple[np.ndarray, int]:
+        """`distributions` for one history, with Python numbers where it can."""
         p = np.full(self.vocab, 1.0 / self.vocab)
         seen, context = 0, 0
         for k, level in enumerate(self.levels):
@@ -173,10 +211,10 @@ class NGrams:
             seen = k
         return p, seen
 
-    def mix(self, model: np.ndarray, history: list[int]) -> np.ndarray:
-        """The mixed probabilities of the next token, from the model's (vocab,)."""
-        counted, seen = self.distribution(history)
-        w = self.weights[seen]
+    def mix(self, model: np.ndarray, histories: list[list[int]]) -> np.ndarray:
+        """The mixed probabilities of each row's next token, from the model's (B, vocab)."""
+        counted, seen = self.distributions(histories)
+        w = self.weights[seen][:, None]
         return w * model + (1 - w) * counted
 
     # -- fitting -----------------------------------------------------------------------------

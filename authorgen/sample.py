@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from authorgen.clean import normalize
@@ -317,10 +316,8 @@ class Job:
         """The log of the model's probabilities mixed with the n-gram counts' (`ngrams.py`),
         each row given its sample's tokens so far, in float64."""
         model = torch.softmax(logits.double(), dim=-1).cpu().numpy()
-        mixed = [
-            self.ngrams.mix(p, self.states[i].history) for p, i in zip(model, active, strict=True)
-        ]
-        return torch.from_numpy(np.stack(mixed)).log().to(logits.device)
+        mixed = self.ngrams.mix(model, [self.states[i].history for i in active])
+        return torch.from_numpy(mixed).log().to(logits.device)
 
     def generators(self) -> list[torch.Generator]:
         return [self.states[i].generator for i in self.active]

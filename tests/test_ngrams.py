@@ -74,10 +74,15 @@ def test_every_distribution_sums_to_one_and_agrees_with_the_scores():
     assert counts.order == 7
     val = _ids(TEXT[25_000:26_000] + FRENCH[:300], tok)  # French: contexts never seen
     p, seen = counts.score(val)
-    for i in range(1, len(val), 7):
-        dist, longest = counts.distribution(val[:i].tolist())
+    steps = range(1, len(val), 7)
+    # a batch of histories of every length, as a server's batch has them
+    dists, longest = counts.distributions([val[:i].tolist() for i in steps])
+    for row, i in enumerate(steps):
+        dist = dists[row]
         assert dist.sum() == pytest.approx(1.0, abs=1e-12) and (dist > 0).all()
-        assert dist[val[i]] == pytest.approx(p[i - 1], rel=1e-12) and longest == seen[i - 1]
+        assert dist[val[i]] == pytest.approx(p[i - 1], rel=1e-12) and longest[row] == seen[i - 1]
+        alone, alone_seen = counts.distributions([val[:i].tolist()])
+        assert np.array_equal(alone[0], dist) and alone_seen[0] == longest[row]
     assert seen.max() == counts.order - 1 and seen.min() == 0
 
 
@@ -90,9 +95,8 @@ def test_large_vocabularies_get_an_order_whose_codes_fit():
     counts = NGrams.count(ids, vocab)
     assert counts.order == order_for(vocab) == 4
     assert all((level.grams >= 0).all() for level in counts.levels)  # no code wrapped around
-    for start in (0, 500, 19_990):
-        dist, _ = counts.distribution(ids[start : start + 6].tolist())
-        assert dist.sum() == pytest.approx(1.0, abs=1e-9)
+    dists, _ = counts.distributions([ids[s : s + 6].tolist() for s in (0, 500, 19_990)])
+    np.testing.assert_allclose(dists.sum(axis=1), 1.0, atol=1e-9)
 
 
 def test_the_reported_mix_is_measured_on_text_its_weights_were_not_fitted_to():
@@ -140,11 +144,11 @@ def test_a_job_draws_from_the_mix_of_the_model_and_the_counts():
     ordinary = [i for i in range(tok.vocab_size) if i not in tok.special_ids]
     for row in range(2):
         model = torch.softmax(logits[row].double(), dim=-1).numpy()
-        counted, seen = counts.distribution(job.states[row].history)
-        w = counts.weights[seen]
-        want = w * model + (1 - w) * counted
+        counted, seen = counts.distributions([job.states[row].history])
+        w = counts.weights[seen[0]]
+        want = w * model + (1 - w) * counted[0]
         got = scores[row].exp().numpy()
-        assert seen > 0
+        assert seen[0] > 0
         np.testing.assert_allclose(got[ordinary], want[ordinary], rtol=1e-12)
     # --no-ngrams: the model's scores as they were
     plain = Job(tok, prompt, SampleConfig(ngrams=False), [1], ngrams=counts).scores(logits[:1])
