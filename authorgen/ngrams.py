@@ -168,7 +168,7 @@ class NGrams:
         tail = np.zeros((rows, max(width, 1)), dtype=np.int64)
         lengths = np.array([len(h) for h in histories])
         for row, history in enumerate(histories):
-            last = history[len(history) - width :] if width else []
+            last = history[max(0, len(history) - width) :] if width else []
             tail[row, width - len(last) :] = last
         alive = np.ones(rows, dtype=bool)
         context = np.zeros(rows, dtype=np.int64)

@@ -74,7 +74,7 @@ def test_every_distribution_sums_to_one_and_agrees_with_the_scores():
     assert counts.order == 7
     val = _ids(TEXT[25_000:26_000] + FRENCH[:300], tok)  # French: contexts never seen
     p, seen = counts.score(val)
-    steps = range(1, len(val), 7)
+    steps = [*range(1, 12), *range(12, len(val), 7)]  # every length shorter than a context
     # a batch of histories of every length, as a server's batch has them
     dists, longest = counts.distributions([val[:i].tolist() for i in steps])
     for row, i in enumerate(steps):
