@@ -144,15 +144,15 @@ class NGrams:
         return p, seen
 
     def _update(self, level: Level, context, token, p, alive) -> tuple[np.ndarray, np.ndarray]:
-        at = np.searchsorted(level.contexts, context)
-        at = np.minimum(at, len(level.contexts) - 1)
+        """One level of Kneser-Ney for each target `token` after its `context`: the shorter
+        contexts' `p` scaled by what this context leaves them, plus its own discounted count
+        (the same arithmetic as `distributions`, so the two agree to the last bit)."""
+        at = np.minimum(level.contexts.searchsorted(context), len(level.contexts) - 1)
         hit = alive & (level.contexts[at] == context)
         gram = context * self.vocab + token
-        g = np.minimum(np.searchsorted(level.grams, gram), len(level.grams) - 1)
-        count = np.where(level.grams[g] == gram, level.counts[g], 0)
-        total, types = level.totals[at], level.types[at]
-        mixed = (np.maximum(count - DISCOUNT, 0.0) + DISCOUNT * types * p) / np.maximum(total, 1)
-        return np.where(hit, mixed, p), hit
+        g = np.minimum(level.grams.searchsorted(gram), len(level.grams) - 1)
+        own = np.where(level.grams[g] == gram, level.discounted[g], 0.0) * level.inverse[at]
+        return np.where(hit, p * level.backoff[at] + own, p), hit
 
     def distributions(self, histories: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """p(every token | the last tokens of each history) (B, vocab), and the longest context
