@@ -340,15 +340,18 @@ class Run:
             self.__dict__["_index"] = Index(folder) if folder else None
         return self.__dict__["_index"]
 
-    def ngrams(self):
+    def ngrams(self, wanted: bool | None = None):
         """The run's n-gram counts (`ngrams.NGrams`, memory-mapped), or None for a run that
-        keeps none; read once per loaded run.
+        keeps none, or when `wanted` is False (`--no-ngrams`: not even read); read once per
+        loaded run.
 
         Raises:
             DataError: when they are damaged.
         """
         from authorgen.ngrams import NGrams
 
+        if wanted is False:
+            return None
         if "_ngrams" not in self.__dict__:
             self.__dict__["_ngrams"] = NGrams.load(self.path)
         return self.__dict__["_ngrams"]

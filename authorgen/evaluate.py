@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from authorgen.clean import clean_text
@@ -19,7 +20,7 @@ from authorgen.corpus import Corpus, Split, TextSlice, list_corpora, read_chunks
 from authorgen.data import encode_split
 from authorgen.errors import DataError, UsageError
 from authorgen.files import cache_dir
-from authorgen.losses import bits, token_probabilities, total_nll
+from authorgen.losses import bits, token_probabilities
 from authorgen.sample import Generation
 from authorgen.style import compare, words_of
 from authorgen.words import invented_in, pooled
@@ -77,7 +78,9 @@ def heldout_loss(run, split, device) -> dict:
     val = encoded.val
     if len(val.ids) < 2:
         raise DataError("the held-out text is too short to evaluate (under 2 tokens)")
-    total, count = total_nll(run.model, val.ids, torch.device(device))
+    # each token's probability, once: the model's loss, and the mix's where the run has counts
+    model_p = token_probabilities(run.model, val.ids, torch.device(device))
+    total, count = float(-np.log(model_p).sum()), len(model_p)
     loss = total / val.predicted_chars
     result = {
         "heldout": split.description,
@@ -90,7 +93,6 @@ def heldout_loss(run, split, device) -> dict:
     }
     counts = run.ngrams()
     if counts is not None:  # with the weights fitted at the end of training
-        model_p = token_probabilities(run.model, val.ids, torch.device(device))
         mixed = counts.nll(model_p, val.ids) / val.predicted_chars
         result.update(mixed_val_loss=round(mixed, 5), mixed_val_bpc=round(bits(mixed), 5))
     return result
@@ -127,7 +129,7 @@ def heldout_invented(run, split) -> dict | None:
 def sample_report(run, config, seeds, device, candidates: dict, author: str | None) -> dict:
     """Generate samples and describe them: originality, invented words, distinct-n, style."""
     index = run.originality_index()
-    counts = run.ngrams() if config.ngrams is not False else None
+    counts = run.ngrams(config.ngrams)
     generation = Generation(run.model, run.tokenizer, "", config, seeds, device, index, counts)
     samples = [s for _, _, s in generation if s]
     texts = [s.text for s in samples]

@@ -196,7 +196,7 @@ def generate(
     loaded = load_run(path, dev, weights=weights)
     index = loaded.originality_index()
     seeds = sample_seeds(config)
-    counts = loaded.ngrams() if ngrams is not False else None
+    counts = loaded.ngrams(ngrams)
     generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index, counts)
     if index is None:
         console.print(

@@ -276,7 +276,7 @@ class Engine:
             ticket.send([("error", Unavailable(str(exc)))])
             return
         try:  # originality reports are made on the reporter thread, not in the batch's way
-            counts = run.ngrams() if ticket.config.ngrams is not False else None
+            counts = run.ngrams(ticket.config.ngrams)
             job = Job(
                 run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False, counts
             )
