@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from authorgen.errors import UsageError
+from authorgen.errors import UsageError, field
 
 MODELS = ("lstm", "gru", "rnn", "transformer")
 BATCHING = ("stream", "windows")
@@ -27,7 +27,7 @@ DEFAULT_VOCAB = {"word": 10_000, "bpe": 2_000, "unigram": 2_000}
 
 def _positive_int(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"--{name} must be a whole number of at least 1 (got {value!r})")
+        raise UsageError(f"{field(name)} must be a whole number of at least 1 (got {value!r})")
 
 
 def _finite(
@@ -40,7 +40,7 @@ def _finite(
         bound = f"above {low}" if low_open else f"at least {low}"
         if high is not None:
             bound += f" and at most {high}"
-        raise UsageError(f"--{name} must be a finite number {bound} (got {value!r})")
+        raise UsageError(f"{field(name)} must be a finite number {bound} (got {value!r})")
 
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
@@ -116,7 +116,7 @@ class TokenizerConfig(_Saved):
             self.vocab_size = DEFAULT_VOCAB[self.kind]
         least = {"char": 1, "word": 2, "bpe": 300, "unigram": 300}[self.kind]
         if self.vocab_size is not None:
-            _positive_int("vocab-size", self.vocab_size)
+            _positive_int("vocab_size", self.vocab_size)
             if self.vocab_size < least:
                 why = " (256 byte pieces come first)" if least == 300 else ""
                 raise UsageError(
@@ -157,7 +157,7 @@ class ModelConfig(_Saved):
         if self.model not in MODELS:
             raise UsageError(f"--model must be one of {', '.join(MODELS)} (got {self.model!r})")
         for name in ("embedding_dim", "layers"):
-            _positive_int(name.replace("_", "-"), getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if self.vocab_size < 0:
             raise UsageError("vocab_size cannot be negative")
         _finite("dropout", self.dropout, 0.0, 0.9)
@@ -181,7 +181,7 @@ class ModelConfig(_Saved):
         _positive_int("heads", self.heads)
         _positive_int("context", self.context)
         self.mlp_dim = 4 * self.embedding_dim if self.mlp_dim is None else self.mlp_dim
-        _positive_int("mlp-dim", self.mlp_dim)
+        _positive_int("mlp_dim", self.mlp_dim)
         if self.embedding_dim % self.heads or (self.embedding_dim // self.heads) % 2:
             raise UsageError(
                 f"--embedding-dim ({self.embedding_dim}) must split into --heads ({self.heads}) "
@@ -235,7 +235,7 @@ class TrainConfig(_Saved):
 
     def __post_init__(self) -> None:
         for name in ("context", "batch_size", "eval_every"):
-            _positive_int(name.replace("_", "-"), getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if self.steps is not None:
             _positive_int("steps", self.steps)
         if self.time_s is not None:
@@ -243,9 +243,9 @@ class TrainConfig(_Saved):
         if self.steps is None and self.time_s is None:
             raise UsageError("give a budget: --steps N or --time DURATION (e.g. --time 5m)")
         _finite("lr", self.lr, 0.0, 10.0, low_open=True)
-        _finite("grad-clip", self.grad_clip, 0.0, low_open=True)
-        _finite("weight-decay", self.weight_decay, 0.0, 1.0)
-        _finite("min-lr-ratio", self.min_lr_ratio, 0.0, 1.0)
+        _finite("grad_clip", self.grad_clip, 0.0, low_open=True)
+        _finite("weight_decay", self.weight_decay, 0.0, 1.0)
+        _finite("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise UsageError(f"warmup_steps must be 0 or more (got {self.warmup_steps!r})")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -254,7 +254,7 @@ class TrainConfig(_Saved):
             raise UsageError(
                 f"--batching must be one of {', '.join(BATCHING)} (got {self.batching!r})"
             )
-        _finite("eval-every-s", self.eval_every_s, 0.0, low_open=True)
+        _finite("eval_every_s", self.eval_every_s, 0.0, low_open=True)
         if self.patience is not None:
             _positive_int("patience", self.patience)
         if self.precision not in PRECISIONS:
@@ -315,7 +315,7 @@ class TrainOptions:
             raise UsageError(f"--model must be one of {', '.join(MODELS)} (got {self.model!r})")
         for name in ("layers", "hidden", "embedding_dim", "heads", "mlp_dim"):
             if getattr(self, name) is not None:
-                _positive_int(name.replace("_", "-"), getattr(self, name))
+                _positive_int(name, getattr(self, name))
         if self.dropout is not None:
             _finite("dropout", self.dropout, 0.0, 0.9)
         trained = {f.name for f in fields(TrainConfig)}
@@ -330,6 +330,8 @@ UNTIL = ("sentence", "paragraph")
 # --known-words when neither it nor --any-words is given: on, as measured on eight authors
 # (benchmarks/README.md): no invented words, the same style and copies
 KNOWN_WORDS = True
+# SampleConfig's fields that say what to write rather than how each token is drawn
+REQUEST_FIELDS = ("length", "n", "seed", "stop", "until", "max_tokens")
 MAX_UNTIL_EXTRA = 1000  # --until looks this many characters past --length (or --length, if more)
 
 
@@ -365,34 +367,38 @@ class SampleConfig(_Saved):
         if self.seed is not None and (
             not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0
         ):
-            raise UsageError(f"--seed must be a whole number of 0 or more (got {self.seed!r})")
+            raise UsageError(
+                f"{field('seed')} must be a whole number of 0 or more (got {self.seed!r})"
+            )
         if self.top_k is not None:
-            _positive_int("top-k", self.top_k)
-        _finite("top-p", self.top_p, 0.0, 1.0, low_open=True)
-        _finite("repetition-penalty", self.repetition_penalty, 0.0, 100.0, low_open=True)
-        _positive_int("repetition-window", self.repetition_window)
+            _positive_int("top_k", self.top_k)
+        _finite("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _finite("repetition_penalty", self.repetition_penalty, 0.0, 100.0, low_open=True)
+        _positive_int("repetition_window", self.repetition_window)
         if (
             not isinstance(self.no_repeat_ngram, int)
             or isinstance(self.no_repeat_ngram, bool)
             or self.no_repeat_ngram < 0
         ):
             raise UsageError(
-                "--no-repeat-ngram must be a whole number, 0 (off) or more "
+                f"{field('no_repeat_ngram')} must be a whole number, 0 (off) or more "
                 f"(got {self.no_repeat_ngram!r})"
             )
         self.stop = tuple(self.stop)
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise UsageError("--stop must not be empty; give the text to end before")
+            raise UsageError(f"{field('stop')} must not be empty; give the text to end before")
         if self.until is not None and self.until not in UNTIL:
-            raise UsageError(f"--until must be one of {', '.join(UNTIL)} (got {self.until!r})")
+            raise UsageError(
+                f"{field('until')} must be one of {', '.join(UNTIL)} (got {self.until!r})"
+            )
         if self.max_copy is not None:
-            _positive_int("max-copy", self.max_copy)
+            _positive_int("max_copy", self.max_copy)
         if self.max_tokens is not None:
-            _positive_int("max-tokens", self.max_tokens)
+            _positive_int("max_tokens", self.max_tokens)
         for name in ("known_words", "ngrams"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
-                raise UsageError(f"{name} must be true or false (got {value!r})")
+                raise UsageError(f"{field(name)} must be true or false (got {value!r})")
 
     @property
     def limit(self) -> int:

@@ -42,15 +42,8 @@ import numpy as np
 from authorgen.corpus import TextSlice, read_chunks
 from authorgen.errors import DataError
 from authorgen.files import atomic_write_json, staged_dir
-from authorgen.words import (
-    WORDS,
-    KnownWords,
-    Vocabulary,
-    invented,
-    read_words,
-    words_in,
-    write_words,
-)
+from authorgen.known_words import KnownWords, Vocabulary
+from authorgen.words import WORDS, invented, read_words, words_in, write_words
 
 TEXT = "text.bin"
 SUFFIXES = "suffixes.npy"

@@ -1,13 +1,10 @@
 """Generation: a model's scores turned into text, streamed, for one sample or many in one batch.
 
-Each step, the scores of the samples still being written go through the samplers of
-`authorgen.samplers` in their stated order (bans, repetition penalty, no-repeat n-grams,
-temperature, top-k, top-p) and one token is drawn per sample. With `--known-words` no token
-that would spell a word the training text does not have is taken (`words.py`): it is a ban
-before the draw under top-k or top-p, else a check of the drawn token that, refusing it, draws
-again with the ban (the same distribution). With `--max-copy` a drawn token that would make a
-stretch of more than N characters copied from the corpus is banned and the draw repeated (the
-same chain, one more ban). A `StopPolicy` decides where each sample ends.
+Each step, the scores of the samples still being written go through the stages of
+`authorgen.samplers` in their stated order (the n-gram mix, bans, penalties, temperature,
+top-k, top-p), one token is drawn per sample, and the constraints of `authorgen.constraints`
+(known words, max copy) check it, the draw repeated with their bans when one refuses it. A
+`StopPolicy` (`stops.py`) decides where each sample ends.
 
 A `Job` is one prompt's samples and what each step's scores make of them; a `Decoding` writes
 the samples of many jobs as one batch on the model, which jobs join and leave at token
@@ -22,130 +19,25 @@ a boundary).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from authorgen.clean import normalize
-from authorgen.config import KNOWN_WORDS, SampleConfig
-from authorgen.errors import DataError
+from authorgen.config import KNOWN_WORDS, REQUEST_FIELDS, SampleConfig
+from authorgen.constraints import Constraint, CopyLimit, OnlyKnownWords, take
+from authorgen.errors import DataError, Unsupported
+from authorgen.errors import field as setting
 from authorgen.ngrams import NGrams
 from authorgen.originality import CopyGuard, Index
-from authorgen.samplers import NEG_INF, Sampler, ban
+from authorgen.samplers import NEG_INF, NgramMix, Sampler
+from authorgen.stops import StopPolicy
 from authorgen.tokenizer.base import Decoder
-from authorgen.words import Follower
 
 BATCH = 32  # samples written together at most
 CUT_SHORT = ("length", "max_copy", "known_words")  # ends that may fall inside a word
-MAX_TRIES = 64  # draws per step under --max-copy before the sample ends there
-
-
-# --- where a sample ends ---
-
-# A sentence ends with . ! ? or … and its closing quotes and brackets (French » after a space
-# too), before a newline or before spaces and something other than », unless the word before a
-# single full stop is a title or an initial.
-_CLOSERS = "(?:[ \u00a0\u202f]?»|[\"'”’)\\]])*"
-SENTENCE_END = re.compile(r"[.!?…]+" + _CLOSERS + r"(?=\n|\s+[^\s»])")
-TRAILING_TERMINATOR = re.compile(r"[.!?…]+" + _CLOSERS + r"\s*$")  # may still become an end
-_CLOSING = " \u00a0\u202f\"'”’»)]"
-PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
-TRAILING_NEWLINE = re.compile(r"\n[ \t]*$")
-ABBREVIATIONS = frozenset(
-    re.findall(
-        r"\w+",
-        "Mr Mrs Ms Dr St Mt Jr Sr Messrs Rev Col Gen Capt Lt Sgt "
-        "Prof Hon Esq vs viz M Mme Mlle MM Mgr Pr cf",
-    )
-)
-LAST_WORD = re.compile(r"(\w+)$")
-
-
-def _is_sentence_end(text: str, match: re.Match) -> bool:
-    if match.group().rstrip(_CLOSING) != ".":
-        return True
-    word = LAST_WORD.search(text, 0, match.start())
-    if word is None:
-        return True
-    word_text = word.group(1)
-    return not (word_text in ABBREVIATIONS or (len(word_text) == 1 and word_text.isupper()))
-
-
-class StopPolicy:
-    """Decides where a sample ends and which of its text is safe to print yet.
-
-    Text comes in pieces; `feed` returns what may be printed now. Text that might still be cut
-    (the start of a stop string, a full stop that may end the sentence) is held back until it is
-    known. The end is the earliest of: a stop string (not printed), with `until` the first
-    sentence or paragraph end at or after `length` characters, and `config.limit` characters.
-    """
-
-    def __init__(self, config: SampleConfig):
-        self.config = config
-        self.text = ""
-        self.sent = 0  # characters of text released
-        self.end: int | None = None
-        self.reason = ""
-        self.hold = max((len(s) - 1 for s in config.stop), default=0)
-
-    @property
-    def done(self) -> bool:
-        return self.end is not None
-
-    def feed(self, piece: str) -> str:
-        self.text += piece
-        self._find_end()
-        return self._release()
-
-    def close(self, reason: str) -> str:
-        """End now (the model can give no more): release what is left."""
-        if self.end is None:
-            self.end, self.reason = min(len(self.text), self.config.limit), reason
-        return self._release()
-
-    def _find_end(self) -> None:
-        cfg, text = self.config, self.text
-        found = []
-        for stop in cfg.stop:
-            at = text.find(stop, max(0, self.sent - len(stop)))
-            if at >= 0:
-                found.append((at, "stop"))
-        if cfg.until == "sentence" and len(text) > cfg.length:
-            for m in SENTENCE_END.finditer(text, max(0, cfg.length - 16)):
-                if m.end() >= cfg.length and _is_sentence_end(text, m):
-                    found.append((m.end(), "sentence"))
-                    break
-        elif cfg.until == "paragraph" and len(text) > cfg.length:
-            for m in PARAGRAPH_END.finditer(text, max(0, cfg.length - 16)):
-                if m.start() >= cfg.length:
-                    found.append((m.start(), "paragraph"))
-                    break
-        if len(text) >= cfg.limit:
-            found.append((cfg.limit, "length"))
-        if found:
-            self.end, self.reason = min(found)
-
-    def _release(self) -> str:
-        if self.end is not None:
-            safe = self.end
-        else:
-            safe = min(len(self.text) - self.hold, self.config.limit)
-            trailing = {"sentence": TRAILING_TERMINATOR, "paragraph": TRAILING_NEWLINE}.get(
-                self.config.until or ""
-            )
-            m = trailing.search(self.text) if trailing else None
-            if m:
-                safe = min(safe, m.start())
-        if safe <= self.sent:
-            return ""
-        out, self.sent = self.text[self.sent : safe], safe
-        return out
-
-
-# --- generation ---
 
 
 @dataclass
@@ -166,17 +58,14 @@ class Sample:
         return len(self.text)
 
     def to_dict(self, config: SampleConfig, prompt: str, run: str) -> dict:
-        """The JSON line `generate --json` prints: the text, how it was sampled and how it came."""
+        """The JSON line `generate --json` prints: the text, how it was sampled (every setting
+        of the draw, with the rules as they applied) and how it came."""
+        drawn = {k: v for k, v in config.to_dict().items() if k not in REQUEST_FIELDS}
         return {
             "text": self.text,
             "prompt": prompt,
             "seed": self.seed,
-            "temperature": config.temperature,
-            "top_k": config.top_k,
-            "top_p": config.top_p,
-            "repetition_penalty": config.repetition_penalty,
-            "no_repeat_ngram": config.no_repeat_ngram,
-            "max_copy": config.max_copy,
+            **drawn,
             "known_words": self.known_words,
             "ngrams": self.ngrams,
             "chars": self.chars,
@@ -196,6 +85,38 @@ def sample_seeds(config: SampleConfig) -> list[int]:
     return [first + i for i in range(config.n)]
 
 
+def features(
+    tokenizer, config: SampleConfig, index: Index | None, ngrams: NGrams | None
+) -> tuple[bool, NGrams | None]:
+    """Which of the run's helpers a job uses: whether the known-words rule is on (as asked,
+    else `KNOWN_WORDS`, for a char or subword run with an index) and the n-gram counts to mix
+    in (as asked, else where the run keeps them).
+
+    Raises:
+        Unsupported: for max copy or known words without an index, or n-grams without counts.
+    """
+    missing = "which this run does not have (trained with --no-index, or before runs kept one)"
+    if config.max_copy is not None and index is None:
+        raise Unsupported(
+            f"{setting('max_copy')} needs the run's originality index, {missing}; train it "
+            "again to get one"
+        )
+    asked, word_model = config.known_words, tokenizer.kind == "word"
+    if asked and index is None and not word_model:
+        raise Unsupported(
+            f"{setting('known_words')} needs the run's originality index, {missing}; train it "
+            f"again to get one, or add {setting('known_words=false')}"
+        )
+    known_words = (KNOWN_WORDS if asked is None else asked) and index is not None
+    if config.ngrams and ngrams is None:
+        raise Unsupported(
+            f"{setting('ngrams')} needs the run's n-gram counts, which this run does not have "
+            "(trained with --no-ngrams, on more than 20 million tokens, or before runs kept "
+            "them); leave it out"
+        )
+    return known_words and not word_model, ngrams if config.ngrams is not False else None
+
+
 @dataclass
 class SampleState:
     """One sample while it is written."""
@@ -205,9 +126,8 @@ class SampleState:
     decoder: Decoder
     history: list[int]  # token ids, the prompt's first
     stop: StopPolicy
-    guard: CopyGuard | None = None  # --max-copy
-    words: Follower | None = None  # --known-words
-    dead_end: bool = False  # --known-words left no token to take
+    constraints: list[Constraint] = field(default_factory=list)
+    dead: str = ""  # a constraint that bans before the draw left no token: its reason
     tokens: int = 0  # generated so far
     sample: Sample | None = None  # once finished
 
@@ -220,8 +140,7 @@ class Job:
     scores make of them. `Decoding` feeds it; it knows nothing of the model.
 
     `index` adds originality reports (unless `report` is False: the caller makes them) and is
-    required for `config.max_copy` and `config.known_words`. `known_words` says whether the
-    rule is on: as asked, else `KNOWN_WORDS`, for a char or subword run with an index.
+    needed for max copy and known words; `ngrams` are the run's counts (see `features`).
     """
 
     def __init__(
@@ -234,45 +153,20 @@ class Job:
         report: bool = True,
         ngrams: NGrams | None = None,
     ):
-        if config.max_copy is not None and index is None:
-            raise DataError(
-                "--max-copy needs the run's originality index, which this run does not have "
-                "(trained with --no-index, or before runs kept one); train it again to get one"
-            )
+        self.known_words, self.ngrams = features(tokenizer, config, index, ngrams)
         self.prompt = normalize(prompt)  # NFC and LF, as the training text was
         self.ids = tokenizer.encode_prompt(self.prompt) if self.prompt else tokenizer.start_ids()
         if not self.ids:
             raise DataError("the prompt is empty after encoding; give some text")
         self.tokenizer, self.config, self.index = tokenizer, config, index
-        asked = config.known_words
-        if asked and index is None and tokenizer.kind != "word":
-            raise DataError(
-                "--known-words needs the run's originality index, which this run does not have "
-                "(trained with --no-index, or before runs kept one); train it again to get one, "
-                "or add --any-words"
-            )
-        self.known_words = (
-            (KNOWN_WORDS if asked is None else asked)
-            and index is not None
-            and tokenizer.kind != "word"
-        )
         self.rule = index.known_words(tokenizer) if self.known_words else None
-        if config.ngrams and ngrams is None:
-            raise DataError(
-                "--ngrams needs the run's n-gram counts, which this run does not have (trained "
-                "with --no-ngrams, on more than 20 million tokens, or before runs kept them); "
-                "leave it out"
-            )
-        self.ngrams = ngrams if config.ngrams is not False else None
-        # Without top-k and top-p, a drawn token is checked against the rule and only a refused
-        # one makes the draw again from the scores with every token the rule bans at -inf: the
-        # same distribution as banning first (the softmax over the allowed tokens is the first
-        # draw given that it is allowed), and most steps need no list of banned tokens at all.
-        # With top-k or top-p the ban must come first, as it changes which tokens they keep.
-        self.words_after_draw = config.top_k is None and config.top_p >= 1.0
+        self.sampler = Sampler(config)  # one per job: its penalties remember its samples
+        self.mix = NgramMix(self.ngrams) if self.ngrams is not None else None
+        # Constraints check the token drawn, unless a shaping stage is not pointwise (top-k,
+        # top-p): then those that can say what they ban ban it before the draw (stage 2).
+        self.ban_first = not self.sampler.pointwise
         self.report = report and index is not None
         self.special = torch.tensor(tokenizer.special_ids, dtype=torch.long)
-        self.sampler = Sampler(config)  # one per job: NoRepeatNgram remembers its samples
         self.max_tokens = 4 * config.limit + 16  # a byte piece is at least a quarter character
         if config.max_tokens is not None:
             self.max_tokens = min(self.max_tokens, config.max_tokens)
@@ -281,18 +175,18 @@ class Job:
 
     def _new_state(self, seed: int) -> SampleState:
         cfg = self.config
-        words = None
+        constraints: list[Constraint] = []
         if self.rule is not None:
-            words = self.rule.follow()
-            words.read(self.prompt)
+            constraints.append(OnlyKnownWords(self.rule.follow(), self.prompt))
+        if cfg.max_copy is not None:
+            constraints.append(CopyLimit(CopyGuard(self.index, cfg.max_copy)))
         return SampleState(
             seed=seed,
             generator=torch.Generator().manual_seed(seed),
             decoder=self.tokenizer.decoder(self.prompt),
             history=list(self.ids),
             stop=StopPolicy(cfg),
-            guard=CopyGuard(self.index, cfg.max_copy) if cfg.max_copy is not None else None,
-            words=words,
+            constraints=constraints,
         )
 
     @property
@@ -301,23 +195,38 @@ class Job:
         return [i for i, s in enumerate(self.states) if s.sample is None]
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Steps 1-3 for the active samples, from `logits` (their rows, in order): the scores
+        """Stages 1-3 for the active samples, from `logits` (their rows, in order): the scores
         their next tokens are drawn from, a copy in float64."""
         active = self.active
-        if self.ngrams is not None:
-            logits = self._mixed(logits, active)
-        if self.sampler.penalties:  # they remember samples by row: give them every row
-            scores = logits.new_zeros(len(self.states), logits.shape[-1], dtype=torch.float64)
-            scores[active] = logits.double()  # (n, V)
-            return self._penalized(scores, range(len(self.states)))[active]
-        return self._penalized(logits.to(torch.float64, copy=True), active)
+        history = [self.states[i].history for i in active]
+        if self.mix is not None:
+            scores = self.mix(logits, history)
+        else:
+            scores = logits.to(torch.float64, copy=True)
+        self._ban(scores, active)
+        return self.sampler.penalize(scores, history)
 
-    def _mixed(self, logits: torch.Tensor, active: list[int]) -> torch.Tensor:
-        """The log of the model's probabilities mixed with the n-gram counts' (`ngrams.py`),
-        each row given its sample's tokens so far, in float64."""
-        model = torch.softmax(logits.double(), dim=-1).cpu().numpy()
-        mixed = self.ngrams.mix(model, [self.states[i].history for i in active])
-        return torch.from_numpy(mixed).log().to(logits.device)
+    def _ban(self, scores: torch.Tensor, active: list[int]) -> None:
+        """Stage 2, in place: control tokens, pieces that would break UTF-8, and before the draw
+        what the constraints that can say so ban. A sample they leave no token is marked to
+        end (its row keeps one token, so that the draw can go on for the others)."""
+        if len(self.special):
+            scores.index_fill_(1, self.special.to(scores.device), NEG_INF)
+        for row, i in enumerate(active):
+            state = self.states[i]
+            banned = state.decoder.banned()
+            if banned:
+                scores[row, torch.as_tensor(banned, device=scores.device)] = NEG_INF
+            if not self.ban_first:
+                continue
+            for constraint in state.constraints:
+                mask, dead = constraint.banned(scores.device)
+                if mask is None:
+                    continue
+                scores[row].masked_fill_(mask, NEG_INF)
+                if dead:
+                    state.dead = constraint.reason
+                    scores[row, 0] = 0.0
 
     def generators(self) -> list[torch.Generator]:
         return [self.states[i].generator for i in self.active]
@@ -328,18 +237,16 @@ class Job:
         events: list[Event] = []
         for row, (i, token) in enumerate(zip(self.active, drawn, strict=True)):
             state = self.states[i]
-            token, piece = self._accept(state, token, scores[row : row + 1])
-            if token is not None:
+            taken = self._take(state, token, scores[row : row + 1])
+            if isinstance(taken, str):  # a constraint left no token: the sample ends here
+                text = state.stop.feed(state.decoder.flush()) + state.stop.close(taken)
+            else:
+                token, piece = taken
                 state.tokens += 1
                 state.history.append(token)
-                if state.words is not None:
-                    state.words.accept(token, piece)
                 text = state.stop.feed(piece)
                 if not state.stop.done and state.tokens >= self.max_tokens:
                     text += state.stop.close("length")
-            else:
-                reason = "known_words" if state.dead_end else "max_copy"
-                text = state.stop.feed(state.decoder.flush()) + state.stop.close(reason)
             if text:
                 events.append((i, text, None))
             if state.stop.done:
@@ -347,64 +254,28 @@ class Job:
                 events.append((i, "", state.sample))
         return events
 
-    def _penalized(self, scores: torch.Tensor, samples: Sequence[int]) -> torch.Tensor:
-        """Steps 1-3 on `scores`, a row per sample of `samples` and this step's own copy (the
-        bans are written into it in place): the bans, then the samplers that look at what each
-        sample wrote. A sample that --known-words leaves no token is marked to end (its row
-        keeps one token, so that the draw can go on for the others)."""
-        if len(self.special):
-            scores.index_fill_(1, self.special.to(scores.device), NEG_INF)
-        for row, i in enumerate(samples):
-            state = self.states[i]
-            if state.sample is not None:
-                continue
-            banned = state.decoder.banned()
-            if banned:
-                scores[row, torch.as_tensor(banned, device=scores.device)] = NEG_INF
-            if state.words is not None and not self.words_after_draw:
-                mask, state.dead_end = state.words.banned(scores.device)
-                scores[row].masked_fill_(mask, NEG_INF)
-                if state.dead_end:
-                    scores[row, 0] = 0.0
-        if not self.sampler.penalties:
-            return scores
-        return self.sampler.penalize(scores, [self.states[i].history for i in samples])
-
-    def _accept(
-        self, state: SampleState, token: int, scores: torch.Tensor
-    ) -> tuple[int | None, str]:
-        """The drawn token and its text; or, when --known-words refuses it, a draw from the
-        scores with what the rule bans at -inf; or under --max-copy the first redraw that copies
-        no more than allowed (None when none does, or when --known-words leaves none)."""
-        words = state.words if self.words_after_draw else None
-        if state.dead_end:
-            return None, ""
-        for _ in range(MAX_TRIES):
-            if words is not None and not words.allows(token):
-                mask, state.dead_end = words.banned(scores.device)
-                if state.dead_end:
-                    return None, ""
-                scores = scores.masked_fill(mask, NEG_INF)
-                words = None  # every later draw is from these scores
-                if not torch.isfinite(scores).any():  # with --max-copy's bans (or the n-grams')
-                    state.dead_end = state.guard is None
-                    break
-                token = int(self.sampler.choose(scores, [state.generator])[0])
-                continue
-            if state.guard is None:
-                return token, state.decoder.push(token)
-            decoder = state.decoder.clone()
-            piece = decoder.push(token)
-            suffix = state.guard.check(piece)
-            if suffix is not None:
-                state.guard.accept(suffix)
-                state.decoder = decoder
-                return token, piece
-            scores = ban(scores, 0, [token])
-            if not torch.isfinite(scores).any():
-                break
-            token = int(self.sampler.choose(scores, [state.generator])[0])
-        return None, ""
+    def _take(self, state: SampleState, token: int, scores: torch.Tensor) -> tuple[int, str] | str:
+        """The token drawn and its text, or the redraw the constraints allow (`take`), or the
+        reason the sample ends."""
+        if state.dead:
+            return state.dead
+        if not state.constraints:
+            return token, state.decoder.push(token)
+        checked = [
+            c for c in state.constraints if not (self.ban_first and c.masks)
+        ]  # the others banned before the draw
+        taken = take(
+            state.constraints,
+            checked,
+            state.decoder,
+            token,
+            scores,
+            lambda row: int(self.sampler.choose(row, [state.generator])[0]),
+        )
+        if isinstance(taken, str):
+            return taken
+        token, piece, state.decoder = taken
+        return token, piece
 
     def _finish(self, state: SampleState) -> Sample:
         stop = state.stop

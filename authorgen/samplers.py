@@ -1,29 +1,38 @@
-"""Samplers: each turns a batch of next-token scores into new scores, and `Sampler` draws.
+"""Score stages: each turns a batch of next-token scores into new scores; `Sampler` runs them in
+their stated order and draws.
 
-Every step of generation, the scores (B, V) of the samples still being written go through
-these, in this order (each is left out at its default, so it costs nothing when off):
+Every step, the scores (B, V) of the samples still being written go through these, in this
+order (each is left out when off, so it costs nothing then):
 
-1. bans: ids never to print (`<unk>`, control pieces) and pieces that would break UTF-8
-   (`Generation` applies them: they depend on each sample's decoder);
-2. `RepetitionPenalty` (CTRL's): the scores of tokens among the last `window` (prompt
-   included) are divided by the penalty when positive, multiplied when negative;
-3. `NoRepeatNgram`: tokens that would complete an n-gram of tokens already in the text are
-   banned (lifted for a sample in which it would ban everything);
-4. `Temperature`: scores / T; at 0 the likeliest token is taken and 5-6 are skipped;
-5. `TopK`: only the k likeliest stay (ties with the k-th stay too);
-6. `TopP`: only the fewest likeliest whose probabilities add up to p stay;
-7. one draw per sample: a uniform number from the sample's own generator against the
-   cumulative probabilities.
+1. `NgramMix`: the model's probabilities mixed with the run's n-gram counts (`ngrams.py`);
+   from here on the scores are log-probabilities (all at most 0). Without it they are the
+   model's logits.
+2. bans: ids never to print (`<unk>`, control pieces), pieces that would break UTF-8, and the
+   constraints that ban before the draw (`constraints.py`; `sample.Job` applies them: they
+   depend on each sample's state);
+3. `RepetitionPenalty`, then `NoRepeatNgram`: they look at what each sample wrote;
+4. `Temperature`: scores / T; at 0 the likeliest token is taken and 5 is skipped;
+5. `TopK`, then `TopP`: they keep the likeliest tokens;
+6. one draw per sample: a uniform number from the sample's own generator against the
+   cumulative probabilities. A constraint that checks the token drawn (`constraints.py`) may
+   refuse it; the draw is then made again from the scores of 3 with more tokens banned.
 
-Each sampler checks its own setting when built (ValueError), so a caller that skips
-`SampleConfig` cannot pass a value that would quietly do something else. They work in float64
-on whatever device the scores are on; `history` is each sample's token ids so far.
+A stage is a dataclass: its fields are its settings, checked when it is built (ValueError), so
+a caller that skips `SampleConfig` cannot pass a value that would quietly do something else.
+Stages that look at what was written (`reads_history`) are run per job (`penalize`); the rest
+(`shape`) only on the scores, so the draws of jobs whose shaping stages have equal settings can
+be made in one call (`Sampler.key`, derived from those settings). A stage is `pointwise` when
+each token's new score depends on its own score alone: then banning a token after it gives the
+same distribution as banning it before, which lets constraints check the drawn token instead of
+masking every step. They work in float64 on whatever device the scores are on; `history` is
+each sample's token ids so far (the same list object from step to step).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -46,17 +55,55 @@ def ban(scores: torch.Tensor, row: int, ids: Sequence[int]) -> torch.Tensor:
     return scores
 
 
-class RepetitionPenalty:
-    """Divide positive (multiply negative) scores of the tokens in the last `window` ids."""
+class Stage:
+    """One stage of the scores: `stage(scores (B, V), history) -> scores (B, V)`."""
 
-    def __init__(self, penalty: float, window: int = 64):
+    reads_history = False  # looks at what each sample wrote: run per job
+    pointwise = True  # a token's new score depends on its own score only
+
+    def settings(self) -> tuple:
+        """What makes two stages of a kind give the same scores (the dataclass's init fields)."""
+        return (type(self).__name__, *(getattr(self, f.name) for f in fields(self) if f.init))
+
+    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class NgramMix(Stage):
+    """The log of p = w p_model + (1 - w) p_counts for each row given its sample's tokens so far
+    (`ngrams.NGrams.mix`), from the model's logits; in float64."""
+
+    counts: object  # ngrams.NGrams
+    reads_history = True
+
+    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
+        model = torch.softmax(scores.double(), dim=-1).cpu().numpy()
+        mixed = self.counts.mix(model, [list(ids) for ids in history])
+        return torch.from_numpy(mixed).log().to(scores.device)
+
+
+@dataclass
+class RepetitionPenalty(Stage):
+    """CTRL's penalty on the tokens among the last `window` ids: positive scores divided by it,
+    negative ones multiplied. On log-probabilities (the n-gram mix) every score is negative, so
+    a recent token's probability p becomes p**penalty before renormalising."""
+
+    penalty: float
+    window: int = 64
+    reads_history = True
+
+    def __post_init__(self) -> None:
         _require(
-            math.isfinite(penalty) and penalty > 0,
+            math.isfinite(self.penalty) and self.penalty > 0,
             "the repetition penalty must be above 0",
-            penalty,
+            self.penalty,
         )
-        _require(isinstance(window, int) and window >= 1, "the window must be at least 1", window)
-        self.penalty, self.window = penalty, window
+        _require(
+            isinstance(self.window, int) and self.window >= 1,
+            "the window must be at least 1",
+            self.window,
+        )
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
         recent = torch.zeros_like(scores, dtype=torch.bool)  # (B, V)
@@ -90,19 +137,22 @@ class NgramMemory:
         return sorted(self.seen.get(tuple(self.tail), ()))
 
 
-class NoRepeatNgram:
+@dataclass
+class NoRepeatNgram(Stage):
     """Ban the tokens that would repeat an n-gram of the sample's own ids, unless that would
-    leave the sample no token at all. Remembers each sample's n-grams between steps."""
+    leave the sample no token at all. Remembers each sample's n-grams between steps (by its
+    history list)."""
 
-    def __init__(self, n: int):
-        NgramMemory(n)  # checks n
-        self.n = n
-        self.memories: list[NgramMemory] = []
+    n: int
+    memories: dict = field(default_factory=dict, init=False, repr=False)
+    reads_history = True
+
+    def __post_init__(self) -> None:
+        NgramMemory(self.n)  # checks n
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        if not self.memories:
-            self.memories = [NgramMemory(self.n) for _ in history]
-        for row, (ids, memory) in enumerate(zip(history, self.memories, strict=True)):
+        for row, ids in enumerate(history):
+            _, memory = self.memories.setdefault(id(ids), (ids, NgramMemory(self.n)))
             for token in ids[memory.count :]:
                 memory.add(token)
             banned = ban(scores, row, memory.banned())
@@ -111,25 +161,32 @@ class NoRepeatNgram:
         return scores
 
 
-class Temperature:
+@dataclass
+class Temperature(Stage):
     """Divide the scores by T > 0: below 1 sharper, above 1 flatter."""
 
-    def __init__(self, temperature: float):
+    temperature: float
+
+    def __post_init__(self) -> None:
         _require(
-            math.isfinite(temperature) and temperature > 0, "sampling needs T > 0", temperature
+            math.isfinite(self.temperature) and self.temperature > 0,
+            "sampling needs T > 0",
+            self.temperature,
         )
-        self.temperature = temperature
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
         return scores / self.temperature
 
 
-class TopK:
+@dataclass
+class TopK(Stage):
     """Keep the k largest scores of each row (and any tied with the k-th); the rest become -inf."""
 
-    def __init__(self, k: int):
-        _require(isinstance(k, int) and k >= 1, "top-k must be at least 1", k)
-        self.k = k
+    k: int
+    pointwise = False
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.k, int) and self.k >= 1, "top-k must be at least 1", self.k)
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
         if self.k >= scores.shape[-1]:
@@ -138,13 +195,16 @@ class TopK:
         return scores.masked_fill(scores < kth, NEG_INF)
 
 
-class TopP:
+@dataclass
+class TopP(Stage):
     """Keep the fewest likeliest tokens of each row whose probabilities reach p (nucleus
     sampling)."""
 
-    def __init__(self, p: float):
-        _require(0.0 < p <= 1.0, "top-p must be above 0 and at most 1", p)
-        self.p = p
+    p: float
+    pointwise = False
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.p <= 1.0, "top-p must be above 0 and at most 1", self.p)
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
         if self.p >= 1.0:
@@ -175,42 +235,54 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> t
     return at.clamp(max=probs.shape[-1] - 1)
 
 
-class Sampler:
-    """The samplers `config` turns on, in the order above, and the draw.
+def penalties(config: SampleConfig) -> list[Stage]:
+    """Stage 3: the stages `config` turns on that look at what each sample wrote."""
+    out: list[Stage] = []
+    if config.repetition_penalty != 1.0:
+        out.append(RepetitionPenalty(config.repetition_penalty, config.repetition_window))
+    if config.no_repeat_ngram:
+        out.append(NoRepeatNgram(config.no_repeat_ngram))
+    return out
 
-    `penalize` applies steps 2-3 (they look at what was written), `distribution` steps 4-6;
-    a token refused afterwards (`--max-copy`) is banned in the penalized scores and the draw is
-    repeated from them, so steps 4-6 see the ban.
+
+def shaping(config: SampleConfig) -> list[Stage]:
+    """Stages 4-5: the stages `config` turns on that shape the scores into a distribution."""
+    if config.temperature == 0:
+        return []
+    out: list[Stage] = [Temperature(config.temperature)]
+    if config.top_k is not None:
+        out.append(TopK(config.top_k))
+    if config.top_p < 1.0:
+        out.append(TopP(config.top_p))
+    return out
+
+
+class Sampler:
+    """The stages `config` turns on, in the order above, and the draw.
+
+    `penalize` runs stage 3 (per job: it looks at what was written), `distribution` stages 4-5;
+    `choose` draws. A token a constraint refuses afterwards is banned in the penalized scores and
+    the draw is repeated from them, so stages 4-5 see the ban.
     """
 
     def __init__(self, config: SampleConfig):
         self.greedy = config.temperature == 0
+        self.penalties = penalties(config)  # one Sampler per job: they remember its samples
+        self.shaping = shaping(config)
         # samplers with the same key turn the same penalized scores into the same draws
-        self.key = (self.greedy, config.temperature, config.top_k, config.top_p)
-        self.penalties: list = []
-        if config.repetition_penalty != 1.0:
-            self.penalties.append(
-                RepetitionPenalty(config.repetition_penalty, config.repetition_window)
-            )
-        if config.no_repeat_ngram:
-            self.penalties.append(NoRepeatNgram(config.no_repeat_ngram))
-        self.shaping: list = []
-        if not self.greedy:
-            self.shaping.append(Temperature(config.temperature))
-            if config.top_k is not None:
-                self.shaping.append(TopK(config.top_k))
-            if config.top_p < 1.0:
-                self.shaping.append(TopP(config.top_p))
+        self.key = (self.greedy, *(stage.settings() for stage in self.shaping))
+        # a ban after the draw is the same as a ban before it (see `Stage.pointwise`)
+        self.pointwise = all(stage.pointwise for stage in self.shaping)
 
     def penalize(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        for sampler in self.penalties:
-            scores = sampler(scores, history)
+        for stage in self.penalties:
+            scores = stage(scores, history)
         return scores
 
     def distribution(self, scores: torch.Tensor, history: History = ()) -> torch.Tensor:
-        """Probabilities (B, V) after temperature, top-k and top-p."""
-        for sampler in self.shaping:
-            scores = sampler(scores, history)
+        """Probabilities (B, V) after stages 4-5."""
+        for stage in self.shaping:
+            scores = stage(scores, history)
         return torch.softmax(scores, dim=-1)
 
     def choose(

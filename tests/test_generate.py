@@ -16,7 +16,8 @@ from authorgen.corpus import Split, TextSlice
 from authorgen.errors import DataError, UsageError
 from authorgen.models import build_model
 from authorgen.originality import Index, build_index
-from authorgen.sample import Generation, StopPolicy
+from authorgen.sample import Generation
+from authorgen.stops import StopPolicy
 from authorgen.samplers import (
     NEG_INF,
     NgramMemory,

@@ -18,19 +18,8 @@ from authorgen.originality import WORKS, Index, build_index
 from authorgen.sample import Generation
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
-from authorgen.words import (
-    OPEN,
-    ROOT,
-    WORD_RE,
-    WORDS,
-    KnownWords,
-    Vocabulary,
-    fold,
-    invented,
-    read_words,
-    token_texts,
-    words_in,
-)
+from authorgen.known_words import OPEN, ROOT, KnownWords, Vocabulary, token_texts
+from authorgen.words import WORD_RE, WORDS, fold, invented, read_words, words_in
 from texts import ENGLISH, FRENCH, POLISH
 
 KNOWN = frozenset({"the", "cat", "don't", "aujourd'hui", "zdrowie", "ab"})
