@@ -13,7 +13,7 @@ import torch
 from authorgen.checkpoint import load_run
 from authorgen.config import ModelConfig, SampleConfig, TokenizerConfig, TrainConfig
 from authorgen.corpus import Split, TextSlice
-from authorgen.errors import DataError, UsageError
+from authorgen.errors import DataError, Unsupported, UsageError, api_name
 from authorgen.models import build_model
 from authorgen.originality import Index, build_index
 from authorgen.sample import Generation
@@ -445,6 +445,19 @@ def test_max_copy_without_an_index_is_refused():
     model, tok = _tiny("lstm")
     with pytest.raises(DataError, match="originality index"):
         Generation(model, tok, "the", SampleConfig(max_copy=30), [0])
+
+
+def test_library_errors_are_worded_by_each_front_end():
+    model, tok = _tiny("lstm")
+    with pytest.raises(Unsupported) as refused:
+        Generation(model, tok, "the", SampleConfig(known_words=True), [0])
+    assert "--known-words" in str(refused.value) and "--any-words" in str(refused.value)
+    api = refused.value.worded(api_name)
+    assert "known_words needs" in api and "known_words: false" in api
+    assert "--known-words" not in api and "--any-words" not in api
+    with pytest.raises(UsageError) as bad:
+        SampleConfig(top_p=2.0)
+    assert str(bad.value).startswith("--top-p ") and bad.value.worded(api_name).startswith("top_p ")
 
 
 # --- the command, in fresh processes ----------------------------------------------------------

@@ -251,6 +251,23 @@ def test_bad_requests_get_an_error_object_and_the_right_status(server, body, sta
         assert "\n" not in error["message"] and "Traceback" not in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ({"top_p": 0}, "top_p"),
+        ({"max_copy": 0}, "max_copy"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"no_repeat_ngram": -1}, "no_repeat_ngram"),
+        ({"repetition_window": 0}, "repetition_window"),
+    ],
+)
+def test_errors_name_the_apis_fields_not_the_command_lines_options(server, body, name):
+    response = server.post("/v1/completions", {"model": "lstm", "prompt": "The", **body})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "invalid_value"
+    assert name in error["message"] and "--" not in error["message"], error["message"]
+
+
 def test_known_words_is_a_field_of_the_api(server):
     body = {"model": "lstm", "prompt": "The old ", "length": 300, "n": 2, "seed": 3}
     body["temperature"] = 1.6  # hot: the model makes words up

@@ -21,9 +21,7 @@ import hashlib
 import hmac
 import json
 import re
-import secrets
 import time
-from dataclasses import dataclass
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -32,226 +30,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from authorgen.config import SampleConfig
-from authorgen.errors import AuthorgenError, UsageError
+from authorgen.errors import AuthorgenError, Unsupported, api_name
 from authorgen.serve.engine import Busy, Engine, Stopping, Ticket, Unavailable, UnknownRun
+from authorgen.serve.protocol import MAX_BODY, Answer, ApiError, parse_completion
 
-MAX_PROMPT = 64 * 1024  # bytes of UTF-8
-MAX_BODY = 4 * MAX_PROMPT  # a request body larger than this is not read
-MAX_N = 8
-MAX_LENGTH = 100_000  # characters or tokens one sample may ask for
-DEFAULT_MAX_TOKENS = 16  # as OpenAI's API, when neither max_tokens nor length is given
 DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks for its caller
-
-# Fields of OpenAI's request that authorgen does not implement: accepted at their neutral value.
-NEUTRAL = {
-    "echo": (False, None),
-    "logprobs": (None, 0),
-    "best_of": (None, 1),
-    "suffix": (None, ""),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
-    "logit_bias": (None, {}),
-}
-IGNORED = {"user", "stream_options"}  # stream_options is read below
-FIELDS = {
-    "model", "prompt", "max_tokens", "length", "temperature", "top_p", "n", "stop", "seed",
-    "stream", "top_k", "repetition_penalty", "max_copy", "until", "known_words", "ngrams",
-}  # fmt: skip
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.code, self.kind = status, message, code, kind
 
 
 def error_response(error: ApiError, headers: dict | None = None) -> JSONResponse:
-    body = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
-    return JSONResponse(body, status_code=error.status, headers=headers)
-
-
-# --- the request ---
-
-
-@dataclass
-class Completion:
-    """A completions request, checked."""
-
-    model: str
-    prompt: str
-    config: SampleConfig
-    stream: bool
-    include_usage: bool
-
-
-def _bad(message: str) -> ApiError:
-    return ApiError(400, message, "invalid_value")
-
-
-def _number(body: dict, name: str, default, integer: bool = False):
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, float) and integer and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        kind = "a whole number" if integer else "a number"
-        raise _bad(f"{name} must be {kind} (got {json.dumps(value)})")
-    return value
-
-
-def parse_completion(raw: bytes) -> Completion:
-    """The request in `raw` (JSON), checked by the rules of `generate`'s options.
-
-    Raises:
-        ApiError: 400 for bad JSON, fields or values; 413 for a prompt over 64 KB.
-    """
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not JSON ({exc})", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object", "invalid_json")
-    for name, value in body.items():
-        if name in NEUTRAL and value not in NEUTRAL[name]:
-            raise _bad(f"{name} is not supported by authorgen; leave it out")
-        if name not in FIELDS and name not in NEUTRAL and name not in IGNORED:
-            raise _bad(f"unknown field {name!r}; see GET /v1/models and the README for the API")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("model must be the name of a run (GET /v1/models lists them)")
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise _bad("prompt must be a string (or a list of one string)")
-    if len(prompt.encode("utf-8", errors="surrogatepass")) > MAX_PROMPT:
-        raise ApiError(413, f"the prompt is over {MAX_PROMPT // 1024} KB; send less", "too_large")
-    stop = body.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else stop
-    if not isinstance(stop, list | tuple) or len(stop) > 4 or any(type(s) is not str for s in stop):
-        raise _bad("stop must be a string or a list of at most 4 strings")
-    until = body.get("until")
-    if until is not None and not isinstance(until, str):
-        raise _bad('until must be "sentence" or "paragraph"')
-    length = _number(body, "length", None, integer=True)
-    max_tokens = _number(body, "max_tokens", None, integer=True)
-    if until is not None and length is None:
-        raise _bad(
-            "until needs length: the characters to write before the sentence or paragraph ends"
-        )
-    if length is None and max_tokens is None:
-        max_tokens = DEFAULT_MAX_TOKENS
-    for name, value in (("length", length), ("max_tokens", max_tokens)):
-        if value is not None and value > MAX_LENGTH:
-            raise _bad(f"{name} must be at most {MAX_LENGTH:,} (got {value})")
-    n = _number(body, "n", 1, integer=True)
-    if isinstance(n, int) and n > MAX_N:
-        raise _bad(f"n must be at most {MAX_N} (got {n})")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("stream must be true or false")
-    switches = {name: body.get(name) for name in ("known_words", "ngrams")}
-    for name, value in switches.items():
-        if value is not None and not isinstance(value, bool):
-            raise _bad(f"{name} must be true, false or null (the default)")
-    options = body.get("stream_options") or {}
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    try:
-        config = SampleConfig(
-            temperature=_number(body, "temperature", SampleConfig.temperature),
-            length=length if length is not None else MAX_LENGTH,
-            n=n,
-            seed=_number(body, "seed", None, integer=True),
-            top_k=_number(body, "top_k", None, integer=True),
-            top_p=_number(body, "top_p", SampleConfig.top_p),
-            repetition_penalty=_number(body, "repetition_penalty", 1.0),
-            stop=tuple(stop),
-            until=until,
-            max_copy=_number(body, "max_copy", None, integer=True),
-            max_tokens=max_tokens,
-            **switches,
-        )
-    except UsageError as exc:  # the CLI's words, with the API's names
-        message = re.sub(r"--([a-z-]+)", lambda m: m[1].replace("-", "_"), str(exc))
-        raise _bad(message) from None
-    return Completion(model, prompt, config, stream, include_usage)
-
-
-# --- the response ---
-
-FINISH = {"length": "length"}  # every other end (stop, sentence, paragraph, ...) is "stop"
-
-
-def _choice_end(i: int, sample) -> dict:
-    return {
-        "index": i,
-        "finish_reason": FINISH.get(sample.stopped, "stop"),
-        "stopped": sample.stopped,
-        "seed": sample.seed,
-        "originality": sample.originality,
-    }
-
-
-class Answer:
-    """What is known of one completion as its events arrive."""
-
-    def __init__(self, completion: Completion, job):
-        self.id = "cmpl-" + secrets.token_hex(12)
-        self.created = int(time.time())
-        self.completion, self.job = completion, job
-        self.texts = [""] * len(job.states)
-        self.samples: list = [None] * len(job.states)
-        self.finished = False
-
-    def head(self) -> dict:
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.completion.model,
-        }
-
-    def usage(self) -> dict:
-        done = sum(s.tokens for s in self.samples if s is not None)
-        prompt = len(self.job.ids)
-        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-    def take(self, items: list) -> list[dict]:
-        """Record `items` from the engine; the streamed chunks they make: per sample, its new
-        text in one chunk, then its end."""
-        texts: dict[int, str] = {}
-        ends: dict[int, dict] = {}
-        for item in items:
-            if item[0] == "error":
-                raise item[1]
-            if item[0] == "end":
-                self.finished = True
-            elif item[0] == "text":
-                _, i, text = item
-                self.texts[i] += text
-                texts[i] = texts.get(i, "") + text
-            elif item[0] == "sample":
-                _, i, sample = item
-                self.samples[i] = sample
-                texts.setdefault(i, "")
-                ends[i] = {"text": "", "logprobs": None, **_choice_end(i, sample)}
-        chunks = []
-        for i, text in texts.items():
-            if text:
-                choice = {"index": i, "text": text, "finish_reason": None, "logprobs": None}
-                chunks.append({**self.head(), "choices": [choice]})
-            if i in ends:
-                chunks.append({**self.head(), "choices": [ends[i]]})
-        return chunks
-
-    def whole(self) -> dict:
-        choices = [
-            {"text": s.text, "logprobs": None, **_choice_end(i, s)}
-            for i, s in enumerate(self.samples)
-        ]
-        return {**self.head(), "choices": choices, "usage": self.usage()}
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def _failure(exc: Exception) -> ApiError:
@@ -263,8 +50,10 @@ def _failure(exc: Exception) -> ApiError:
         return ApiError(503, str(exc), "server_stopping", "server_error")
     if isinstance(exc, Unavailable):
         return ApiError(500, str(exc), "run_unavailable", "server_error")
+    if isinstance(exc, Unsupported):  # a field the run cannot honour
+        return ApiError(400, exc.worded(api_name), "invalid_value")
     if isinstance(exc, AuthorgenError):  # the prompt does not fit the run, say
-        return ApiError(400, str(exc), "invalid_prompt")
+        return ApiError(400, exc.worded(api_name), "invalid_prompt")
     return ApiError(
         500, f"the model failed: {type(exc).__name__}: {exc}", "server_error", "server_error"
     )
@@ -487,9 +276,7 @@ async def _stream(engine: Engine, ticket: Ticket, answer: Answer, items: list):
             try:
                 chunks = answer.take(items)
             except Exception as exc:
-                error = _failure(exc)
-                body = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
-                yield f"data: {json.dumps(body)}\n\n"
+                yield f"data: {json.dumps(_failure(exc).body())}\n\n"
                 return
             for chunk in chunks:
                 yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
