@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from authorgen.callbacks import Callback
 from authorgen.charts import compare_chart
 from authorgen.checkpoint import CONFIG, load_run, read_metrics
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
@@ -18,7 +19,6 @@ from authorgen.evaluate import sample_report, style_candidates
 from authorgen.files import check_name
 from authorgen.losses import bits
 from authorgen.train import train_corpus
-from authorgen.trainer import Callback
 
 DEFAULT_TIME_S = 120.0  # each run's budget when none is given
 EVALS_PER_RUN = 8  # about this many evaluations per run, so the chart has curves to compare

@@ -1,7 +1,9 @@
 """Training a run, as `authorgen train` does: open the corpus, split it, choose sizes
 (`plan`), prepare the data (`prepare`), build the model, write the run folder's first files
-(`checkpoint`) and hand everything to the loop (`trainer`). `resume` does the same from a run's
-own record.
+(`checkpoint`) and hand everything to the loop (`trainer`), with the steps around it: loss.png
+redrawn after each evaluation (`LossChart`), and when the loop ends the training text's n-gram
+counts kept in the run and mixed with its best weights (`keep_ngrams`). `resume` does the same
+from a run's own record.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from pathlib import Path
 import torch
 
 from authorgen import checkpoint, distributed, plan
+from authorgen.callbacks import Callback, Callbacks
 from authorgen.checkpoint import RunRecord
 from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Corpus, Split, split_corpus
 from authorgen.devices import check_precision, cpu_has_bf16, free_memory, resolve_device
-from authorgen.errors import DataError, UsageError
+from authorgen.errors import DataError, Interrupted, UsageError, first_line
 from authorgen.files import cache_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.prepare import prepare_data
 from authorgen.tokenizer import Tokenizer
-from authorgen.trainer import Callback, Trainer, TrainResult
+from authorgen.trainer import Trainer, TrainResult
 from authorgen.vectors import vector_dim
 
 
@@ -103,7 +106,9 @@ def build_trainer(
         run_dir,
         record,
         index_sources=split.sources() if train_config.index else None,
-        callback=callback,
+        callback=Callbacks(callback, LossChart(run_dir, callback.on_message))
+        if group.main
+        else callback,
         group=group,
         clock=clock,
         read_every=read_every,
@@ -124,7 +129,71 @@ def train(
         Interrupted: on Ctrl-C or SIGTERM, after saving the latest state.
         Diverged: when the loss stops being finite.
     """
-    return build_trainer(split, model_config, train_config, run_dir, **options).run()
+    return run_trainer(build_trainer(split, model_config, train_config, run_dir, **options))
+
+
+class LossChart(Callback):
+    """Redraws loss.png in the run after each evaluation: a picture that cannot be drawn is a
+    warning, never a lost run."""
+
+    def __init__(self, run_dir: Path, report: Callable[[str], None]):
+        self.run_dir, self.report, self.failed = Path(run_dir), report, False
+
+    def on_eval(self, row: dict) -> None:
+        try:
+            checkpoint.save_chart(self.run_dir)
+        except Exception as exc:  # matplotlib can fail in many ways; the run must go on
+            if not self.failed:
+                self.report(f"warning: loss.png not drawn ({first_line(exc)})")
+            self.failed = True
+
+
+def run_trainer(trainer: Trainer) -> TrainResult:
+    """Train to the end of the budget, then (rank 0) keep the n-gram counts (`keep_ngrams`).
+
+    Raises:
+        Interrupted: on Ctrl-C or SIGTERM (the state is saved first).
+        Diverged: when the loss stops being finite.
+    """
+    result = trainer.run()
+    if not trainer.group.main:
+        return result
+    try:
+        mixed = keep_ngrams(trainer)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while counting n-grams: {trainer.run_dir.name} is trained and saved, "
+            "and generates with its model alone"
+        ) from None
+    if mixed is None:
+        return result
+    trainer.record.result["mixed_val_loss"] = mixed
+    checkpoint.save_config(trainer.run_dir, trainer.record)
+    return replace(result, mixed_val_loss=mixed)
+
+
+def keep_ngrams(trainer: Trainer) -> float | None:
+    """Count the training text's n-grams into the run and fit how much the best weights'
+    predictions and the counts each weigh (`ngrams.py`); the mixed validation loss (two-fold),
+    or None where the run keeps no counts."""
+    from authorgen.losses import token_probabilities
+    from authorgen.ngrams import MAX_TOKENS, NGrams
+
+    train_ids, val_ids = trainer.data.train.ids, trainer.data.val.ids
+    if not trainer.config.ngrams or len(val_ids) < 3:
+        return None
+    if len(train_ids) > MAX_TOKENS:
+        trainer.callback.on_message(
+            f"n-gram counts left out: {len(train_ids):,} training tokens is more than "
+            f"{MAX_TOKENS:,}"
+        )
+        return None
+    model = checkpoint.load_run(trainer.run_dir, trainer.device).model  # the best weights
+    counts = NGrams.count(train_ids, trainer.record.model.vocab_size)
+    probs = token_probabilities(model, val_ids, trainer.device)
+    mixed = counts.fit(probs, val_ids, trainer.data.val.predicted_chars)["val_loss"]
+    counts.save(trainer.run_dir)
+    return mixed
 
 
 def train_corpus(
@@ -297,6 +366,6 @@ def resume(
             f"resuming {run_dir.name} at step {trainer.step:,}"
             + (f" ({trainer.elapsed:.0f} s of its budget used)" if resumed else " (no state yet)")
         )
-        return trainer.run()
+        return run_trainer(trainer)
     finally:
         distributed.teardown()

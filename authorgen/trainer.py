@@ -28,32 +28,18 @@ import torch
 import torch.nn.functional as F
 
 from authorgen import checkpoint, distributed
+from authorgen.callbacks import Callback
 from authorgen.checkpoint import RunRecord
 from authorgen.config import TrainConfig
 from authorgen.data import StreamBatches, random_windows
 from authorgen.devices import autocast, autocast_dtype, state_to
-from authorgen.errors import AuthorgenError, Interrupted, first_line
-from authorgen.losses import bits, token_probabilities, validation_loss
+from authorgen.errors import AuthorgenError, Interrupted
+from authorgen.losses import bits, validation_loss
 from authorgen.models.rnn import detach_state
+from authorgen.optim import learning_rate, make_optimizer
 from authorgen.prepare import RunData
 
 READ_EVERY = 20  # on a GPU, steps between reads of the loss on the host
-
-
-class Callback:
-    """Hooks the loop calls; override what you need. All run in the training process."""
-
-    def on_start(self, info: dict) -> None:
-        """Once, before the first step: run, device, parameters, split sizes, budget."""
-
-    def on_step(self, step: int, loss: float, progress: float, tokens_per_s: float) -> None:
-        """After each optimizer step; `progress` is the fraction of the budget used (0..1)."""
-
-    def on_eval(self, row: dict) -> None:
-        """After each evaluation, with the row written to metrics.jsonl."""
-
-    def on_message(self, text: str) -> None:
-        """A note while preparing (plan, tokenizer, token ids, word vectors) or stopping."""
 
 
 @dataclass
@@ -73,32 +59,6 @@ class TrainResult:
 
 class Diverged(AuthorgenError):
     """The loss or the gradient stopped being finite."""
-
-
-def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps` times a cosine from 1 to `min_lr_ratio` over the budget."""
-    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    progress = min(max(progress, 0.0), 1.0)
-    floor = config.min_lr_ratio
-    cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return config.lr * warmup * cosine
-
-
-def make_optimizer(
-    model: torch.nn.Module, config: TrainConfig, device: torch.device, fused: bool | None = None
-):
-    """AdamW; weight decay only on weight matrices, never on norms, biases or embeddings.
-    Fused (one kernel for all weights, and steps skipped on the device) on CUDA unless told."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        is_matrix = param.dim() >= 2 and not name.startswith("embedding")
-        (decay if is_matrix else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda" if fused is None else fused
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=fused)
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -179,7 +139,6 @@ class Trainer:
         self.bad = torch.zeros((), device=self.device)
         self.bad_at = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.last_loss = math.nan  # the last loss read on the host, for progress reports
-        self.chart_failed = False
         self.step = self.tokens = 0
         self.best, self.best_step, self.last_eval_step = math.inf, 0, -1
         self.evals_since_best = 0
@@ -386,18 +345,8 @@ class Trainer:
             # the row first: a run killed between the two redoes this evaluation on resume
             checkpoint.append_metrics(self.run_dir, row)
             self.save_state()
-            self._draw_chart()
         self.callback.on_eval(row)
         return row
-
-    def _draw_chart(self) -> None:
-        """Redraw loss.png; a picture that cannot be drawn is a warning, never a lost run."""
-        try:
-            checkpoint.save_chart(self.run_dir)
-        except Exception as exc:  # matplotlib can fail in many ways; the run must go on
-            if not self.chart_failed:
-                self.callback.on_message(f"warning: loss.png not drawn ({first_line(exc)})")
-            self.chart_failed = True
 
     def _save_on_failure(self, status: str) -> None:
         self.save_state()
@@ -457,7 +406,6 @@ class Trainer:
         try:
             status = self._loop()
             elapsed = self._clock()
-            mixed = self._count_ngrams() if self.group.main else None
         except KeyboardInterrupt:
             self._save_on_failure("interrupted")
             raise Interrupted(
@@ -478,8 +426,6 @@ class Trainer:
             "elapsed_s": round(elapsed, 3),
             "tokens_per_s": round(speed, 1),
         }
-        if mixed is not None:
-            self.record.result["mixed_val_loss"] = mixed
         if self.group.main:
             checkpoint.save_config(self.run_dir, self.record)
         return TrainResult(
@@ -493,28 +439,4 @@ class Trainer:
             self.best,
             bits(self.best),
             status,
-            mixed,
         )
-
-    def _count_ngrams(self) -> float | None:
-        """Count the training text's n-grams into the run and fit how much the best weights'
-        predictions and the counts each weigh (`ngrams.py`); the mixed validation loss, or None
-        where the run keeps no counts."""
-        from authorgen.ngrams import MAX_TOKENS, NGrams
-
-        train_ids, val_ids = self.data.train.ids, self.data.val.ids
-        if not self.config.ngrams or len(val_ids) < 3:
-            return None
-        if len(train_ids) > MAX_TOKENS:
-            self.callback.on_message(
-                f"n-gram counts left out: {len(train_ids):,} training tokens is more than "
-                f"{MAX_TOKENS:,}"
-            )
-            return None
-        model = checkpoint.load_run(self.run_dir, self.device).model  # the best weights
-        counts = NGrams.count(train_ids, self.record.model.vocab_size)
-        mixed = counts.fit(
-            token_probabilities(model, val_ids, self.device), val_ids, self.data.val.predicted_chars
-        )["val_loss"]
-        counts.save(self.run_dir)
-        return mixed

@@ -17,7 +17,6 @@ from authorgen.errors import DataError, Unsupported, UsageError, api_name
 from authorgen.models import build_model
 from authorgen.originality import Index, build_index
 from authorgen.sample import Generation
-from authorgen.stops import StopPolicy
 from authorgen.samplers import (
     NEG_INF,
     NgramMemory,
@@ -29,6 +28,7 @@ from authorgen.samplers import (
     TopP,
     draw,
 )
+from authorgen.stops import StopPolicy
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
 from authorgen.train import train

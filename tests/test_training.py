@@ -17,13 +17,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from authorgen import plan
+from authorgen.callbacks import Callback
 from authorgen.config import ModelConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Split
 from authorgen.errors import Interrupted, UsageError
 from authorgen.models import build_model, count_parameters
 from authorgen.models.transformer import KVCache, rotary
+from authorgen.optim import learning_rate, make_optimizer
 from authorgen.train import build_trainer, resume, train, train_corpus
-from authorgen.trainer import Callback, Diverged, learning_rate, make_optimizer
+from authorgen.trainer import Diverged
 from helpers import data_file, default_sigint, run_cli
 
 TINY_LSTM = {

@@ -15,8 +15,8 @@ from authorgen.errors import DataError, UsageError
 from authorgen.files import atomic_write, atomic_write_text, check_name, slugify
 from authorgen.losses import validation_loss
 from authorgen.models import build_model
+from authorgen.optim import learning_rate
 from authorgen.tokenizer import UNK_TEXT, CharTokenizer
-from authorgen.trainer import learning_rate
 
 
 @pytest.mark.parametrize(

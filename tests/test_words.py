@@ -13,12 +13,12 @@ import authorgen.sample as sample_module
 from authorgen.config import ModelConfig, SampleConfig, TokenizerConfig
 from authorgen.corpus import Split
 from authorgen.errors import DataError
+from authorgen.known_words import OPEN, ROOT, KnownWords, Vocabulary, token_texts
 from authorgen.models import build_model
 from authorgen.originality import WORKS, Index, build_index
 from authorgen.sample import Generation
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
-from authorgen.known_words import OPEN, ROOT, KnownWords, Vocabulary, token_texts
 from authorgen.words import WORD_RE, WORDS, fold, invented, read_words, words_in
 from texts import ENGLISH, FRENCH, POLISH
 

@@ -34,7 +34,7 @@ def _duration(seconds: float) -> str:
 
 
 class TrainProgress:
-    """The training loop's callback (see `authorgen.trainer.Callback`): a bar on a terminal,
+    """The training loop's callback (see `authorgen.callbacks.Callback`): a bar on a terminal,
     and one line per evaluation everywhere."""
 
     def __init__(self, console: Console):
