@@ -1,6 +1,7 @@
 """Small file-system helpers shared by the corpus and checkpoint modules.
 
-Every write goes through `atomic_write`: the data lands in `name.tmp` in the same folder, is
+Every write goes through `atomic_write`: the data lands in `name.XXXX.tmp` in the same folder
+(a name of its own, so two threads or processes writing `name` at once never share one), is
 flushed and fsynced, and only then replaces `name` with `os.replace`, so a crash leaves either
 the old file or the new one, never half of either.
 """
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,7 +70,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
         # Some writers (safetensors) create files readable by their owner only; give every file

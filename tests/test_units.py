@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -85,6 +86,31 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(OSError):
         atomic_write(path, failing)
     assert path.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_two_threads_writing_one_file_at_once_each_write_whole(tmp_path):
+    path = tmp_path / "f.txt"
+    both_written = threading.Barrier(2, timeout=10)
+    failures = []
+
+    def write(text):
+        def slow(tmp):
+            tmp.write_text(text)
+            both_written.wait()  # each has written its temporary file before either moves it
+
+        try:
+            atomic_write(path, slow)
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in ("first " * 100, "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert path.read_text() in ("first " * 100, "second")
     assert list(tmp_path.iterdir()) == [path]
 
 
@@ -187,3 +213,26 @@ def test_atomic_write_gives_files_the_umask_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_model_built_to_train_gets_random_weights_while_another_thread_loads_one():
+    from authorgen.models import _no_random_init  # what build_model does while it loads
+
+    config = ModelConfig(vocab_size=20, hidden=8, embedding_dim=4, layers=1)
+    torch.manual_seed(0)
+    expected = build_model(config).state_dict()
+    loading, built = threading.Event(), threading.Event()
+
+    def load():
+        with _no_random_init():
+            loading.set()
+            assert built.wait(10)  # still building its model when the other one is built
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    assert loading.wait(10)
+    torch.manual_seed(0)
+    fresh = build_model(config).state_dict()
+    built.set()
+    loader.join()
+    assert all(torch.equal(fresh[k], expected[k]) for k in expected)

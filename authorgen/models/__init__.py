@@ -9,6 +9,8 @@ copies)` (that state added as rows) and `keep(batch_state, rows)` (only those ro
 
 from __future__ import annotations
 
+import functools
+import threading
 from contextlib import contextmanager
 
 from authorgen.config import ModelConfig
@@ -34,26 +36,45 @@ def build_model(config: ModelConfig, weights: dict | None = None):
     return model
 
 
+_building = threading.local()  # .on: this thread builds a model whose weights are replaced
+_wrapped = threading.Lock()
+_WRAPPED: list[str] = []
+
+
 @contextmanager
 def _no_random_init():
-    """While building a model whose weights are about to be replaced: torch.nn.init's
-    functions leave tensors as they are (as they are allocated: uninitialised). Not for use
-    while another thread builds a model to train."""
-    import torch.nn.init as init
-
-    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
-    saved = {name: getattr(init, name) for name in names}
+    """While this thread builds a model whose weights are about to be replaced, torch.nn.init's
+    functions leave tensors as they are (as they are allocated: uninitialised). Other threads
+    (a server's, or one building a model to train) are untouched: the functions are wrapped once
+    to look at a flag of the calling thread."""
+    _wrap_init()
+    _building.on = True
     try:
-        for name in names:
-            setattr(init, name, _unchanged)
         yield
     finally:
-        for name, fn in saved.items():
-            setattr(init, name, fn)
+        _building.on = False
 
 
-def _unchanged(tensor, *args, **kwargs):
-    return tensor
+def _wrap_init() -> None:
+    import torch.nn.init as init
+
+    with _wrapped:
+        if _WRAPPED:
+            return
+        for name in dir(init):
+            if name.endswith("_") and not name.startswith("_"):
+                setattr(init, name, _unless_building(getattr(init, name)))
+                _WRAPPED.append(name)
+
+
+def _unless_building(fn):
+    @functools.wraps(fn)
+    def init_unless_building(tensor, *args, **kwargs):
+        if getattr(_building, "on", False):
+            return tensor
+        return fn(tensor, *args, **kwargs)
+
+    return init_unless_building
 
 
 def count_parameters(model) -> int:
