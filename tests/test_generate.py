@@ -259,6 +259,29 @@ def _tiny(model: str) -> tuple[torch.nn.Module, CharTokenizer]:
     return build_model(config).eval(), tok
 
 
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_reading_a_prompt_computes_the_output_layer_for_its_last_position_only(kind, monkeypatch):
+    model, tok = _tiny(kind)
+    idx = torch.tensor([tok.encode("the cat sat on the mat")])  # longer than the context too
+    heads = []  # the inputs of the output layer (the embedding's weights, tied, or the head)
+    linear = torch.nn.functional.linear
+    outputs = [model.embedding.weight] + ([model.head.weight] if hasattr(model, "head") else [])
+
+    def spy(x, weight, *args, **kwargs):
+        if any(weight is w for w in outputs):
+            heads.append(tuple(x.shape))
+        return linear(x, weight, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    with torch.no_grad():
+        scores, _ = model.prefill(idx)
+        read, heads[:] = list(heads), []
+        whole, _ = model(idx)
+    assert {shape[:2] for shape in read} == {(1, 1)}  # the last position of each piece read
+    assert sum(shape[1] for shape in heads) == idx.shape[1]  # the whole pass: every position
+    torch.testing.assert_close(scores, whole[:, -1])
+
+
 def _texts(model, tok, config, seeds, prompt="the "):
     return [s.text for _, _, s in Generation(model, tok, prompt, config, seeds) if s]
 

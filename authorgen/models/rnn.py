@@ -66,8 +66,11 @@ class RNNLanguageModel(nn.Module):
                     with torch.no_grad():
                         param[h : 2 * h].fill_(1.0)
 
-    def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """idx (B, T) token ids -> logits (B, T, V) and the state after the last token."""
+    def forward(
+        self, idx: torch.Tensor, state: State | None = None, last: bool = False
+    ) -> tuple[torch.Tensor, State]:
+        """idx (B, T) token ids -> logits (B, T, V) (with `last`, of the last position only:
+        (B, 1, V)) and the state after the last token."""
         x = self.embedding(idx)  # (B, T, E)
         if (
             idx.shape[1] == 1
@@ -79,7 +82,7 @@ class RNNLanguageModel(nn.Module):
             out, state = self._lstm_step(x, state)
         else:
             out, state = self.rnn(x, state)  # (B, T, H)
-        out = self.dropout(out)
+        out = self.dropout(out[:, -1:] if last else out)
         if self.config.tie_weights:
             return F.linear(self.project(out), self.embedding.weight, self.head_bias), state
         return self.head(out), state
@@ -113,7 +116,7 @@ class RNNLanguageModel(nn.Module):
 
     def prefill(self, idx: torch.Tensor, batch: State | None = None) -> tuple[torch.Tensor, State]:
         """idx (1, T), one text -> the scores of its next token (1, V) and its state."""
-        logits, state = self(idx)
+        logits, state = self(idx, last=True)
         return logits[:, -1], state
 
     @staticmethod

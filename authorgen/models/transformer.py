@@ -346,9 +346,10 @@ class TransformerLanguageModel(nn.Module):
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def forward(
-        self, idx: torch.Tensor, state: KVCache | None = None
+        self, idx: torch.Tensor, state: KVCache | None = None, last: bool = False
     ) -> tuple[torch.Tensor, KVCache]:
-        """idx (B, T) -> logits (B, T, V) and the cache after the last token.
+        """idx (B, T) -> logits (B, T, V) (with `last`, of the last position only: (B, 1, V))
+        and the cache after the last token.
 
         Without a state this is a plain causal pass (training). With one, the new tokens
         attend to the cached positions too. Inputs longer than the context are fed in pieces.
@@ -357,15 +358,16 @@ class TransformerLanguageModel(nn.Module):
         if self.context < T:
             logits = []
             for i in range(0, T, self.eval_chunk):
-                piece, state = self(idx[:, i : i + self.eval_chunk], state)
+                piece, state = self(idx[:, i : i + self.eval_chunk], state, last)
                 logits.append(piece)
-            return torch.cat(logits, dim=1), state
+            return (logits[-1] if last else torch.cat(logits, dim=1)), state
         cache = state if state is not None else KVCache(self.context, ring=self.ring_cache)
         cos, sin = self._angles(cache.position, T, idx.device)
         x = self.dropout(self.embedding(idx))  # (B, T, E)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, cache, layer)
         cache.advance(T)
+        x = x[:, -1:] if last else x
         return F.linear(self.norm(x), self.embedding.weight), cache  # tied head: (B, T, V)
 
     def int8_weights(self) -> TransformerLanguageModel:
@@ -389,7 +391,7 @@ class TransformerLanguageModel(nn.Module):
     ) -> tuple[torch.Tensor, KVCache]:
         """idx (1, T), one text -> the scores of its next token (1, V) and its cache."""
         start = batch.position - idx.shape[1] if batch is not None else 0
-        logits, cache = self(idx, KVCache(self.context, position=start, ring=False))
+        logits, cache = self(idx, KVCache(self.context, position=start, ring=False), last=True)
         return logits[:, -1], cache
 
     def join(self, batch: BatchCache | None, row: KVCache, copies: int = 1) -> BatchCache:
