@@ -206,9 +206,10 @@ def download_ebook(
             path.unlink(missing_ok=True)
         if path.exists():  # only a whole, checked download is ever renamed to dest
             return path, url
-        report(f"downloading {url}")
-        try:
-            session.download(url, path, max_bytes=max_bytes)
+        try:  # said once the mirror sends it: a layout without the book says nothing
+            session.download(
+                url, path, max_bytes=max_bytes, started=lambda url=url: report(f"downloading {url}")
+            )
         except NotFound:
             tried.append(url[len(mirror) :])
             continue

@@ -8,7 +8,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -162,8 +162,16 @@ class PoliteSession:
                 raise SourceError(f"{url} was cut off ({cut}); run the command again") from None
             return sink.getvalue(), kept
 
-    def download(self, url: str, dest: Path, max_bytes: int = MAX_BYTES, attempts: int = 4) -> int:
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        max_bytes: int = MAX_BYTES,
+        attempts: int = 4,
+        started: Callable[[], None] | None = None,
+    ) -> int:
         """Download `url` to `dest` through `dest.part`, resuming where an earlier try stopped.
+        `started` is called once, when the server first sends the file (not for a 404).
 
         The bytes go to `dest.part`; a part left by a cut connection, an earlier run or Ctrl-C
         is continued with a Range request. `If-Range` carries the validator (ETag or
@@ -205,6 +213,9 @@ class PoliteSession:
                     tag = resp.headers.get("ETag", "")
                     tag = tag if tag and not tag.startswith("W/") else ""
                     tag_file.write_text(tag or resp.headers.get("Last-Modified", ""))
+                if started is not None:
+                    started()
+                    started = None
                 with open(part, "ab" if start else "wb") as sink:
                     try:
                         size = self._copy_body(resp, sink, start, max_bytes, url)
