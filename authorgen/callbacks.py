@@ -21,6 +21,10 @@ class Callback:
     def on_message(self, text: str) -> None:
         """A note while preparing (plan, tokenizer, token ids, word vectors) or stopping."""
 
+    def on_end(self, status: str) -> None:
+        """Once, when the loop ends and its state is saved: finished, stopped early,
+        interrupted or diverged."""
+
 
 class Callbacks(Callback):
     """Several callbacks called in turn: what the user sees, and steps such as the chart."""
@@ -43,3 +47,7 @@ class Callbacks(Callback):
     def on_message(self, text: str) -> None:
         for callback in self.callbacks:
             callback.on_message(text)
+
+    def on_end(self, status: str) -> None:
+        for callback in self.callbacks:
+            callback.on_end(status)

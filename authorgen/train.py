@@ -29,6 +29,8 @@ from authorgen.tokenizer import Tokenizer
 from authorgen.trainer import Trainer, TrainResult
 from authorgen.vectors import vector_dim
 
+CHART_EVERY_S = 30.0  # loss.png is redrawn at most this often while training
+
 
 def build_trainer(
     split: Split,
@@ -133,18 +135,37 @@ def train(
 
 
 class LossChart(Callback):
-    """Redraws loss.png in the run after each evaluation: a picture that cannot be drawn is a
-    warning, never a lost run."""
+    """Redraws loss.png in the run: after the first evaluation, then at most every
+    `CHART_EVERY_S` (a drawing costs about 0.3 s), and when the loop ends. A picture that
+    cannot be drawn is a warning, never a lost run."""
 
-    def __init__(self, run_dir: Path, report: Callable[[str], None]):
-        self.run_dir, self.report, self.failed = Path(run_dir), report, False
+    def __init__(
+        self,
+        run_dir: Path,
+        report: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.run_dir, self.report, self.clock, self.failed = Path(run_dir), report, clock, False
+        self.drawn: float | None = None  # when last drawn (by `clock`)
+        self.behind = False  # rows were logged since
 
     def on_eval(self, row: dict) -> None:
+        self.behind = True
+        if self.drawn is None or self.clock() - self.drawn >= CHART_EVERY_S:
+            self._draw()
+
+    def on_end(self, status: str) -> None:
+        if self.behind:
+            self._draw()
+
+    def _draw(self) -> None:
+        self.drawn, self.behind = self.clock(), False
+        if self.failed:
+            return
         try:
             checkpoint.save_chart(self.run_dir)
         except Exception as exc:  # matplotlib can fail in many ways; the run must go on
-            if not self.failed:
-                self.report(f"warning: loss.png not drawn ({first_line(exc)})")
+            self.report(f"warning: loss.png not drawn ({first_line(exc)})")
             self.failed = True
 
 

@@ -355,6 +355,7 @@ class Trainer:
                 checkpoint.save_weights(self.run_dir, self.model)
             self.record.status = status
             checkpoint.save_config(self.run_dir, self.record)
+        self.callback.on_end(status)
 
     def _loop(self) -> str:
         """Steps until the budget is used or patience runs out; returns how it ended."""
@@ -428,6 +429,7 @@ class Trainer:
         }
         if self.group.main:
             checkpoint.save_config(self.run_dir, self.record)
+        self.callback.on_end(status)
         return TrainResult(
             self.run_dir,
             self.step,

@@ -86,3 +86,15 @@ def test_generating_and_evaluating_do_not_load_the_trainer():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+MAX_LINES = 450  # past this a module does more than one job: look for the seam
+
+
+def test_no_module_is_over_450_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}

@@ -656,3 +656,20 @@ def test_the_probes_choice_is_recorded_and_resume_keeps_it(tmp_path, monkeypatch
     assert config["model"]["hidden"] == plan.PRESETS["lstm-large"]["hidden"]
     assert config["precision"] == "fp32" and config["status"] == "finished"
     assert resumed.steps > 3 and config["resumed"][0]["step"] == 3
+
+
+def test_the_loss_chart_is_drawn_first_then_at_most_every_30_s_and_at_the_end(
+    monkeypatch, tmp_path
+):
+    from authorgen import train as train_module
+
+    drawn, now = [], [0.0]
+    monkeypatch.setattr(train_module.checkpoint, "save_chart", lambda run_dir: drawn.append(now[0]))
+    chart = train_module.LossChart(tmp_path, print, clock=lambda: now[0])
+    for now[0] in (0.0, 5.0, 20.0, 31.0, 40.0):
+        chart.on_eval({})
+    assert drawn == [0.0, 31.0]
+    chart.on_end("finished")  # the rows of 40 s were not drawn yet
+    assert drawn == [0.0, 31.0, 40.0]
+    chart.on_end("finished")  # nothing new: not drawn again
+    assert len(drawn) == 3

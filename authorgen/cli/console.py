@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from authorgen.callbacks import Callback
+
 if TYPE_CHECKING:  # rich.progress takes 0.1 s to import: only training draws a bar
     from rich.progress import Progress
 
@@ -33,7 +35,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-class TrainProgress:
+class TrainProgress(Callback):
     """The training loop's callback (see `authorgen.callbacks.Callback`): a bar on a terminal,
     and one line per evaluation everywhere."""
 
