@@ -28,10 +28,15 @@ def _streamed(model, ids, device: torch.device, n_streams: int):
 
 @torch.no_grad()
 def total_nll(
-    model, ids: torch.Tensor, device: torch.device, n_streams: int = 64
+    model,
+    ids: torch.Tensor,
+    device: torch.device,
+    n_streams: int = 64,
+    probabilities: list | None = None,
 ) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of every token of `ids` after the first, and its
-    count (the streams of `_streamed`)."""
+    count (the streams of `_streamed`). Given a list, `probabilities` also gets each chunk's
+    probabilities of its tokens (`in_order` puts them in the text's order)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -44,9 +49,22 @@ def total_nll(
                 reduction="sum",
             ).item()
             count += int((y != IGNORE).sum())
+            if probabilities is not None:
+                probabilities.append(_chunk_probabilities(logits, y))
     finally:
         model.train(was_training)
     return total, count
+
+
+def _chunk_probabilities(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, y.clamp(min=0)[..., None])
+    return logp[..., 0].exp().double().cpu().numpy()  # (S, w)
+
+
+def in_order(chunks: list[np.ndarray], ids) -> np.ndarray:
+    """The probabilities of the tokens of `ids` after the first, in order, from its chunks."""
+    # row r of the streams holds the predictions of input positions r * L .. (r + 1) * L - 1
+    return np.concatenate(chunks, axis=1).reshape(-1)[: len(ids) - 1]
 
 
 @torch.no_grad()
@@ -54,17 +72,18 @@ def token_probabilities(model, ids, device: torch.device, n_streams: int = 64) -
     """The model's probability of each token of `ids` after the first, in order, from the same
     streams as `total_nll` (so the mean of their -log is its loss). For an evaluation mode
     model."""
-    chunks = []
-    for logits, y in _streamed(model, ids, device, n_streams):
-        logp = F.log_softmax(logits.float(), dim=-1).gather(-1, y.clamp(min=0)[..., None])
-        chunks.append(logp[..., 0].exp().double().cpu().numpy())  # (S, w)
-    # row r of the streams holds the predictions of input positions r * L .. (r + 1) * L - 1
-    return np.concatenate(chunks, axis=1).reshape(-1)[: len(ids) - 1]
+    chunks = [
+        _chunk_probabilities(logits, y) for logits, y in _streamed(model, ids, device, n_streams)
+    ]
+    return in_order(chunks, ids)
 
 
-def validation_loss(model, ids: torch.Tensor, chars: int, device: torch.device) -> float:
-    """Nats per character: the NLL of `ids[1:]` over the `chars` characters those tokens spell."""
-    total, _ = total_nll(model, ids, device)
+def validation_loss(
+    model, ids: torch.Tensor, chars: int, device: torch.device, probabilities: list | None = None
+) -> float:
+    """Nats per character: the NLL of `ids[1:]` over the `chars` characters those tokens spell
+    (`probabilities`: see `total_nll`)."""
+    total, _ = total_nll(model, ids, device, probabilities=probabilities)
     return total / chars
 
 

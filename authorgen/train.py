@@ -209,9 +209,11 @@ def keep_ngrams(trainer: Trainer) -> float | None:
             f"{MAX_TOKENS:,}"
         )
         return None
-    model = checkpoint.load_run(trainer.run_dir, trainer.device).model  # the best weights
     counts = NGrams.count(train_ids, trainer.record.model.vocab_size)
-    probs = token_probabilities(model, val_ids, trainer.device)
+    probs = trainer.best_probabilities  # kept when the best weights were evaluated, in fp32
+    if probs is None:
+        model = checkpoint.load_run(trainer.run_dir, trainer.device).model  # the best weights
+        probs = token_probabilities(model, val_ids, trainer.device)
     mixed = counts.fit(probs, val_ids, trainer.data.val.predicted_chars)["val_loss"]
     counts.save(trainer.run_dir)
     return mixed

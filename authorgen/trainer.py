@@ -34,7 +34,7 @@ from authorgen.config import TrainConfig
 from authorgen.data import StreamBatches, random_windows
 from authorgen.devices import autocast, autocast_dtype, state_to
 from authorgen.errors import AuthorgenError, Interrupted
-from authorgen.losses import bits, validation_loss
+from authorgen.losses import bits, in_order, validation_loss
 from authorgen.models.rnn import detach_state
 from authorgen.optim import learning_rate, make_optimizer
 from authorgen.prepare import RunData
@@ -141,6 +141,7 @@ class Trainer:
         self.last_loss = math.nan  # the last loss read on the host, for progress reports
         self.step = self.tokens = 0
         self.best, self.best_step, self.last_eval_step = math.inf, 0, -1
+        self.best_probabilities = None  # of the validation tokens, by the best weights
         self.evals_since_best = 0
         self.losses: list[float] = []
         self.carried = None  # recurrent state carried from one stream batch to the next
@@ -319,8 +320,11 @@ class Trainer:
     def evaluate(self) -> dict:
         """Validate, keep the best weights, log a metrics row, save the latest state."""
         val_ids, val_chars = self.data.val.ids, self.data.val.predicted_chars
+        # each token's probability, kept for the n-gram counts' fit after training (in fp32
+        # only: they must be what the saved weights give)
+        kept = [] if self.config.ngrams and self.amp is None and self.group.main else None
         with autocast(self.amp, self.device):
-            val = validation_loss(self.model, val_ids, val_chars, self.device)
+            val = validation_loss(self.model, val_ids, val_chars, self.device, kept)
         losses = self._host_losses()
         per_char = self.data.chars_per_token
         row = {
@@ -335,6 +339,7 @@ class Trainer:
         self.losses, self.last_eval_step, self.last_eval_s = [], self.step, self._clock()
         if val < self.best:
             self.best, self.best_step, self.evals_since_best = val, self.step, 0
+            self.best_probabilities = in_order(kept, val_ids) if kept is not None else None
             if self.group.main:
                 checkpoint.save_weights(self.run_dir, self.model)
                 self.record.best = {"step": self.step, "val_loss": val, "val_bpc": bits(val)}

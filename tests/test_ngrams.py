@@ -223,3 +223,26 @@ def test_no_ngrams_trains_a_run_without_counts(trained):
     run_dir = home / "checkpoints" / "plain"
     assert not (run_dir / "ngrams").exists()
     assert "mixed_val_loss" not in json.loads((run_dir / "config.json").read_text())["result"]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_the_probabilities_kept_at_the_best_evaluation_are_the_saved_weights_own(kind, tmp_path):
+    from authorgen.checkpoint import load_run
+    from authorgen.config import ModelConfig, TrainConfig
+    from authorgen.corpus import Split
+    from authorgen.losses import token_probabilities
+    from authorgen.train import build_trainer
+
+    text = data_file("pg11-alices-adventures-in-wonderland.txt").read_text()[:40_000]
+    size = {"heads": 2, "context": 32} if kind == "transformer" else {"hidden": 32}
+    model = ModelConfig(model=kind, embedding_dim=16, layers=1, dropout=0.1, **size)
+    config = TrainConfig(
+        steps=30, eval_every=10, context=32, batch_size=4, device="cpu", precision="fp32"
+    )
+    trainer = build_trainer(Split.from_texts(text[:30_000], text[30_000:], "t"), model, config,
+                            tmp_path / "run")  # fmt: skip
+    trainer.run()
+    best = load_run(tmp_path / "run", torch.device("cpu")).model
+    again = token_probabilities(best, trainer.data.val.ids, torch.device("cpu"))
+    assert trainer.best_probabilities is not None
+    assert np.array_equal(trainer.best_probabilities, again)
