@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,26 +65,46 @@ def mirror(gutenberg) -> str:
     return gutenberg.url
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A home with two runs for `authorgen serve`: a char LSTM and a char transformer (a few
-    seconds each)."""
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory, worker_id) -> Path:
+    """The runs of `served`, trained once in the whole test session: the first process of
+    pytest-xdist to need them trains them, under a lock, and the others wait and read them."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent  # shared by the workers
+    built = root / "served-runs"
+    with FileLock(str(built) + ".lock"):
+        if not (built / "done").exists():
+            staged = root / f"served-runs.{worker_id}"
+            shutil.rmtree(staged, ignore_errors=True)
+            _train_served(staged / "checkpoints")
+            staged.rename(built)
+            (built / "done").touch()
+    return built
+
+
+def _train_served(checkpoints: Path) -> None:
     from authorgen.config import ModelConfig, TrainConfig
     from authorgen.corpus import Split
     from authorgen.train import train
 
-    home = tmp_path_factory.mktemp("home")
     text = served_text()
     config = TrainConfig(
         steps=150, context=32, batch_size=8, lr=1e-2, device="cpu", eval_every=150, warmup_steps=5
     )
     split = Split.from_texts(text, text[:300], "test")
-    train(
-        split,
-        ModelConfig(hidden=64, embedding_dim=16, layers=1),
-        config,
-        home / "checkpoints" / "lstm",
-    )
+    cache = checkpoints.parent / "cache"  # never the user's
+    lstm = ModelConfig(hidden=64, embedding_dim=16, layers=1)
+    train(split, lstm, config, checkpoints / "lstm", cache=cache)
     gpt = ModelConfig(model="transformer", layers=2, embedding_dim=32, heads=2, context=32)
-    train(split, gpt, config, home / "checkpoints" / "gpt")
+    train(split, gpt, config, checkpoints / "gpt", cache=cache)
+
+
+@pytest.fixture(scope="module")
+def served(served_runs, tmp_path_factory) -> Path:
+    """A home with two runs for `authorgen serve`: a char LSTM and a char transformer (trained
+    once per test session; each module gets its own copy, and its own cache)."""
+    home = tmp_path_factory.mktemp("home")
+    shutil.copytree(served_runs / "checkpoints", home / "checkpoints")
     return home
