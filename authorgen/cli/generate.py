@@ -91,7 +91,9 @@ def generate(
         float,
         typer.Option(
             help="Make tokens used in the last --repetition-window tokens less likely (1 is "
-            "off; 1.1-1.3 is mild; for word and subword models).",
+            "off). With the n-gram mix a recent token's probability p becomes p**P; with "
+            "--no-ngrams positive logits are divided by P, negative ones multiplied. For word "
+            "and subword models.",
             rich_help_panel="Samplers",
         ),
     ] = SampleConfig.repetition_penalty,
