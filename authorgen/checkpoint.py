@@ -43,8 +43,9 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 METRICS = "metrics.jsonl"
-CHART = "loss.png"  # train and validation loss against tokens seen, redrawn at each evaluation
+CHART = "loss.png"  # train and validation loss against tokens seen (see train.LossChart)
 INDEX = "index"  # the originality index of the corpus (see originality.py)
+JUDGED = "eval.json"  # what the last `authorgen eval` on the run's own held-out text found
 FORMAT = 1  # run-directory layout version; bump when old runs can no longer be read
 
 
@@ -262,9 +263,26 @@ def append_metrics(run_dir: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def save_judgement(run_dir: Path, judgement: dict) -> None:
+    """Keep what the last `authorgen eval` of the run on its own held-out text found about its
+    samples (realism beside the longest copy), for `runs`, `compare` and the API."""
+    atomic_write_json(Path(run_dir) / JUDGED, judgement)
+
+
+def read_judgement(run_dir: Path) -> dict | None:
+    """The judgement `save_judgement` kept, or None (never evaluated, or unreadable)."""
+    try:
+        judgement = json.loads((Path(run_dir) / JUDGED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return judgement if isinstance(judgement, dict) else None
+
+
 def run_summary(run_dir: Path) -> dict:
-    """What `authorgen runs` lists about a run, from its config.json."""
+    """What `authorgen runs` lists about a run, from its config.json (and the last eval's
+    judgement of its samples: `realism` beside their `longest_copy_chars`)."""
     config = read_config(run_dir)
+    judged = read_judgement(run_dir) or {}
     model, data = config.get("model", {}), config.get("data", {})
     width = (
         model.get("embedding_dim") if model.get("model") == "transformer" else model.get("hidden")
@@ -280,6 +298,8 @@ def run_summary(run_dir: Path) -> dict:
         "corpus": data.get("corpus"),
         "status": config.get("status"),
         "created": config.get("created"),
+        "realism": (judged.get("realism") or {}).get("auc"),
+        "longest_copy_chars": judged.get("longest_copy_chars"),
     }
 
 

@@ -15,7 +15,7 @@ from authorgen.checkpoint import CONFIG, load_run, read_metrics
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.devices import resolve_device
 from authorgen.errors import UsageError
-from authorgen.evaluate import sample_report, style_candidates
+from authorgen.evaluate import heldout_text, sample_report, style_candidates
 from authorgen.files import check_name
 from authorgen.losses import bits
 from authorgen.train import train_corpus
@@ -102,6 +102,7 @@ def compare_models(
         run = load_run(result.run_dir, device)
         if candidates is None:
             candidates, author = style_candidates(run.config, corpora_dir)
+            heldout = heldout_text(run.config, corpora_dir)
         row = {
             "run": result.run_dir.name,
             "model": model,
@@ -119,11 +120,14 @@ def compare_models(
         }
         if samples:
             # --any-words: how well each model spells on its own is part of the comparison
-            config = SampleConfig(temperature=0.8, length=length, n=samples, known_words=False)
-            report = sample_report(run, config, list(range(samples)), device, candidates, author)
+            config = SampleConfig(length=length, n=samples, known_words=False)
+            report = sample_report(
+                run, config, list(range(samples)), device, candidates, author, heldout
+            )
             style = report["style"]
             row.update(
                 {
+                    "realism": report["realism"],
                     "originality": report["originality"],
                     "invented_words": report["invented_words"],
                     "distinct_2": report["distinct"]["distinct_2"],

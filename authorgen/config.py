@@ -337,8 +337,9 @@ MAX_UNTIL_EXTRA = 1000  # --until looks this many characters past --length (or -
 
 @dataclass
 class SampleConfig(_Saved):
-    """How to sample. The samplers apply in this order (each is off at its default):
-    repetition penalty, no-repeat n-grams, temperature (0: greedy, the rest skipped), top-k, top-p.
+    """How to sample. The stages apply in this order (`samplers.py`; each is off at its
+    default but temperature): repetition penalty, no-repeat n-grams, DRY, temperature (0:
+    greedy, the rest skipped), top-k, top-p, min-p, typical, eta.
     """
 
     temperature: float = 0.8
@@ -347,9 +348,14 @@ class SampleConfig(_Saved):
     seed: int | None = None  # None: a fresh seed is drawn, reported and saved with the output
     top_k: int | None = None  # keep the k likeliest tokens
     top_p: float = 1.0  # keep the fewest likeliest tokens whose probabilities reach p
+    min_p: float = 0.0  # keep the tokens at least this times as likely as the likeliest (0: off)
+    typical_p: float = 1.0  # keep the most typical tokens whose probabilities reach this
+    eta: float = 0.0  # ban tokens below min(eta, sqrt(eta) exp(-entropy)) (0: off)
     repetition_penalty: float = 1.0  # divide (positive) logits of recent tokens by this
     repetition_window: int = 64  # tokens the penalty looks back over
     no_repeat_ngram: int = 0  # never repeat an n-gram of tokens (0: off)
+    dry: float = 0.0  # DRY's multiplier: penalise extending a repeat of the text (0: off)
+    dry_allowed: int = 2  # tokens a repeat may have before DRY penalises it
     stop: tuple[str, ...] = ()  # end before the first of these strings
     until: str | None = None  # after `length` characters, go on to a sentence or paragraph end
     max_copy: int | None = None  # resample whatever would copy more characters from the corpus
@@ -373,6 +379,11 @@ class SampleConfig(_Saved):
         if self.top_k is not None:
             _positive_int("top_k", self.top_k)
         _finite("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _finite("min_p", self.min_p, 0.0, 1.0)
+        _finite("typical_p", self.typical_p, 0.0, 1.0, low_open=True)
+        _finite("eta", self.eta, 0.0, 0.5)
+        _finite("dry", self.dry, 0.0, 100.0)
+        _positive_int("dry_allowed", self.dry_allowed)
         _finite("repetition_penalty", self.repetition_penalty, 0.0, 100.0, low_open=True)
         _positive_int("repetition_window", self.repetition_window)
         if (

@@ -23,7 +23,7 @@ import torch
 
 from authorgen.known_words import Follower
 from authorgen.originality import CopyGuard
-from authorgen.samplers import NEG_INF, ban
+from authorgen.stages import NEG_INF, ban
 from authorgen.tokenizer.base import Decoder
 
 MAX_TRIES = 64  # draws per step before the sample ends there

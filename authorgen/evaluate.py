@@ -1,7 +1,8 @@
 """Judging a run, as `authorgen eval` does: its loss in nats and bits per character on held-out
-text (`losses`), and what its samples are like: how much they copy from the corpus, how many
-of their words the training text does not have (`words`), how varied they are (distinct-n) and
-how close their style is to the author's (`style`).
+text (`losses`), and what its samples are like: whether a classifier can tell them from the
+author's own held-out pages (`realism`), how much they copy from the corpus, how many of their
+words the training text does not have (`words`), how varied they are (distinct-n) and how close
+their style is to the author's (`style`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import numpy as np
 import torch
 
 from authorgen.clean import clean_text
-from authorgen.config import SampleConfig
+from authorgen.config import REQUEST_FIELDS, SampleConfig
 from authorgen.corpus import Corpus, Split, TextSlice, list_corpora, read_chunks, split_corpus
 from authorgen.data import encode_split
 from authorgen.errors import DataError, UsageError
 from authorgen.files import cache_dir
 from authorgen.losses import bits, token_probabilities
+from authorgen.realism import MIN_TEXTS, SAMPLES, realism
 from authorgen.sample import Generation
 from authorgen.style import compare, words_of
 from authorgen.words import invented_in, pooled
 
 STYLE_CHARS = 300_000  # characters of each corpus a style comparison reads
+HELDOUT_CHARS = 4_000_000  # characters of held-out text realism cuts its excerpts from, at most
 
 
 def distinct_n(texts: list[str], n: int) -> float | None:
@@ -119,6 +122,16 @@ def style_candidates(run_config: dict, corpora_dir) -> tuple[dict[str, str], str
     return candidates, author
 
 
+def heldout_text(run_config: dict, corpora_dir) -> str | None:
+    """The run's own held-out text (up to HELDOUT_CHARS), or None when its corpus is gone."""
+    data = run_config.get("data", {})
+    try:
+        corpus = Corpus.open(corpora_dir, data.get("corpus") or "?")
+    except (DataError, UsageError):
+        return None
+    return _text_of(split_corpus(corpus, data.get("holdout")).val, HELDOUT_CHARS)
+
+
 def heldout_invented(run, split) -> dict | None:
     """The share of the held-out text's words that the training text does not have: what real
     pages of the author score (None for a run without an index)."""
@@ -126,8 +139,11 @@ def heldout_invented(run, split) -> dict | None:
     return invented_in(read_chunks(split.val), index.vocabulary().words) if index else None
 
 
-def sample_report(run, config, seeds, device, candidates: dict, author: str | None) -> dict:
-    """Generate samples and describe them: originality, invented words, distinct-n, style."""
+def sample_report(
+    run, config, seeds, device, candidates: dict, author: str | None, heldout: str | None = None
+) -> dict:
+    """Generate samples and describe them: realism against the `heldout` text (when given, and
+    with enough samples), originality, invented words, distinct-n, style."""
     index = run.originality_index()
     counts = run.ngrams(config.ngrams)
     generation = Generation(run.model, run.tokenizer, "", config, seeds, device, index, counts)
@@ -146,6 +162,9 @@ def sample_report(run, config, seeds, device, candidates: dict, author: str | No
             "novel_8gram_share": round(sum(shares) / len(shares), 4) if shares else None,
         }
     style = compare("\n\n".join(texts), candidates, author) if candidates else None
+    judged = None
+    if heldout and len(texts) >= MIN_TEXTS:
+        judged = realism(texts, heldout, config.length, seed=seeds[0])
     return {
         "temperature": config.temperature,
         "known_words": generation.jobs[0].known_words,
@@ -153,6 +172,7 @@ def sample_report(run, config, seeds, device, candidates: dict, author: str | No
         "samples": len(samples),
         "sample_chars": config.length,
         "seed": seeds[0],
+        "realism": judged,
         "originality": originality,
         "invented_words": words["invented_words"] if words else None,
         "distinct": {f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)},
@@ -181,6 +201,7 @@ class EvalResult:
             "run": self.run,
             "corpus": self.corpus,
             **self.loss,
+            "realism": first.get("realism"),
             "originality": first.get("originality"),
             "invented_words": first.get("invented_words"),
             "heldout_invented_words": (self.heldout_invented or {}).get("invented_words"),
@@ -203,9 +224,9 @@ def evaluate_run(
     *,
     text: Path | None = None,
     corpus: str | None = None,
-    samples: int = 5,
+    samples: int = SAMPLES,
     length: int = 1000,
-    temperatures: Sequence[float] = (0.8,),
+    temperatures: Sequence[float] | None = None,
     seed: int = 0,
     device: str = "auto",
     known_words: bool | None = None,
@@ -213,7 +234,9 @@ def evaluate_run(
 ) -> EvalResult:
     """Measure run `run_ref` (a name or a folder) on held-out text (`heldout_split`: `text`,
     `corpus`, or its own), then judge `samples` samples of `length` characters at each
-    temperature, seeded from `seed` (with `known_words` and `ngrams` as `generate` takes them).
+    temperature (generate's default when none is given), seeded from `seed` (with `known_words`
+    and `ngrams` as `generate` takes them). On the run's own held-out text, what the first
+    temperature's samples are like is kept in the run (`checkpoint.save_judgement`).
 
     Raises:
         UsageError: for a bad number of samples or temperature.
@@ -224,6 +247,7 @@ def evaluate_run(
 
     if samples < 0:
         raise UsageError(f"--samples must be 0 or more (got {samples})")
+    temperatures = list(temperatures or [SampleConfig.temperature])
     configs = [
         SampleConfig(
             temperature=t,
@@ -248,8 +272,30 @@ def evaluate_run(
     if samples:
         candidates, author = style_candidates(run.config, corpora_dir)
         seeds = list(range(seed, seed + samples))
+        heldout = _text_of(split.val, HELDOUT_CHARS)
         for config in configs:
-            report = sample_report(run, config, seeds, dev, candidates, author)
+            report = sample_report(run, config, seeds, dev, candidates, author, heldout)
             report.pop("texts")
             result.reports.append(report)
+        own = text is None and corpus in (None, result.corpus)
+        if own and result.reports[0]["realism"] is not None:
+            from authorgen.checkpoint import save_judgement
+
+            save_judgement(run.path, _judgement(result.reports[0], configs[0]))
     return result
+
+
+def _judgement(report: dict, config: SampleConfig) -> dict:
+    """What is kept of a report in the run: realism beside the longest copy, and how the
+    samples were written."""
+    from authorgen.files import utc_now
+
+    judged = report["realism"]
+    return {
+        "at": utc_now(),
+        "realism": {k: judged[k] for k in ("auc", "se", "told_apart", "texts", "chars")},
+        "floor": {k: judged["floor"][k] for k in ("auc", "se")},
+        "longest_copy_chars": (report["originality"] or {}).get("longest_copy_chars"),
+        "invented_words": report["invented_words"],
+        "sampled": {k: v for k, v in config.to_dict().items() if k not in REQUEST_FIELDS},
+    }

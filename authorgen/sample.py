@@ -32,7 +32,9 @@ from authorgen.errors import DataError, Unsupported
 from authorgen.errors import field as setting
 from authorgen.ngrams import NGrams
 from authorgen.originality import CopyGuard, Index
-from authorgen.samplers import NEG_INF, NgramMix, Sampler
+from authorgen.penalties import NgramMix, breakers_of
+from authorgen.samplers import Sampler
+from authorgen.stages import NEG_INF
 from authorgen.stops import StopPolicy
 from authorgen.tokenizer.base import Decoder
 
@@ -160,7 +162,8 @@ class Job:
             raise DataError("the prompt is empty after encoding; give some text")
         self.tokenizer, self.config, self.index = tokenizer, config, index
         self.rule = index.known_words(tokenizer) if self.known_words else None
-        self.sampler = Sampler(config)  # one per job: its penalties remember its samples
+        breakers = breakers_of(tokenizer) if config.dry else frozenset()
+        self.sampler = Sampler(config, breakers)  # one per job: penalties remember its samples
         self.mix = NgramMix(self.ngrams) if self.ngrams is not None else None
         # Constraints check the token drawn, unless a shaping stage is not pointwise (top-k,
         # top-p): then those that can say what they ban ban it before the draw (stage 2).

@@ -10,9 +10,10 @@ order (each is left out when off, so it costs nothing then):
 2. bans: ids never to print (`<unk>`, control pieces), pieces that would break UTF-8, and the
    constraints that ban before the draw (`constraints.py`; `sample.Job` applies them: they
    depend on each sample's state);
-3. `RepetitionPenalty`, then `NoRepeatNgram`: they look at what each sample wrote;
+3. `RepetitionPenalty`, `NoRepeatNgram`, then `Dry`: they look at what each sample wrote;
 4. `Temperature`: scores / T; at 0 the likeliest token is taken and 5 is skipped;
-5. `TopK`, then `TopP`: they keep the likeliest tokens;
+5. `TopK`, `TopP`, `MinP`, `Typical`, then `EtaCutoff`: each keeps some of the tokens (the
+   likeliest, the most typical, those above a floor) and bans the rest;
 6. one draw per sample: a uniform number from the sample's own generator against the
    cumulative probabilities. A constraint that checks the token drawn (`constraints.py`) may
    refuse it; the draw is then made again from the scores of 3 with more tokens banned.
@@ -32,133 +33,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import torch
 
 from authorgen.config import SampleConfig
-
-NEG_INF = float("-inf")
-History = Sequence[Sequence[int]]  # each sample's token ids so far, prompt included
-
-
-def _require(ok: bool, what: str, value) -> None:
-    if not ok:
-        raise ValueError(f"{what} (got {value!r})")
-
-
-def ban(scores: torch.Tensor, row: int, ids: Sequence[int]) -> torch.Tensor:
-    """`scores` (B, V) with the `ids` of sample `row` at -inf (a copy when any is banned)."""
-    if len(ids):
-        scores = scores.clone()
-        scores[row, torch.as_tensor(ids, dtype=torch.long, device=scores.device)] = NEG_INF
-    return scores
-
-
-class Stage:
-    """One stage of the scores: `stage(scores (B, V), history) -> scores (B, V)`."""
-
-    reads_history = False  # looks at what each sample wrote: run per job
-    pointwise = True  # a token's new score depends on its own score only
-
-    def settings(self) -> tuple:
-        """What makes two stages of a kind give the same scores (the dataclass's init fields)."""
-        return (type(self).__name__, *(getattr(self, f.name) for f in fields(self) if f.init))
-
-    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        raise NotImplementedError
-
-
-@dataclass(eq=False)
-class NgramMix(Stage):
-    """The log of p = w p_model + (1 - w) p_counts for each row given its sample's tokens so far
-    (`ngrams.NGrams.mix`), from the model's logits; in float64."""
-
-    counts: object  # ngrams.NGrams
-    reads_history = True
-
-    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        model = torch.softmax(scores.double(), dim=-1).cpu().numpy()
-        mixed = self.counts.mix(model, [list(ids) for ids in history])
-        return torch.from_numpy(mixed).log().to(scores.device)
-
-
-@dataclass
-class RepetitionPenalty(Stage):
-    """CTRL's penalty on the tokens among the last `window` ids: positive scores divided by it,
-    negative ones multiplied. On log-probabilities (the n-gram mix) every score is negative, so
-    a recent token's probability p becomes p**penalty before renormalising."""
-
-    penalty: float
-    window: int = 64
-    reads_history = True
-
-    def __post_init__(self) -> None:
-        _require(
-            math.isfinite(self.penalty) and self.penalty > 0,
-            "the repetition penalty must be above 0",
-            self.penalty,
-        )
-        _require(
-            isinstance(self.window, int) and self.window >= 1,
-            "the window must be at least 1",
-            self.window,
-        )
-
-    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        recent = torch.zeros_like(scores, dtype=torch.bool)  # (B, V)
-        for row, ids in enumerate(history):
-            if ids:
-                recent[row, torch.tensor(ids[-self.window :], device=scores.device)] = True
-        penalized = torch.where(scores > 0, scores / self.penalty, scores * self.penalty)
-        return torch.where(recent, penalized, scores)
-
-
-class NgramMemory:
-    """The n-grams of tokens seen so far, to ban the tokens that would repeat one."""
-
-    def __init__(self, n: int, ids: Sequence[int] = ()):
-        _require(isinstance(n, int) and n >= 1, "n-grams must have at least 1 token", n)
-        self.n = n
-        self.seen: dict[tuple[int, ...], set[int]] = {}
-        self.tail: list[int] = []
-        self.count = 0  # tokens added
-        for i in ids:
-            self.add(i)
-
-    def add(self, token: int) -> None:
-        if len(self.tail) == self.n - 1:
-            self.seen.setdefault(tuple(self.tail), set()).add(token)
-        self.tail = ([*self.tail, token])[-(self.n - 1) :] if self.n > 1 else []
-        self.count += 1
-
-    def banned(self) -> list[int]:
-        """Tokens that would complete an n-gram already seen."""
-        return sorted(self.seen.get(tuple(self.tail), ()))
-
-
-@dataclass
-class NoRepeatNgram(Stage):
-    """Ban the tokens that would repeat an n-gram of the sample's own ids, unless that would
-    leave the sample no token at all. Remembers each sample's n-grams between steps (by its
-    history list)."""
-
-    n: int
-    memories: dict = field(default_factory=dict, init=False, repr=False)
-    reads_history = True
-
-    def __post_init__(self) -> None:
-        NgramMemory(self.n)  # checks n
-
-    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        for row, ids in enumerate(history):
-            _, memory = self.memories.setdefault(id(ids), (ids, NgramMemory(self.n)))
-            for token in ids[memory.count :]:
-                memory.add(token)
-            banned = ban(scores, row, memory.banned())
-            if torch.isfinite(banned[row]).any():
-                scores = banned
-        return scores
+from authorgen.penalties import penalties
+from authorgen.stages import NEG_INF, History, Stage, require
 
 
 @dataclass
@@ -168,7 +49,7 @@ class Temperature(Stage):
     temperature: float
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             math.isfinite(self.temperature) and self.temperature > 0,
             "sampling needs T > 0",
             self.temperature,
@@ -186,7 +67,7 @@ class TopK(Stage):
     pointwise = False
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.k, int) and self.k >= 1, "top-k must be at least 1", self.k)
+        require(isinstance(self.k, int) and self.k >= 1, "top-k must be at least 1", self.k)
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
         if self.k >= scores.shape[-1]:
@@ -204,16 +85,87 @@ class TopP(Stage):
     pointwise = False
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.p <= 1.0, "top-p must be above 0 and at most 1", self.p)
+        require(0.0 < self.p <= 1.0, "top-p must be above 0 and at most 1", self.p)
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
         if self.p >= 1.0:
             return scores
         probs = torch.softmax(scores, dim=-1)
         order = torch.argsort(probs, dim=-1, descending=True, stable=True)  # (B, V)
-        ordered = probs.gather(-1, order)
-        before = torch.cumsum(ordered, dim=-1) - ordered  # mass of the likelier tokens
-        drop = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, order, before >= self.p)
+        return _keep_first(scores, probs, order, self.p)
+
+
+def _keep_first(scores, probs, order, mass: float) -> torch.Tensor:
+    """`scores` (B, V) with every token banned but the first ones of `order` (B, V) whose
+    probabilities `probs` reach `mass`."""
+    ordered = probs.gather(-1, order)
+    before = torch.cumsum(ordered, dim=-1) - ordered  # the mass of the tokens before each
+    drop = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, order, before >= mass)
+    return scores.masked_fill(drop, NEG_INF)
+
+
+def _entropy(logp: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Each row's entropy (B, 1), in nats; banned tokens count nothing."""
+    return -torch.where(probs > 0, probs * logp, 0.0).sum(-1, keepdim=True)
+
+
+@dataclass
+class MinP(Stage):
+    """Keep the tokens whose probability is at least `p` times the likeliest's (min-p sampling,
+    Nguyen et al. 2024): a floor that follows the model's confidence."""
+
+    p: float
+    pointwise = False
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.p <= 1.0, "min-p must be between 0 and 1", self.p)
+
+    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
+        probs = torch.softmax(scores, dim=-1)
+        floor = self.p * probs.max(dim=-1, keepdim=True).values  # (B, 1)
+        return scores.masked_fill(probs < floor, NEG_INF)
+
+
+@dataclass
+class Typical(Stage):
+    """Keep the tokens whose information (-log p) is closest to the distribution's entropy,
+    the fewest whose probabilities reach `p` (locally typical sampling, Meister et al. 2023)."""
+
+    p: float
+    pointwise = False
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.p <= 1.0, "typical-p must be above 0 and at most 1", self.p)
+
+    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
+        if self.p >= 1.0:
+            return scores
+        logp = torch.log_softmax(scores, dim=-1)
+        probs = logp.exp()
+        distance = torch.where(probs > 0, (-logp - _entropy(logp, probs)).abs(), math.inf)
+        order = torch.argsort(distance, dim=-1, stable=True)  # most typical first
+        return _keep_first(scores, probs, order, self.p)
+
+
+@dataclass
+class EtaCutoff(Stage):
+    """Ban the tokens less likely than min(eta, sqrt(eta) exp(-entropy)) (eta sampling, Hewitt
+    et al. 2022): a floor that falls where the model is unsure. The likeliest token stays."""
+
+    eta: float
+    pointwise = False
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.eta < 1.0, "eta must be above 0 and below 1", self.eta)
+
+    def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
+        logp = torch.log_softmax(scores, dim=-1)
+        probs = logp.exp()
+        entropy = _entropy(logp, probs)
+        floor = torch.minimum(
+            torch.full_like(entropy, self.eta), math.sqrt(self.eta) * torch.exp(-entropy)
+        )
+        drop = (probs < floor) & (probs < probs.max(dim=-1, keepdim=True).values)
         return scores.masked_fill(drop, NEG_INF)
 
 
@@ -224,7 +176,7 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> t
     cumulative = torch.cumsum(probs, dim=-1)
     totals = cumulative[:, -1]
     total = float(totals.min()) if len(totals) else 1.0
-    _require(
+    require(
         math.isfinite(float(totals.sum())) and total > 0 and bool((probs >= 0).all()),
         "bad probabilities",
         total,
@@ -233,16 +185,6 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> t
     u = u.to(probs.device) * totals
     at = torch.searchsorted(cumulative, u[:, None], right=True)[:, 0]
     return at.clamp(max=probs.shape[-1] - 1)
-
-
-def penalties(config: SampleConfig) -> list[Stage]:
-    """Stage 3: the stages `config` turns on that look at what each sample wrote."""
-    out: list[Stage] = []
-    if config.repetition_penalty != 1.0:
-        out.append(RepetitionPenalty(config.repetition_penalty, config.repetition_window))
-    if config.no_repeat_ngram:
-        out.append(NoRepeatNgram(config.no_repeat_ngram))
-    return out
 
 
 def shaping(config: SampleConfig) -> list[Stage]:
@@ -254,6 +196,12 @@ def shaping(config: SampleConfig) -> list[Stage]:
         out.append(TopK(config.top_k))
     if config.top_p < 1.0:
         out.append(TopP(config.top_p))
+    if config.min_p:
+        out.append(MinP(config.min_p))
+    if config.typical_p < 1.0:
+        out.append(Typical(config.typical_p))
+    if config.eta:
+        out.append(EtaCutoff(config.eta))
     return out
 
 
@@ -265,9 +213,9 @@ class Sampler:
     the draw is repeated from them, so stages 4-5 see the ban.
     """
 
-    def __init__(self, config: SampleConfig):
+    def __init__(self, config: SampleConfig, breakers: frozenset = frozenset()):
         self.greedy = config.temperature == 0
-        self.penalties = penalties(config)  # one Sampler per job: they remember its samples
+        self.penalties = penalties(config, breakers)  # one per job: they remember its samples
         self.shaping = shaping(config)
         # samplers with the same key turn the same penalized scores into the same draws
         self.key = (self.greedy, *(stage.settings() for stage in self.shaping))

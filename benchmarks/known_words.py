@@ -56,6 +56,19 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def read_rows(paths: list[Path]) -> list[dict]:
+    """The measured rows of JSON-lines files."""
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+
+
+def keep_authors(names: str) -> None:
+    """Only the authors named (comma-separated) are measured; exits if ../shared is missing."""
+    if not SHARED.exists():
+        sys.exit(f"{SHARED} not found: this benchmark needs ../shared/corpora beside the repo")
+    for name in set(AUTHORS) - set(names.split(",")):
+        del AUTHORS[name]
+
+
 def authorgen(home: Path, *args: str) -> None:
     env = {**os.environ, "AUTHORGEN_HOME": str(home), "NO_COLOR": "1"}
     subprocess.run([sys.executable, "-m", "authorgen", *args], env=env, check=True)
@@ -237,12 +250,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.tables:
-        tables([json.loads(line) for path in args.tables for line in path.read_text().splitlines()])
+        tables(read_rows(args.tables))
         return
-    if not SHARED.exists():
-        sys.exit(f"{SHARED} not found: this benchmark needs ../shared/corpora beside the repo")
-    for name in set(AUTHORS) - set(args.authors.split(",")):
-        del AUTHORS[name]
+    keep_authors(args.authors)
     train(args.home, args.minutes, args.threads, args.train, args.tokenizer)
     if args.only in (None, "measure"):
         temperatures = [float(t) for t in args.temperatures.split(",")]

@@ -212,3 +212,23 @@ def served_text() -> str:
     # and the characters of HTML, so that a prompt may hold tags (the page shows them as text)
     paragraphs.append('Tags: <b>, <img src=x onerror="alert(1)">, <script>alert(2)</script>.')
     return "\n\n".join(paragraphs) + "\n"
+
+
+def tiny_model(kind: str, text: str, context: int = 8, layers: int = 2):
+    """A small random model of `kind` (lstm, gru, rnn, transformer) over a char tokenizer of
+    `text`, in eval mode, the same for the same arguments: (model, tokenizer)."""
+    import torch
+
+    from authorgen.config import ModelConfig
+    from authorgen.models import build_model
+    from authorgen.tokenizer.char import CharTokenizer
+
+    tok = CharTokenizer.train(text)
+    torch.manual_seed(0)
+    size = (
+        {"heads": 2, "context": context, "mlp_dim": 32} if kind == "transformer" else {"hidden": 32}
+    )
+    config = ModelConfig(
+        model=kind, vocab_size=tok.vocab_size, embedding_dim=16, layers=layers, **size
+    )
+    return build_model(config).eval(), tok

@@ -41,7 +41,7 @@ def test_every_run_draws_its_loss_chart(evaluated):
     _, run_dir = evaluated
     assert _is_png(run_dir / "loss.png") == (800, 450)
     rows = (run_dir / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 4  # the chart was redrawn at each of them; the last one is on disk
+    assert len(rows) == 4  # the chart is drawn after the first and when training ends
 
 
 @pytest.mark.slow
@@ -60,6 +60,30 @@ def test_eval_reports_loss_originality_distinct_and_style(evaluated):
     assert result["originality"]["longest_copy_chars"] >= 1
     assert 0 < result["distinct"]["distinct_1"] <= 1
     assert "style:" in out.stderr and "bpc" in out.stderr
+
+
+@pytest.mark.slow
+def test_eval_measures_realism_beside_the_longest_copy_and_keeps_it_in_the_run(evaluated):
+    home, run_dir = evaluated
+    args = ("eval", "alice-lstm", "--samples", "16", "--length", "300", "--json")
+    out = run_cli(*args, home=home)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    realism = result["realism"]
+    assert realism["texts"] == [16, 16] and realism["chars"] == 300
+    assert realism["auc"] > 0.9 and realism["se"] >= 0  # 40 steps of training: easily told
+    assert realism["floor"]["texts"] == [16, 16] and realism["floor"]["auc"] is not None
+    assert realism["giveaways"]["samples"] and realism["giveaways"]["real"]
+    copy = result["originality"]["longest_copy_chars"]
+    assert f"AUC {realism['auc']:.2f}" in out.stderr and f"longest copy {copy}" in out.stderr
+    kept = json.loads((run_dir / "eval.json").read_text())
+    assert kept["realism"]["auc"] == realism["auc"] and kept["longest_copy_chars"] == copy
+    assert kept["sampled"]["temperature"] == result["temperature"]
+    listed = json.loads(run_cli("runs", "--json", home=home).stdout)
+    row = next(r for r in listed if r["run"] == "alice-lstm")
+    assert row["realism"] == realism["auc"] and row["longest_copy_chars"] == copy
+    again = run_cli(*args, home=home)
+    assert json.loads(again.stdout)["realism"] == realism  # the same seeds: the same score
 
 
 @pytest.mark.slow

@@ -16,23 +16,15 @@ from authorgen.corpus import Split, TextSlice
 from authorgen.errors import DataError, Unsupported, UsageError, api_name
 from authorgen.models import build_model
 from authorgen.originality import Index, build_index
+from authorgen.penalties import NgramMemory, NoRepeatNgram, RepetitionPenalty
 from authorgen.sample import Generation
-from authorgen.samplers import (
-    NEG_INF,
-    NgramMemory,
-    NoRepeatNgram,
-    RepetitionPenalty,
-    Sampler,
-    Temperature,
-    TopK,
-    TopP,
-    draw,
-)
+from authorgen.samplers import Sampler, Temperature, TopK, TopP, draw
+from authorgen.stages import NEG_INF
 from authorgen.stops import StopPolicy
 from authorgen.tokenizer import train_tokenizer
 from authorgen.tokenizer.char import CharTokenizer
 from authorgen.train import train
-from helpers import data_file, run_cli
+from helpers import data_file, run_cli, tiny_model
 
 
 def _probs(logits, **config) -> list[float]:
@@ -252,11 +244,7 @@ TEXT = "the cat sat on the mat. a dog ran in the fog!\n" * 3
 
 
 def _tiny(model: str) -> tuple[torch.nn.Module, CharTokenizer]:
-    tok = CharTokenizer.train(TEXT)
-    torch.manual_seed(0)
-    size = {"heads": 2, "context": 8, "mlp_dim": 32} if model == "transformer" else {"hidden": 32}
-    config = ModelConfig(model=model, vocab_size=tok.vocab_size, embedding_dim=16, layers=2, **size)
-    return build_model(config).eval(), tok
+    return tiny_model(model, TEXT)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])

@@ -80,7 +80,7 @@ def test_write_continue_see_it_stream_and_accept_a_suggestion(page, server, tmp_
     expect(page.locator("#status")).to_contain_text("Done")
     answer = server.post(
         "/v1/completions",
-        {"model": "lstm", "prompt": PROMPT, "n": 2, "seed": 5, "length": 60, "top_p": 1},
+        {"model": "lstm", "prompt": PROMPT, "n": 2, "seed": 5, "length": 60, "temperature": 0.8},
     ).json()
     cards = page.locator(".card")
     for i, choice in enumerate(answer["choices"]):
@@ -128,6 +128,28 @@ def test_the_authors_words_box_sends_the_rule_and_cards_name_invented_words(page
             assert ("invented word" in meta) == (choice["originality"]["invented"] > 0)
         invented = sum(c["originality"]["invented"] for c in choices)
         assert (invented > 0) is not rule
+
+
+def test_the_sampler_boxes_send_what_is_set_and_leave_the_rest_to_the_server(page, server):
+    expect = playwright.expect
+    page.select_option("#run", "lstm")
+    page.uncheck("#until")
+    _settings(page, n=1, seed=2, length=40)
+    names = ("temperature", "top_p", "min_p", "dry")
+    for values in ({}, {"temperature": 0.9, "top_p": 0.95, "min_p": 0.1, "dry": 1.5}):
+        for name in names:
+            page.fill(f"#{name}", str(values.get(name, "")))
+        page.fill("#text", "The old ")
+        page.focus("#text")
+        page.keyboard.press("End")
+        with page.expect_request("**/v1/completions") as sent:
+            page.keyboard.press("Control+Enter")
+        body = json.loads(sent.value.post_data)
+        assert {k: body.get(k) for k in names} == {k: values.get(k) for k in names}
+        expect(page.locator(".card button:not([disabled])")).to_have_count(1, timeout=30_000)
+        asked = {"model": "lstm", "prompt": "The old ", "n": 1, "seed": 2, "length": 40, **values}
+        choice = server.post("/v1/completions", asked).json()["choices"][0]
+        assert page.locator(".card .written").nth(0).inner_text() == choice["text"]
 
 
 def test_a_suggestion_continues_the_text_before_the_cursor_and_goes_in_there(page, server):

@@ -109,6 +109,16 @@ def test_models_lists_every_run_with_what_it_is(server):
         assert 0 < m["best_val_bpc"] < 8 and m["created"] > 1.7e9
     assert server.get("/v1/models/gpt").json() == data["gpt"]
     assert server.get("/v1/models/nope").status_code == 404
+    assert data["gpt"]["realism"] is None and data["gpt"]["longest_copy_chars"] is None
+
+
+def test_a_runs_description_has_its_last_evals_realism_beside_its_copies(server, served):
+    from authorgen.checkpoint import save_judgement
+
+    judged = {"realism": {"auc": 0.81, "se": 0.03}, "longest_copy_chars": 27}
+    save_judgement(served / "checkpoints" / "lstm", judged)  # as `authorgen eval` keeps it
+    described = server.get("/v1/models/lstm").json()
+    assert described["realism"] == 0.81 and described["longest_copy_chars"] == 27
 
 
 @pytest.mark.parametrize("run", ["lstm", "gpt"])
@@ -231,6 +241,14 @@ ERRORS = [
     ({"model": "lstm", "known_words": None, "max_tokens": 5}, 200, None),
     ({"model": "lstm", "ngrams": "yes"}, 400, "invalid_value"),
     ({"model": "lstm", "ngrams": False, "max_tokens": 5}, 200, None),
+    ({"model": "lstm", "min_p": 2}, 400, "invalid_value"),
+    ({"model": "lstm", "typical_p": "x"}, 400, "invalid_value"),
+    ({"model": "lstm", "dry_allowed": 1.5}, 400, "invalid_value"),
+    (
+        {"model": "lstm", "min_p": 0.1, "typical_p": 0.9, "eta": 0.01, "dry": 1, "max_tokens": 5},
+        200,
+        None,
+    ),
     ({"model": "lstm", "prompt": 42}, 400, "invalid_value"),
     ({"model": "lstm", "temprature": 0.5}, 400, "invalid_value"),
     ({"model": "lstm", "logprobs": 5}, 400, "invalid_value"),

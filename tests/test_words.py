@@ -196,6 +196,8 @@ def _unknown(sample, prompt: str, known) -> list[str]:
         ("bpe", "en", "lstm", {"top_p": 0.95}),
         ("bpe", "fr", "lstm", {}),
         ("bpe", "pl", "transformer", {"top_k": 50}),
+        ("char", "en", "transformer", {"min_p": 0.02, "dry": 1.0, "dry_allowed": 6}),
+        ("bpe", "en", "lstm", {"typical_p": 0.95, "eta": 0.01}),
     ],
 )
 def test_known_words_spell_only_training_words(tmp_path, kind, language, model, shaping):
@@ -235,7 +237,7 @@ def test_letters_written_in_bytes_are_held_to_the_rule_too(tmp_path):
     assert len({ch for ch in written if ch in "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ"}) >= 3
 
 
-@pytest.mark.parametrize("shaping", [{}, {"top_p": 0.9}])
+@pytest.mark.parametrize("shaping", [{}, {"top_p": 0.9}, {"min_p": 0.05, "dry": 1.0}])
 def test_the_rule_holds_across_batches_and_each_sample_is_as_it_is_alone(
     tmp_path, monkeypatch, shaping
 ):

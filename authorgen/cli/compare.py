@@ -20,6 +20,7 @@ from authorgen.cli._common import (
     app,
 )
 from authorgen.config import MODELS, TOKENIZERS, parse_duration
+from authorgen.realism import SAMPLES
 
 
 def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
@@ -56,7 +57,10 @@ def compare(
         typer.Option(help="Train each run this many steps instead of --time.", show_default=False),
     ] = None,
     seed: Seed = None,
-    samples: Annotated[int, typer.Option(help="Samples per run to judge (0: none).")] = 5,
+    samples: Annotated[
+        int,
+        typer.Option(help="Samples per run to judge (0: none; realism needs 8 or more)."),
+    ] = SAMPLES,
     length: Annotated[int, typer.Option(help="Characters per sample.")] = 1000,
     device: Device = "auto",
     threads: Threads = None,

@@ -250,6 +250,12 @@ def describe_sample(console: Console, i: int, config, sample) -> None:
     console.print(line)
 
 
+def _auc(judged: dict | None) -> str:
+    if not judged or judged.get("auc") is None:
+        return "-"
+    return f"{judged['auc']:.2f}±{judged['se']:.2f}"
+
+
 def _originality_text(report: dict | None) -> str:
     if not report:
         return "originality: no index in this run"
@@ -258,6 +264,22 @@ def _originality_text(report: dict | None) -> str:
     return (
         f"originality: longest copy {report['longest_copy_chars']} characters "
         f"(mean {report['mean_longest_copy_chars']}){new}"
+    )
+
+
+def _realism_text(judged: dict | None, report: dict | None) -> str:
+    """Realism beside the longest copy, as `eval` and `compare` show it."""
+    if not judged or judged.get("auc") is None:
+        return "realism: not measured (it needs 8 samples or more, and held-out text)"
+    floor = judged["floor"]
+    floor_text = f"{floor['auc']:.2f} ± {floor['se']:.2f}" if floor.get("auc") is not None else "-"
+    copy = (report or {}).get("longest_copy_chars")
+    return (
+        f"realism: a classifier tells the samples from the author's held-out pages with AUC "
+        f"{judged['auc']:.2f} ± {judged['se']:.2f} (0.5: it cannot; held-out against held-out "
+        f"{floor_text}), {judged['told_apart']:.0%} told apart, "
+        f"{judged['texts'][0]} samples of {judged['chars']:,} characters; longest copy "
+        f"{copy if copy is not None else '-'} characters"
     )
 
 
@@ -283,6 +305,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
             rows.append(
                 [
                     f"{r['temperature']:g}",
+                    _auc(r.get("realism")),
                     f"{style['delta'][author]:.3f}" if style and author else "-",
                     f"{style['rank']}/{len(style['delta'])}" if style and style["rank"] else "-",
                     str(orig.get("longest_copy_chars", "-")),
@@ -295,6 +318,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
             )
         columns = [
             "temperature",
+            "realism",
             "Delta to author",
             "rank",
             "longest copy",
@@ -305,6 +329,7 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
         print_table(console, columns, rows, right=tuple(columns))
         return
     distinct = result["distinct"]
+    console.print(_realism_text(result.get("realism"), result.get("originality")))
     console.print(
         f"{result['samples']} samples at temperature {result['temperature']:g}: "
         f"{_originality_text(result['originality'])}; distinct-1 {distinct['distinct_1']}, "
@@ -323,8 +348,8 @@ def describe_eval(console: Console, result: dict, sweep: list[dict]) -> None:
 
 def describe_comparison(console: Console, rows: list[dict], chart) -> None:
     """The leaderboard of `authorgen compare`, best validation bpc first."""
-    columns = ["#", "model", "tokenizer", "val bpc", "mixed", "params", "tokens/s", "time", "copy"]
-    columns += ["invented", "Delta"]
+    columns = ["#", "model", "tokenizer", "val bpc", "mixed", "params", "tokens/s", "time"]
+    columns += ["realism", "copy", "invented", "Delta"]
     table = []
     for i, r in enumerate(rows, 1):
         orig = r.get("originality") or {}
@@ -335,7 +360,7 @@ def describe_comparison(console: Console, rows: list[dict], chart) -> None:
                 str(i), r["model"], r["tokenizer"], f"{r['val_bpc']:.4f}",
                 f"{r['mixed_val_bpc']:.4f}" if r.get("mixed_val_bpc") is not None else "-",
                 f"{r['params']:,}",
-                f"{r['tokens_per_s']:,.0f}", _duration(r["time_s"]),
+                f"{r['tokens_per_s']:,.0f}", _duration(r["time_s"]), _auc(r.get("realism")),
                 str(orig.get("longest_copy_chars", "-")), _share(r.get("invented_words")),
                 f"{delta:.2f} (rank {rank})" if delta is not None else "-",
             ]
@@ -344,9 +369,22 @@ def describe_comparison(console: Console, rows: list[dict], chart) -> None:
         console,
         columns,
         table,
-        right=("#", "val bpc", "mixed", "params", "tokens/s", "time", "copy", "invented"),
+        right=(
+            "#",
+            "val bpc",
+            "mixed",
+            "params",
+            "tokens/s",
+            "time",
+            "realism",
+            "copy",
+            "invented",
+        ),
     )
     console.print(
+        "realism: the AUC of a classifier telling the samples from the author's held-out pages "
+        "(0.5: it cannot; ranked by val bpc all the same, and a copy passes it, so the longest "
+        "copy is beside it); "
         "copy: the longest stretch of the samples found verbatim in the corpus; invented: the "
         "share of their words not in the training text; Delta: Burrows' Delta of the samples' "
         "style to the author (lower is closer; rank among the corpora here)"

@@ -87,6 +87,30 @@ def generate(
             rich_help_panel="Samplers",
         ),
     ] = SampleConfig.top_p,
+    min_p: Annotated[
+        float,
+        typer.Option(
+            help="Draw only from tokens at least P times as likely as the likeliest (min-p; 0 "
+            "is off).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.min_p,
+    typical_p: Annotated[
+        float,
+        typer.Option(
+            help="Draw only from the tokens whose surprise is nearest the average, the fewest "
+            "that together have probability P (locally typical sampling; 1 is off).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.typical_p,
+    eta: Annotated[
+        float,
+        typer.Option(
+            help="Ban the tokens less likely than min(ETA, sqrt(ETA) exp(-entropy)) (eta "
+            "sampling; 0 is off).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.eta,
     repetition_penalty: Annotated[
         float,
         typer.Option(
@@ -111,6 +135,21 @@ def generate(
             rich_help_panel="Samplers",
         ),
     ] = SampleConfig.no_repeat_ngram,
+    dry: Annotated[
+        float,
+        typer.Option(
+            help="DRY: make a token less likely when it would extend a repeat of the text longer "
+            "than --dry-allowed tokens, by M x 1.75^(length - allowed) (0 is off).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.dry,
+    dry_allowed: Annotated[
+        int,
+        typer.Option(
+            help="Tokens a repeat may have before DRY penalises it (characters in a char model).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.dry_allowed,
     stop: Annotated[
         list[str] | None,
         typer.Option(
@@ -172,9 +211,14 @@ def generate(
         seed=seed,
         top_k=top_k,
         top_p=top_p,
+        min_p=min_p,
+        typical_p=typical_p,
+        eta=eta,
         repetition_penalty=repetition_penalty,
         repetition_window=repetition_window,
         no_repeat_ngram=no_repeat_ngram,
+        dry=dry,
+        dry_allowed=dry_allowed,
         stop=tuple(_unescape(s) for s in stop or ()),
         until=until,
         max_copy=max_copy,

@@ -142,6 +142,10 @@ def create_app(engine: Engine, token: str | None = None) -> Starlette:
             "tokenizer": row.get("tokenizer"),
             "parameters": row.get("params"),
             "best_val_bpc": row.get("best_val_bpc"),
+            # the last `authorgen eval`: can a classifier tell its samples from the author's
+            # pages (AUC; 0.5: no), always beside how much they copy
+            "realism": row.get("realism"),
+            "longest_copy_chars": row.get("longest_copy_chars"),
         }
 
     async def models(request: Request):
