@@ -15,7 +15,7 @@ from authorgen.checkpoint import CONFIG, load_run, read_metrics
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.devices import resolve_device
 from authorgen.errors import UsageError
-from authorgen.evaluate import heldout_text, sample_report, style_candidates
+from authorgen.evaluate import own_texts, sample_report, style_candidates
 from authorgen.files import check_name
 from authorgen.losses import bits
 from authorgen.train import train_corpus
@@ -102,7 +102,7 @@ def compare_models(
         run = load_run(result.run_dir, device)
         if candidates is None:
             candidates, author = style_candidates(run.config, corpora_dir)
-            heldout = heldout_text(run.config, corpora_dir)
+            heldout, training = own_texts(run.config, corpora_dir)
         row = {
             "run": result.run_dir.name,
             "model": model,
@@ -121,8 +121,9 @@ def compare_models(
         if samples:
             # --any-words: how well each model spells on its own is part of the comparison
             config = SampleConfig(length=length, n=samples, known_words=False)
+            seeds = list(range(samples))
             report = sample_report(
-                run, config, list(range(samples)), device, candidates, author, heldout
+                run, config, seeds, device, candidates, author, heldout, training
             )
             style = report["style"]
             row.update(

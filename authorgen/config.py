@@ -365,6 +365,7 @@ class SampleConfig(_Saved):
     known_words: bool | None = None
     # mix the run's n-gram counts into its predictions (None: where the run keeps them)
     ngrams: bool | None = None
+    ngram_share: float = 1.0  # the counts' weight in the mix, as a multiple of the fitted one
 
     def __post_init__(self) -> None:
         _finite("temperature", self.temperature, 0.0, 100.0)
@@ -383,6 +384,7 @@ class SampleConfig(_Saved):
         _finite("typical_p", self.typical_p, 0.0, 1.0, low_open=True)
         _finite("eta", self.eta, 0.0, 0.5)
         _finite("dry", self.dry, 0.0, 100.0)
+        _finite("ngram_share", self.ngram_share, 0.0, 100.0)
         _positive_int("dry_allowed", self.dry_allowed)
         _finite("repetition_penalty", self.repetition_penalty, 0.0, 100.0, low_open=True)
         _positive_int("repetition_window", self.repetition_window)

@@ -122,14 +122,16 @@ def style_candidates(run_config: dict, corpora_dir) -> tuple[dict[str, str], str
     return candidates, author
 
 
-def heldout_text(run_config: dict, corpora_dir) -> str | None:
-    """The run's own held-out text (up to HELDOUT_CHARS), or None when its corpus is gone."""
+def own_texts(run_config: dict, corpora_dir) -> tuple[str | None, str | None]:
+    """The run's own held-out and training texts (up to HELDOUT_CHARS each), or Nones when its
+    corpus is gone."""
     data = run_config.get("data", {})
     try:
         corpus = Corpus.open(corpora_dir, data.get("corpus") or "?")
     except (DataError, UsageError):
-        return None
-    return _text_of(split_corpus(corpus, data.get("holdout")).val, HELDOUT_CHARS)
+        return None, None
+    split = split_corpus(corpus, data.get("holdout"))
+    return _text_of(split.val, HELDOUT_CHARS), _text_of(split.train, HELDOUT_CHARS)
 
 
 def heldout_invented(run, split) -> dict | None:
@@ -140,10 +142,18 @@ def heldout_invented(run, split) -> dict | None:
 
 
 def sample_report(
-    run, config, seeds, device, candidates: dict, author: str | None, heldout: str | None = None
+    run,
+    config,
+    seeds,
+    device,
+    candidates: dict,
+    author: str | None,
+    heldout: str | None = None,
+    training: str | None = None,
 ) -> dict:
     """Generate samples and describe them: realism against the `heldout` text (when given, and
-    with enough samples), originality, invented words, distinct-n, style."""
+    with enough samples; the `training` text's pages beside), originality, invented words,
+    distinct-n, style."""
     index = run.originality_index()
     counts = run.ngrams(config.ngrams)
     generation = Generation(run.model, run.tokenizer, "", config, seeds, device, index, counts)
@@ -164,7 +174,7 @@ def sample_report(
     style = compare("\n\n".join(texts), candidates, author) if candidates else None
     judged = None
     if heldout and len(texts) >= MIN_TEXTS:
-        judged = realism(texts, heldout, config.length, seed=seeds[0])
+        judged = realism(texts, heldout, config.length, seeds[0], training)
     return {
         "temperature": config.temperature,
         "known_words": generation.jobs[0].known_words,
@@ -273,8 +283,9 @@ def evaluate_run(
         candidates, author = style_candidates(run.config, corpora_dir)
         seeds = list(range(seed, seed + samples))
         heldout = _text_of(split.val, HELDOUT_CHARS)
+        training = _text_of(split.train, HELDOUT_CHARS)
         for config in configs:
-            report = sample_report(run, config, seeds, dev, candidates, author, heldout)
+            report = sample_report(run, config, seeds, dev, candidates, author, heldout, training)
             report.pop("texts")
             result.reports.append(report)
         own = text is None and corpus in (None, result.corpus)
@@ -295,6 +306,7 @@ def _judgement(report: dict, config: SampleConfig) -> dict:
         "at": utc_now(),
         "realism": {k: judged[k] for k in ("auc", "se", "told_apart", "texts", "chars")},
         "floor": {k: judged["floor"][k] for k in ("auc", "se")},
+        "training_pages": (judged["training_pages"] or {}).get("auc"),
         "longest_copy_chars": (report["originality"] or {}).get("longest_copy_chars"),
         "invented_words": report["invented_words"],
         "sampled": {k: v for k, v in config.to_dict().items() if k not in REQUEST_FIELDS},

@@ -212,10 +212,13 @@ class NGrams:
             seen = k
         return p, seen
 
-    def mix(self, model: np.ndarray, histories: list[list[int]]) -> np.ndarray:
-        """The mixed probabilities of each row's next token, from the model's (B, vocab)."""
+    def mix(self, model: np.ndarray, histories: list[list[int]], share: float = 1.0) -> np.ndarray:
+        """The mixed probabilities of each row's next token, from the model's (B, vocab); with
+        `share`, the counts get that many times their fitted weight (at most all of it)."""
         counted, seen = self.distributions(histories)
         w = self.weights[seen][:, None]
+        if share != 1.0:
+            w = 1 - np.minimum(1.0, share * (1 - w))
         return w * model + (1 - w) * counted
 
     # -- fitting -----------------------------------------------------------------------------

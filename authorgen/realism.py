@@ -13,8 +13,11 @@ The standard error is Hanley and McNeil's (1982): at an AUC near 0.5 it is about
 texts on each side, which is why `eval` writes 64 samples.
 
 Real excerpts against other real excerpts of the same text give the floor, measured beside it:
-near 0.5, unless the held-out text is too short or too uneven to cut alike. A copy of the
-corpus passes this test, so a realism figure is always shown beside the samples' longest copy.
+near 0.5, unless the held-out text is too short or too uneven to cut alike. The author's
+training pages against the held-out pages give what a perfect imitation of the training text
+would score, often above the floor: a book's last tenth has names and events of its own. A copy
+of the corpus passes this test, so a realism figure is always shown beside the samples' longest
+copy.
 """
 
 from __future__ import annotations
@@ -142,19 +145,32 @@ def giveaways(samples: list[str], real: list[str], top: int = 8) -> dict:
 
 
 def realism(
-    samples: list[str], heldout: str, length: int, seed: int = 0, floor: dict | None = None
+    samples: list[str],
+    heldout: str,
+    length: int,
+    seed: int = 0,
+    training: str | None = None,
+    known: dict | None = None,
 ) -> dict:
     """The two-sample test of `samples` against excerpts of the `heldout` text, each cut to
-    `length` characters at word boundaries, and its floor (real excerpts against other real
-    excerpts; given as `floor` when known): {auc, se, told_apart, texts, chars, floor: {auc,
-    se, ...}, giveaways}."""
+    `length` characters at word boundaries, beside two of the author's own: the floor (held-out
+    excerpts against other held-out excerpts) and, given the `training` text, its pages against
+    the held-out ones (what a perfect imitation of the training text would score: a book's
+    later pages differ from its earlier ones in names and events). `known` gives either when
+    already measured for this text and seed. {auc, se, told_apart, texts, chars, floor: {...},
+    training_pages: {...} or None, giveaways}."""
+    known = known or {}
     real = excerpts(heldout, 2 * len(samples), length)
     ours, others = real[0::2], real[1::2]
     n = min(len(samples), len(ours))  # the same number on each side
     cut_samples, ours = [cut(s, length) for s in samples[:n]], ours[:n]
     result = two_sample(cut_samples, ours, seed)
     result["chars"] = length
-    result["floor"] = floor if floor is not None else two_sample(ours, others, seed)
+    result["floor"] = known.get("floor") or two_sample(ours, others, seed)
+    pages = known.get("training_pages")
+    if pages is None and training:
+        pages = two_sample(excerpts(training, n, length), ours, seed)
+    result["training_pages"] = pages
     if result["auc"] is not None:
         result["giveaways"] = giveaways(cut_samples, ours)
     return result

@@ -164,7 +164,7 @@ class Job:
         self.rule = index.known_words(tokenizer) if self.known_words else None
         breakers = breakers_of(tokenizer) if config.dry else frozenset()
         self.sampler = Sampler(config, breakers)  # one per job: penalties remember its samples
-        self.mix = NgramMix(self.ngrams) if self.ngrams is not None else None
+        self.mix = NgramMix(self.ngrams, config.ngram_share) if self.ngrams is not None else None
         # Constraints check the token drawn, unless a shaping stage is not pointwise (top-k,
         # top-p): then those that can say what they ban ban it before the draw (stage 2).
         self.ban_first = not self.sampler.pointwise

@@ -47,6 +47,7 @@ GRID = (
     + [{"temperature": t, "typical_p": p} for t in (1.0, 1.2) for p in (0.9, 0.95, 0.98)]
     + [{"temperature": t, "eta": e} for t in (1.0, 1.2) for e in (0.003, 0.01, 0.03)]
     + [{"temperature": t, "dry": m, "dry_allowed": 12} for t in (0.9, 1.0) for m in (0.5, 1, 2)]
+    + [{"temperature": t, "ngram_share": s} for t in (0.9, 1.0) for s in (1.5, 2.0, 3.0)]
 )
 SETTINGS = {
     "grid": GRID,
@@ -81,14 +82,16 @@ def markov_samples(text: str, seeds: list[int], length: int, order: int = 6) -> 
     return out
 
 
-def judge(texts, heldout, index, length, seed, floor_cache) -> dict:
+def judge(texts, heldout, training, index, length, seed, known) -> dict:
+    """Realism (with the author's own two baselines, measured once per author in `known`),
+    copies, invented words and variety of `texts`."""
     from authorgen.evaluate import distinct_n
     from authorgen.realism import realism
     from authorgen.words import pooled
 
     start = time.perf_counter()
-    judged = realism(texts, heldout, length, seed=seed, floor=floor_cache.get(id(heldout)))
-    floor_cache[id(heldout)] = judged["floor"]
+    judged = realism(texts, heldout, length, seed, training, known)
+    known.update(floor=judged["floor"], training_pages=judged["training_pages"])
     reports = [index.report(t) for t in texts]
     copies = [r["longest_copy_chars"] for r in reports]
     return {
@@ -97,6 +100,7 @@ def judge(texts, heldout, index, length, seed, floor_cache) -> dict:
         "told_apart": judged["told_apart"],
         "floor": judged["floor"]["auc"],
         "floor_se": judged["floor"]["se"],
+        "training_pages": judged["training_pages"]["auc"],
         "longest_copy": max(copies),
         "mean_longest_copy": round(statistics.mean(copies), 1),
         "invented_words": pooled(reports)["invented_words"],
@@ -118,12 +122,13 @@ def measure(home: Path, settings: list[dict], samples: int, length: int, first: 
         run = load_run(home / "checkpoints" / f"{author}-char", "cpu")
         split = split_corpus(Corpus.open(home / "corpora", author), run.config["data"]["holdout"])
         heldout = "".join(read_chunks(split.val))[:HELDOUT_CHARS]
+        training = "".join(read_chunks(split.train))
         index, counts = run.originality_index(), run.ngrams()
-        floors: dict = {}  # the floor depends on the held-out text and the seed only
+        known: dict = {}  # the author's baselines depend on the texts and the seed only
         if markov:
-            texts = markov_samples("".join(read_chunks(split.train)), seeds, length)
+            texts = markov_samples(training, seeds, length)
             row = {"author": author, "setting": "markov", "seed": first}
-            row.update(judge(texts, heldout, index, length, first, floors))
+            row.update(judge(texts, heldout, training[:HELDOUT_CHARS], index, length, first, known))
             row["example"] = texts[0][:300]
             print(json.dumps(row, ensure_ascii=False), flush=True)
         for setting in settings:
@@ -136,7 +141,7 @@ def measure(home: Path, settings: list[dict], samples: int, length: int, first: 
             texts = [s.text for _, _, s in generation if s]
             generated = time.perf_counter() - start
             row = {"author": author, "setting": json.dumps(setting, sort_keys=True), "seed": first}
-            row.update(judge(texts, heldout, index, length, first, floors))
+            row.update(judge(texts, heldout, training[:HELDOUT_CHARS], index, length, first, known))
             row["generate_s"] = round(generated, 1)
             row["example"] = texts[0][:300]
             print(json.dumps(row, ensure_ascii=False), flush=True)
@@ -149,9 +154,9 @@ def tables(rows: list[dict]) -> None:
     by: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by[row["setting"]].append(row)
-    log("| setting | authors | realism AUC | floor | longest copy | mean copy | invented | "
-        "distinct-2 |")  # fmt: skip
-    log("|---|---|---|---|---|---|---|---|")
+    log("| setting | authors | realism AUC | floor | training pages | longest copy | mean copy | "
+        "invented | distinct-2 |")  # fmt: skip
+    log("|---|---|---|---|---|---|---|---|---|")
     order = sorted(by, key=lambda k: statistics.mean(r["auc"] for r in by[k]))
     for key in order:
         group = by[key]
@@ -159,8 +164,9 @@ def tables(rows: list[dict]) -> None:
         se = (sum(r["se"] ** 2 for r in group) ** 0.5) / len(group)
         floor = statistics.mean(r["floor"] for r in group)
         invented = [r["invented_words"] for r in group if r["invented_words"] is not None]
+        pages = statistics.mean(r["training_pages"] for r in group)
         log(
-            f"| {key} | {len(group)} | {auc:.3f} ± {se:.3f} | {floor:.3f} | "
+            f"| {key} | {len(group)} | {auc:.3f} ± {se:.3f} | {floor:.3f} | {pages:.3f} | "
             f"{max(r['longest_copy'] for r in group)} | "
             f"{statistics.mean(r['mean_longest_copy'] for r in group):.1f} | "
             f"{statistics.mean(invented) if invented else 0:.2%} | "

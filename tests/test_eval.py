@@ -73,6 +73,7 @@ def test_eval_measures_realism_beside_the_longest_copy_and_keeps_it_in_the_run(e
     assert realism["texts"] == [16, 16] and realism["chars"] == 300
     assert realism["auc"] > 0.9 and realism["se"] >= 0  # 40 steps of training: easily told
     assert realism["floor"]["texts"] == [16, 16] and realism["floor"]["auc"] is not None
+    assert realism["training_pages"]["texts"] == [16, 16]  # the author's own other pages
     assert realism["giveaways"]["samples"] and realism["giveaways"]["real"]
     copy = result["originality"]["longest_copy_chars"]
     assert f"AUC {realism['auc']:.2f}" in out.stderr and f"longest copy {copy}" in out.stderr

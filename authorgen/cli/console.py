@@ -271,8 +271,10 @@ def _realism_text(judged: dict | None, report: dict | None) -> str:
     """Realism beside the longest copy, as `eval` and `compare` show it."""
     if not judged or judged.get("auc") is None:
         return "realism: not measured (it needs 8 samples or more, and held-out text)"
-    floor = judged["floor"]
+    floor, pages = judged["floor"], judged.get("training_pages") or {}
     floor_text = f"{floor['auc']:.2f} ± {floor['se']:.2f}" if floor.get("auc") is not None else "-"
+    if pages.get("auc") is not None:
+        floor_text += f"; the author's training pages {pages['auc']:.2f} ± {pages['se']:.2f}"
     copy = (report or {}).get("longest_copy_chars")
     return (
         f"realism: a classifier tells the samples from the author's held-out pages with AUC "

@@ -175,6 +175,14 @@ def generate(
     ] = None,
     known_words: KnownWords = None,
     ngrams: Ngrams = None,
+    ngram_share: Annotated[
+        float,
+        typer.Option(
+            help="The n-gram counts' weight in the mix, as a multiple of the weight fitted at "
+            "training (1: as fitted; 2: twice the counts' share, at most all).",
+            rich_help_panel="Samplers",
+        ),
+    ] = SampleConfig.ngram_share,
     json_out: Annotated[
         bool,
         typer.Option("--json", help="One JSON object per sample on stdout (see the README)."),
@@ -224,6 +232,7 @@ def generate(
         max_copy=max_copy,
         known_words=known_words,
         ngrams=ngrams,
+        ngram_share=ngram_share,
     )
     text = normalize(_read_prompt(prompt))  # echoed as the model reads it: NFC, LF
     console = make_console(quiet)
