@@ -639,7 +639,9 @@ def test_the_probes_choice_is_recorded_and_resume_keeps_it(tmp_path, monkeypatch
         "lstm-large": {"fp32": 1e7, "bf16": 5e6},
     }
     _plant_speeds(cache, fast_large)
-    options = TrainOptions(time_s=8.0, eval_every=1000)
+    # a budget no machine spends here: the callbacks stop both parts (a short budget ran out
+    # before step 3 on a loaded machine)
+    options = TrainOptions(time_s=1800.0, eval_every=1000)
     corpora, checkpoints = home / "corpora", home / "checkpoints"
     with pytest.raises(Interrupted):
         train_corpus(corpora, checkpoints, "three", options, run_name="big", callback=StopAt(3))
@@ -651,12 +653,15 @@ def test_the_probes_choice_is_recorded_and_resume_keeps_it(tmp_path, monkeypatch
     assert any(r.startswith("measured on this machine") for r in config["data"]["plan"])
     # the machine now measures otherwise; the run goes on as it was planned
     _plant_speeds(cache, {**fast_large, "lstm-large": {"fp32": 1.0, "bf16": 1e7}})
-    resumed = resume(corpora, checkpoints, "big")
+    with pytest.raises(Interrupted):
+        resume(corpora, checkpoints, "big", callback=StopAt(5))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"]["hidden"] == plan.PRESETS["lstm-large"]["hidden"]
-    assert config["precision"] == "fp32" and config["status"] == "finished"
-    # it went on from step 3 (how far in the budget left depends on the machine's speed)
-    assert resumed.steps >= 3 and config["resumed"][0]["step"] == 3
+    assert config["precision"] == "fp32" and config["train"]["time_s"] == 1800.0
+    # it went on from step 3 to step 5
+    assert config["resumed"][0]["step"] == 3
+    assert config["status"] == "interrupted"
+    assert torch.load(run_dir / "last" / "state.pt", weights_only=True)["step"] == 5
 
 
 def test_the_loss_chart_is_drawn_first_then_at_most_every_30_s_and_at_the_end(
