@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import time
@@ -95,6 +96,13 @@ def markov_samples(text: str, seeds: list[int], length: int, order: int = 6) -> 
     return out
 
 
+def line_breaks(texts: list[str]) -> float:
+    """Line breaks inside paragraphs (a newline with none beside it) per 1,000 characters:
+    how a hard-wrapped training text shows on the page (realism does not see layout)."""
+    breaks = sum(len(re.findall(r"(?<!\n)\n(?!\n)", t)) for t in texts)
+    return round(1000 * breaks / max(1, sum(len(t) for t in texts)), 2)
+
+
 def judge(texts, heldout, training, index, length, seed, known) -> dict:
     """Realism (with the author's own two baselines, measured once per author in `known`),
     copies, invented words and variety of `texts`."""
@@ -118,6 +126,8 @@ def judge(texts, heldout, training, index, length, seed, known) -> dict:
         "mean_longest_copy": round(statistics.mean(copies), 1),
         "invented_words": pooled(reports)["invented_words"],
         "distinct_2": distinct_n(texts, 2),
+        "line_breaks": line_breaks(texts),
+        "heldout_line_breaks": line_breaks([heldout]),
         "giveaways": judged.get("giveaways"),
         "judge_s": round(time.perf_counter() - start, 1),
     }
@@ -180,8 +190,8 @@ def tables(rows: list[dict]) -> None:
         by[row["setting"]][row["author"]] = row
     markov = by.get("markov", {})
     log("| setting | realism AUC | minus Markov's | floor | training pages | longest copy | "
-        "mean copy | invented | distinct-2 |")  # fmt: skip
-    log("|---|---|---|---|---|---|---|---|---|")
+        "mean copy | invented | distinct-2 | line breaks (pages) |")  # fmt: skip
+    log("|---|---|---|---|---|---|---|---|---|---|")
     order = sorted(by, key=lambda k: _mean(r["auc"] for r in by[k].values()) or 1)
     for key in order:
         group = list(by[key].values())
@@ -204,7 +214,9 @@ def tables(rows: list[dict]) -> None:
             f"{max(r['longest_copy'] for r in group)} | "
             f"{_text(_mean(r['mean_longest_copy'] for r in group), '{:.1f}')} | "
             f"{_text(_mean(r['invented_words'] for r in group), '{:.2%}')} | "
-            f"{_text(_mean(r['distinct_2'] for r in group))} |"
+            f"{_text(_mean(r['distinct_2'] for r in group))} | "
+            f"{_text(_mean(r.get('line_breaks') for r in group), '{:.1f}')} "
+            f"({_text(_mean(r.get('heldout_line_breaks') for r in group), '{:.1f}')}) |"
         )
 
 

@@ -201,18 +201,20 @@ def test_a_changed_file_on_the_server_restarts_the_download(gutenberg, home):
     assert not (dest.parent / "pg11.txt.part").exists()
 
 
-def test_unwrap_is_recorded_and_recleans_without_downloading(gutenberg, home):
-    url = gutenberg.url
-    assert (
-        run_cli("fetch", "--id", "1342", "--delay", "0", "--mirror", url, home=home).returncode == 0
-    )
+def test_unwrap_is_the_default_is_recorded_and_recleans_without_downloading(gutenberg, home):
+    url, corpus = gutenberg.url, home / "corpora" / "jane-austen"
+    args = ("fetch", "--id", "1342", "--delay", "0", "--mirror", url)
+    assert run_cli(*args, "--no-unwrap", home=home).returncode == 0
+    work = json.loads((corpus / "corpus.json").read_text())["works"][0]
+    assert not work["cleaning"]["unwrap"]
+    assert "a single man in possession\nof a good fortune" in (corpus / work["file"]).read_text()
     before = len(gutenberg.log)
-    result = run_cli("fetch", "--id", "1342", "--unwrap", "--mirror", url, home=home)
+    result = run_cli(*args, home=home)  # the default joins the lines
     assert result.returncode == 0, result.stderr
     assert len(gutenberg.log) == before  # cleaned again from the stored raw bytes
-    work = json.loads((home / "corpora" / "jane-austen" / "corpus.json").read_text())["works"][0]
+    work = json.loads((corpus / "corpus.json").read_text())["works"][0]
     assert work["cleaning"]["unwrap"] and work["cleaning"]["unwrapped_paragraphs"] > 400
-    text = (home / "corpora" / "jane-austen" / work["file"]).read_text()
+    text = (corpus / work["file"]).read_text()
     assert "It is a truth universally acknowledged, that a single man in possession of" in text
 
 

@@ -138,18 +138,20 @@ def test_a_job_draws_from_the_mix_of_the_model_and_the_counts():
     counts = NGrams.count(_ids(TEXT[:25_000], tok), tok.vocab_size)
     counts.weights = np.linspace(0.9, 0.3, counts.order)
     prompt = "Alice was "
-    job = Job(tok, prompt, SampleConfig(), [1, 2], ngrams=counts)
     logits = torch.randn(2, tok.vocab_size, generator=torch.Generator().manual_seed(0))
-    scores = job.scores(logits)
     ordinary = [i for i in range(tok.vocab_size) if i not in tok.special_ids]
-    for row in range(2):
-        model = torch.softmax(logits[row].double(), dim=-1).numpy()
-        counted, seen = counts.distributions([job.states[row].history])
-        w = counts.weights[seen[0]]
-        want = w * model + (1 - w) * counted[0]
-        got = scores[row].exp().numpy()
-        assert seen[0] > 0
-        np.testing.assert_allclose(got[ordinary], want[ordinary], rtol=1e-12)
+    # as fitted (share 1), and the default: the counts weigh 1.5 times as much, at most all
+    for share in (1.0, SampleConfig.ngram_share, 5.0):
+        job = Job(tok, prompt, SampleConfig(ngram_share=share), [1, 2], ngrams=counts)
+        scores = job.scores(logits)
+        for row in range(2):
+            model = torch.softmax(logits[row].double(), dim=-1).numpy()
+            counted, seen = counts.distributions([job.states[row].history])
+            counted_weight = min(1.0, share * (1 - counts.weights[seen[0]]))
+            want = (1 - counted_weight) * model + counted_weight * counted[0]
+            got = scores[row].exp().numpy()
+            assert seen[0] > 0
+            np.testing.assert_allclose(got[ordinary], want[ordinary], rtol=1e-12)
     # --no-ngrams: the model's scores as they were
     plain = Job(tok, prompt, SampleConfig(ngrams=False), [1], ngrams=counts).scores(logits[:1])
     assert torch.equal(plain[0, ordinary], logits[0, ordinary].double())

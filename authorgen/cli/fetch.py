@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from authorgen.clean import UNWRAP
 from authorgen.cli._common import (
     EPILOG,
     CorporaDir,
@@ -90,11 +91,12 @@ def fetch(
     unwrap: Annotated[
         bool,
         typer.Option(
-            "--unwrap",
+            "--unwrap/--no-unwrap",
             help="Join hard-wrapped lines inside prose paragraphs (paragraph breaks and verse "
-            "are kept).",
+            "are kept), so that samples do not break lines mid-sentence; --no-unwrap keeps "
+            "the lines as the files have them.",
         ),
-    ] = False,
+    ] = UNWRAP,
     catalog: Annotated[
         str | None,
         typer.Option(
@@ -139,8 +141,9 @@ def fetch(
 
     An author is looked up in the Project Gutenberg catalog (cached for a week): works they
     wrote, of type text, in one language, one edition per title. Text is decoded (UTF-8, BOM,
-    CRLF), NFC-normalised, and stripped of the Gutenberg header, licence, credits and
-    [Illustration] markers; the raw bytes and an audit of what was cut stay in the corpus.
+    CRLF), NFC-normalised, stripped of the Gutenberg header, licence, credits and
+    [Illustration] markers, and its hard-wrapped prose lines are joined; the raw bytes and an
+    audit of what was cut stay in the corpus.
     Downloads resume where they stopped; a second run skips what is already there.
 
     Examples:
@@ -148,7 +151,7 @@ def fetch(
     \b
         authorgen fetch "Jane Austen" --dry-run
         authorgen fetch "Jane Austen"
-        authorgen fetch Mickiewicz --lang pl --unwrap
+        authorgen fetch Mickiewicz --lang pl
         authorgen fetch --id 1342 --id 161 --name jane-austen
         authorgen fetch ~/books/dickens/ --name dickens
     """

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authorgen.clean import UNWRAP
 from authorgen.corpus import Corpus, list_corpora
 from authorgen.errors import AuthorgenError, DataError, SourceError, UsageError
 from authorgen.files import cache_dir, check_name, slugify
@@ -33,7 +34,7 @@ class FetchResult:
 
     corpora_dir: Path
     refresh: bool = False
-    unwrap: bool = False
+    unwrap: bool = UNWRAP
     report: Callable[[str], None] = lambda message: None  # stderr notes; never stdout
     corpus: Corpus | None = None
     added: list[dict] = field(default_factory=list)
@@ -92,7 +93,7 @@ class Fetcher:
         mirror: Gutenberg mirror URL (default: $AUTHORGEN_MIRROR, else the default mirror).
         delay: seconds between requests to one host.
         refresh: download again works (and the catalog) already present.
-        unwrap: join hard-wrapped paragraphs when cleaning.
+        unwrap: join hard-wrapped paragraphs when cleaning (`clean.UNWRAP`: yes).
         report: where notes go (stderr); never stdout.
         session: a `PoliteSession` to use (default: one with `delay`).
         max_bytes: the largest book to download or file to read, in bytes.
@@ -108,7 +109,7 @@ class Fetcher:
         mirror: str | None = None,
         delay: float = 2.0,
         refresh: bool = False,
-        unwrap: bool = False,
+        unwrap: bool = UNWRAP,
         report: Callable[[str], None] = lambda message: None,
         session=None,
         max_bytes: int = MAX_BYTES,
