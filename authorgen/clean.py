@@ -303,6 +303,7 @@ def _is_wrapped(para: list[str], width: int) -> bool:
 # and reads no more like the author for it (benchmarks/README.md, realism)
 UNWRAP = True
 
+
 def unwrap_paragraphs(text: str) -> tuple[str, int]:
     """Join the hard-wrapped lines of prose paragraphs into one line each.
 
