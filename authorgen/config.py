@@ -330,6 +330,9 @@ UNTIL = ("sentence", "paragraph")
 # --known-words when neither it nor --any-words is given: on, as measured on eight authors
 # (benchmarks/README.md): no invented words, the same style and copies
 KNOWN_WORDS = True
+# the largest sample seed: a sample's generator takes 64 bits, and the samples of a batch take
+# the seeds after it
+MAX_SEED = 2**63 - 1
 # SampleConfig's fields that say what to write rather than how each token is drawn
 REQUEST_FIELDS = ("length", "n", "seed", "stop", "until", "max_tokens")
 MAX_UNTIL_EXTRA = 1000  # --until looks this many characters past --length (or --length, if more)
@@ -374,10 +377,12 @@ class SampleConfig(_Saved):
         _positive_int("length", self.length)
         _positive_int("n", self.n)
         if self.seed is not None and (
-            not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed <= MAX_SEED
         ):
             raise UsageError(
-                f"{field('seed')} must be a whole number of 0 or more (got {self.seed!r})"
+                f"{field('seed')} must be a whole number from 0 to {MAX_SEED} (got {self.seed!r})"
             )
         if self.top_k is not None:
             _positive_int("top_k", self.top_k)

@@ -45,8 +45,9 @@ class Server:
     def post(self, path: str, body=None, **kwargs) -> requests.Response:
         if body is not None and not isinstance(body, (bytes, str)):
             kwargs["json"] = body
-        elif body is not None:
+        elif body is not None:  # sent as JSON, as clients send it, whatever it holds
             kwargs["data"] = body
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         return requests.post(self.url + path.lstrip("/"), timeout=60, **kwargs)
 
     def wait_idle(self, seconds: float = 60, headers: dict | None = None) -> dict:

@@ -335,7 +335,8 @@ def test_a_client_that_goes_away_before_its_answer_stops_its_generation(server):
     host, port = server.url.split("//")[1].rstrip("/").split(":")
     with socket.create_connection((host, int(port))) as conn:
         conn.sendall(
-            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"POST /v1/completions HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -470,9 +471,3 @@ def test_a_run_trained_again_under_its_name_is_served_anew(served, tmp_path):
             == server.post("/v1/completions", {**body, "model": "gpt"}).json()["choices"][0]["text"]
         )
         assert server.stop()[0] == 0
-
-
-def test_serving_beyond_loopback_warns(served):
-    with Server(served, "--host", "0.0.0.0") as server:
-        code, err = server.stop()
-    assert code == 0 and "warning: serving on 0.0.0.0" in err and "--token" in err

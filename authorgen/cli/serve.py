@@ -28,8 +28,22 @@ def serve(
         str | None,
         typer.Option(
             envvar="AUTHORGEN_TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on every API call (also from "
-            "$AUTHORGEN_TOKEN).",
+            help="Require 'Authorization: Bearer TOKEN' on every API call; better from "
+            "$AUTHORGEN_TOKEN (a command line shows in ps).",
+            show_default=False,
+        ),
+    ] = None,
+    no_token: Annotated[
+        bool,
+        typer.Option(
+            "--no-token", help="Serve beyond loopback without a token (anyone may use it)."
+        ),
+    ] = False,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Let pages of this origin (e.g. http://localhost:3000) call the API from a "
+            "browser; repeatable. The server's own page needs none.",
             show_default=False,
         ),
     ] = None,
@@ -68,7 +82,8 @@ def serve(
         )
     console = make_console(quiet)
     from authorgen.checkpoint import list_runs, read_config, resolve_run
-    from authorgen.serve.server import address, is_loopback, listen
+    from authorgen.errors import UsageError
+    from authorgen.serve.server import address, listen, loopback_names, origins
 
     folder = _folder(checkpoints_dir, "checkpoints")
     named = [resolve_run(run, folder) for run in runs or ()]
@@ -76,12 +91,19 @@ def serve(
         read_config(path)  # a damaged run is said now, not at its first request
     if not named and not list_runs(folder)[0]:
         console.print(f"note: no runs in {folder} yet; runs trained later appear without a restart")
-    if not is_loopback(host):
-        console.print(
-            f"warning: serving on {host} lets other machines reach your runs"
-            + ("" if token else "; set --token (or AUTHORGEN_TOKEN) so that only you can use them")
-        )
+    allowed = origins(allow_origin or [])
     sock = listen(host, port)
+    names = loopback_names(sock, host)  # the address bound decides, not the name given
+    if names is None and not token:
+        if not no_token:
+            sock.close()
+            raise UsageError(
+                f"serving on {host} without a token lets anyone who can reach this machine use "
+                "your runs; set AUTHORGEN_TOKEN, or pass --no-token if that is what you want"
+            )
+        console.print(
+            f"warning: serving on {host} without a token: anyone who can reach it can use it"
+        )
 
     from authorgen.devices import use_threads
     from authorgen.serve.api import create_app
@@ -89,7 +111,7 @@ def serve(
 
     use_threads(threads)
     engine = Engine(folder, named or None, device, max_loaded, max_batch, max_waiting, precision)
-    app_ = create_app(engine, token or None)
+    app_ = create_app(engine, token or None, names, allowed)
     from authorgen.serve.server import serve as run_server
 
     run_server(

@@ -8,9 +8,16 @@
     GET  /health           what the engine is doing
 
 Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad JSON or values,
-401 a missing or wrong token (when the server has one), 404 an unknown run or path, 413 a
-prompt over 64 KB, 429 the server is full (with Retry-After). The values follow the rules of
-`authorgen generate`'s options, checked by the same `SampleConfig`.
+401 a missing or wrong token (when the server has one), 403 a foreign Host or Origin, 404 an
+unknown run or path, 413 a prompt over 64 KB, 415 a body not sent as JSON, 429 the server is
+full (with Retry-After), 500 with a request id that the server's log has the detail of. The
+values follow the rules of `authorgen generate`'s options, checked by the same `SampleConfig`.
+
+A web page the user visits can send requests to a server on 127.0.0.1. So a loopback server
+answers only requests addressed to it by its own name (`hosts`: a page whose name resolves to
+127.0.0.1, DNS rebinding, sends its own), only pages of its own origin or of `origins`
+(browsers send Origin with every cross-origin request; CORS for `origins` only), and takes a
+completion only as `application/json`, which no page can send elsewhere without asking first.
 """
 
 from __future__ import annotations
@@ -21,11 +28,17 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
+import sys
 import time
+import traceback
 from importlib import resources
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
@@ -48,15 +61,51 @@ def _failure(exc: Exception) -> ApiError:
         return ApiError(404, str(exc), "model_not_found")
     if isinstance(exc, Stopping):
         return ApiError(503, str(exc), "server_stopping", "server_error")
-    if isinstance(exc, Unavailable):
-        return ApiError(500, str(exc), "run_unavailable", "server_error")
     if isinstance(exc, Unsupported):  # a field the run cannot honour
         return ApiError(400, exc.worded(api_name), "invalid_value")
-    if isinstance(exc, AuthorgenError):  # the prompt does not fit the run, say
-        return ApiError(400, exc.worded(api_name), "invalid_prompt")
-    return ApiError(
-        500, f"the model failed: {type(exc).__name__}: {exc}", "server_error", "server_error"
-    )
+    if isinstance(exc, AuthorgenError) and not isinstance(exc, Unavailable):
+        return ApiError(400, exc.worded(api_name), "invalid_prompt")  # it does not fit the run
+    # the server's own failure: the client learns that, and an id; the log learns the rest
+    # (paths and exception text say nothing to a client and something to an attacker)
+    request_id = secrets.token_hex(4)
+    print(f"error {request_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if not isinstance(exc, AuthorgenError):
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, Unavailable):
+        message = "the run could not be loaded: train the run again or fetch it anew"
+        return ApiError(500, f"{message} (request {request_id} in the server's log)",
+                        "run_unavailable", "server_error")  # fmt: skip
+    message = f"the model failed on this request (request {request_id} in the server's log)"
+    return ApiError(500, message, "server_error", "server_error")
+
+
+class Guard:
+    """Refuses (403) a request addressed to another name than the server's (`hosts`; None:
+    any) or sent by a page of another origin than its own or `origins`, before any work."""
+
+    def __init__(self, app, hosts: frozenset[str] | None, origins: frozenset[str]):
+        self.app, self.hosts, self.origins = app, hosts, origins
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            host = headers.get("host", "").lower()
+            origin = headers.get("origin")
+            error = None
+            if self.hosts is not None and host not in self.hosts:
+                error = ApiError(
+                    403, f"this server answers to {min(self.hosts)}, not to {host or 'no name'}",
+                    "forbidden_host",
+                )  # fmt: skip
+            elif origin is not None and origin not in self.origins | {f"http://{host}"}:
+                error = ApiError(
+                    403, "pages of other sites may not use this server; its user can allow one "
+                    "with --allow-origin", "forbidden_origin",
+                )  # fmt: skip
+            if error is not None:
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # --- the app ---
@@ -78,9 +127,15 @@ def _page() -> tuple[str, str]:
     return page, policy
 
 
-def create_app(engine: Engine, token: str | None = None) -> Starlette:
+def create_app(
+    engine: Engine,
+    token: str | None = None,
+    hosts: frozenset[str] | None = None,
+    origins: frozenset[str] = frozenset(),
+) -> Starlette:
     """The app over `engine`; with `token`, every call but the page needs
-    `Authorization: Bearer TOKEN`."""
+    `Authorization: Bearer TOKEN`; with `hosts`, only those Host headers are answered (a
+    loopback server's names); pages of `origins` may call it (CORS) beside its own."""
     page, policy = _page()
 
     def authorized(request: Request) -> bool:
@@ -88,7 +143,10 @@ def create_app(engine: Engine, token: str | None = None) -> Starlette:
             return True
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+        # as bytes: a header of any characters is a wrong token, never a failure
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        )
 
     def guarded(handler):
         async def wrapper(request: Request):
@@ -168,6 +226,12 @@ def create_app(engine: Engine, token: str | None = None) -> Starlette:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:
             raise ApiError(413, f"the request is over {MAX_BODY // 1024} KB", "too_large")
+        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if kind != "application/json":
+            raise ApiError(
+                415, "send the request as JSON, with the header Content-Type: application/json",
+                "unsupported_media_type",
+            )  # fmt: skip
         raw = b""
         async for chunk in request.stream():
             raw += chunk
@@ -233,12 +297,23 @@ def create_app(engine: Engine, token: str | None = None) -> Starlette:
         Route("/v1/models/{name:path}", guarded(model)),
         Route("/v1/completions", guarded(completions), methods=["POST"]),
     ]
-    app = Starlette(
+    middleware = [Middleware(Guard, hosts=hosts, origins=origins)]
+    if origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=sorted(origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                max_age=600,
+            )
+        )
+    return Starlette(
         routes=routes,
+        middleware=middleware,
         exception_handlers={HTTPException: not_found, Exception: crashed},
         lifespan=_lifespan(engine),
     )
-    return app
 
 
 def _lifespan(engine: Engine):

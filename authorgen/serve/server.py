@@ -56,6 +56,36 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def loopback_names(sock: socket.socket, given: str) -> frozenset[str] | None:
+    """The Host headers a loopback server answers: its address, `localhost` and the name it
+    was given, with its port (and without, for port 80); None when it is not bound to a
+    loopback address (a token guards it then)."""
+    host, port = sock.getsockname()[:2]
+    if not is_loopback(host):
+        return None
+    names = {host, f"[{host}]", "localhost", given.lower(), f"[{given.lower()}]"}
+    return frozenset({f"{name}:{port}" for name in names} | (names if port == 80 else set()))
+
+
+def origins(values: list[str]) -> frozenset[str]:
+    """--allow-origin's values, checked: scheme://host[:port], as a browser sends Origin.
+
+    Raises:
+        UsageError: a value that is not such an origin.
+    """
+    from urllib.parse import urlsplit
+
+    out = set()
+    for value in values:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise UsageError(
+                f"--allow-origin takes an origin such as http://localhost:3000 (got {value!r})"
+            )
+        out.add(f"{parts.scheme}://{parts.netloc.lower()}")
+    return frozenset(out)
+
+
 def address(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -1,0 +1,144 @@
+"""`authorgen serve` against hostile web pages: a real server in a fresh process, requests as a
+browser on another site (or a DNS-rebinding one) would send them."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+
+from helpers import run_cli
+from serving import Server
+
+BODY = {"model": "lstm", "prompt": "The ", "length": 20, "seed": 1}
+
+
+def _port(server: Server) -> str:
+    return server.url.rstrip("/").rsplit(":", 1)[1]
+
+
+def test_foreign_names_pages_and_bodies_are_refused_before_any_work(served):
+    with Server(served) as server:
+        port = _port(server)
+        refused = [
+            # DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1
+            (server.post("/v1/completions", BODY, headers={"Host": f"evil.example:{port}"}),
+             403, "forbidden_host"),
+            (server.get("/v1/models", headers={"Host": f"evil.example:{port}"}),
+             403, "forbidden_host"),
+            # a page of another site, with CORS or without (no-cors still sends its Origin)
+            (server.post("/v1/completions", BODY, headers={"Origin": "http://evil.example"}),
+             403, "forbidden_origin"),
+            # a form or a no-cors fetch can send text/plain without asking first
+            (server.post("/v1/completions", b'{"model": "lstm", "prompt": "The "}',
+                         headers={"Content-Type": "text/plain"}),
+             415, "unsupported_media_type"),
+        ]  # fmt: skip
+        for response, status, code in refused:
+            assert response.status_code == status, response.text
+            assert response.json()["error"]["code"] == code
+            assert "access-control-allow-origin" not in response.headers
+        assert server.get("/health").json()["loaded"] == []  # no run was even loaded
+        # its own names, and its own page's origin, are answered
+        local = {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
+        assert server.get("/health", headers=local).status_code == 200
+        own = {"Origin": server.url.rstrip("/")}
+        assert server.post("/v1/completions", BODY, headers=own).status_code == 200
+        assert server.get("/health").json()["loaded"] == ["lstm"]
+        assert server.stop()[0] == 0
+
+
+def test_only_the_origins_allowed_get_cors(served):
+    allowed = "http://localhost:3000"
+    with Server(served, "--allow-origin", allowed) as server:
+
+        def preflight(origin: str) -> requests.Response:
+            return requests.options(
+                server.url + "v1/completions",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type, authorization",
+                },
+                timeout=60,
+            )
+
+        ok = preflight(allowed)
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == allowed
+        assert "POST" in ok.headers["access-control-allow-methods"]
+        assert "content-type" in ok.headers["access-control-allow-headers"].lower()
+        other = preflight("http://evil.example")
+        assert other.status_code == 403
+        assert not any(h.startswith("access-control-") for h in other.headers)
+        answer = server.post("/v1/completions", BODY, headers={"Origin": allowed})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == allowed
+        assert server.stop()[0] == 0
+    bad = run_cli("serve", "--allow-origin", "localhost:3000", home=served)
+    assert bad.returncode == 2 and "--allow-origin" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_any_token_header_is_a_401_never_a_failure(served):
+    with Server(served, env={"AUTHORGEN_TOKEN": "s3cret"}) as server:
+        for given in ["Bearer żółw".encode(), b"Bearer \xff\xfe", b"Basic s3cret", b"Bearer"]:
+            response = server.get("/v1/models", headers={"Authorization": given})
+            assert response.status_code == 401, (given, response.text)
+            assert response.json()["error"]["code"] == "invalid_api_key"
+        right = server.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
+        assert right.status_code == 200
+        code, err = server.stop()
+    assert code == 0 and "Traceback" not in err
+
+
+def test_beyond_loopback_a_token_or_no_token_is_asked_for(served):
+    refused = run_cli("serve", "--host", "0.0.0.0", "--port", "0", home=served)
+    assert refused.returncode == 2 and "AUTHORGEN_TOKEN" in refused.stderr
+    assert "--no-token" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    with Server(served, "--host", "0.0.0.0", "--no-token") as server:
+        port = _port(server)
+        # off loopback a name cannot be known in advance: the token guards it, not the Host
+        assert server.get("/health", headers={"Host": f"example.org:{port}"}).status_code == 200
+        code, err = server.stop()
+    assert code == 0 and "warning: serving on 0.0.0.0 without a token" in err
+    with Server(served, "--host", "0.0.0.0", env={"AUTHORGEN_TOKEN": "s3cret"}) as server:
+        assert server.get("/health").status_code == 401
+        code, err = server.stop()
+    assert code == 0 and "warning" not in err
+
+
+def test_a_seed_the_generator_cannot_take_is_a_400(served):
+    huge = [2**63, 2**70, -1]
+    for seed in huge:
+        result = run_cli("generate", "lstm", "--seed", str(seed), "--length", "5", home=served)
+        assert result.returncode == 2 and "--seed" in result.stderr
+        assert "Traceback" not in result.stderr
+    with Server(served) as server:
+        for seed in huge:
+            response = server.post("/v1/completions", {**BODY, "seed": seed})
+            assert response.status_code == 400
+            error = response.json()["error"]
+            assert error["code"] == "invalid_value" and "seed" in error["message"]
+        top = server.post("/v1/completions", {**BODY, "seed": 2**63 - 1, "n": 2})
+        assert top.status_code == 200, top.text
+        assert server.stop()[0] == 0
+
+
+def test_a_failure_tells_the_client_an_id_and_the_log_the_rest(served, tmp_path):
+    import shutil
+
+    home = tmp_path / "a-recognisable-folder-of-the-server-0123456789"
+    runs = home / "checkpoints"
+    shutil.copytree(served / "checkpoints" / "lstm", runs / "broken")
+    (runs / "broken" / "model.safetensors").write_bytes(b"cut")
+    with Server(home) as server:
+        response = server.post("/v1/completions", {**BODY, "model": "broken"})
+        assert response.status_code == 500
+        message = response.json()["error"]["message"]
+        assert "recognisable" not in message and "safetensors" not in message and "/" not in message
+        request_id = re.search(r"request (\w+)", message).group(1)
+        code, err = server.stop()
+    assert code == 0
+    logged = [line for line in err.splitlines() if request_id in line]
+    assert logged and "a-recognisable-folder" in logged[0]
