@@ -39,7 +39,7 @@ from authorgen.stops import StopPolicy
 from authorgen.tokenizer.base import Decoder
 
 BATCH = 32  # samples written together at most
-CUT_SHORT = ("length", "max_copy", "known_words")  # ends that may fall inside a word
+CUT_SHORT = ("length", "max_copy", "known_words", "time")  # ends that may fall inside a word
 
 
 @dataclass
@@ -154,7 +154,9 @@ class Job:
         index: Index | None = None,
         report: bool = True,
         ngrams: NGrams | None = None,
+        deadline: float | None = None,  # time.monotonic() at which its samples end ("time")
     ):
+        self.deadline = deadline
         self.known_words, self.ngrams = features(tokenizer, config, index, ngrams)
         self.prompt = normalize(prompt)  # NFC and LF, as the training text was
         self.ids = tokenizer.encode_prompt(self.prompt) if self.prompt else tokenizer.start_ids()
@@ -250,6 +252,8 @@ class Job:
                 text = state.stop.feed(piece)
                 if not state.stop.done and state.tokens >= self.max_tokens:
                     text += state.stop.close("length")
+                elif not state.stop.done and self.deadline and time.monotonic() >= self.deadline:
+                    text += state.stop.close("time")
             if text:
                 events.append((i, text, None))
             if state.stop.done:

@@ -142,3 +142,41 @@ def test_a_failure_tells_the_client_an_id_and_the_log_the_rest(served, tmp_path)
     assert code == 0
     logged = [line for line in err.splitlines() if request_id in line]
     assert logged and "a-recognisable-folder" in logged[0]
+
+
+def test_what_one_request_may_ask_is_capped_and_health_says_so(served):
+    with Server(served) as server:
+        limits = server.get("/health").json()["limits"]
+        work, stop = limits["max_work"], limits["max_stop_chars"]
+        assert limits["max_n"] * limits["max_length"] > work  # the cap bites below the others
+        assert limits["max_seconds"] is None and limits["max_batch"] == 32
+        too_much = [
+            {**BODY, "n": 8, "length": work // 8 + 1},
+            {"model": "lstm", "prompt": "The ", "n": 3, "max_tokens": work // 3 + 1},
+            {**BODY, "n": 3, "length": work // 6 + 1, "until": "sentence"},  # until may double it
+            {**BODY, "stop": ["x" * (stop + 1)]},
+        ]
+        for body in too_much:
+            response = server.post("/v1/completions", body)
+            assert response.status_code == 400, body
+            error = response.json()["error"]
+            assert error["code"] == "invalid_value"
+            assert f"{work:,}" in error["message"] or f"{stop}" in error["message"]
+        fits = {**BODY, "n": 2, "length": 10, "stop": ["x" * stop]}
+        assert server.post("/v1/completions", fits).status_code == 200
+        assert server.get("/health").json()["loaded"] == ["lstm"]
+        assert server.stop()[0] == 0
+
+
+def test_a_request_past_its_deadline_ends_with_time_as_its_reason(served):
+    with Server(served, "--max-seconds", "1") as server:
+        assert server.get("/health").json()["limits"]["max_seconds"] == 1.0
+        # 100,000 characters take a char model many seconds: one second ends them
+        long = {**BODY, "length": 100_000, "n": 2}
+        answer = server.post("/v1/completions", long).json()
+        for choice in answer["choices"]:
+            assert choice["finish_reason"] == "time" and choice["stopped"] == "time"
+            assert 0 < len(choice["text"]) < 100_000
+        short = server.post("/v1/completions", {**BODY, "length": 5}).json()["choices"][0]
+        assert short["finish_reason"] == "length"
+        assert server.stop()[0] == 0

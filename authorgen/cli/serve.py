@@ -66,6 +66,15 @@ def serve(
         int,
         typer.Option(min=0, help="Samples that may wait for a place; more are answered 429."),
     ] = 64,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="End a request's samples after this many seconds, waiting included "
+            '(finish_reason "time"); default: no limit.',
+            show_default=False,
+        ),
+    ] = None,
     checkpoints_dir: CheckpointsDir = None,
     quiet: Quiet = False,
 ) -> None:
@@ -110,7 +119,9 @@ def serve(
     from authorgen.serve.engine import Engine
 
     use_threads(threads)
-    engine = Engine(folder, named or None, device, max_loaded, max_batch, max_waiting, precision)
+    engine = Engine(
+        folder, named or None, device, max_loaded, max_batch, max_waiting, precision, max_seconds
+    )
     app_ = create_app(engine, token or None, names, allowed)
     from authorgen.serve.server import serve as run_server
 

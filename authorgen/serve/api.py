@@ -45,7 +45,7 @@ from starlette.routing import Route
 
 from authorgen.errors import AuthorgenError, Unsupported, api_name
 from authorgen.serve.engine import Busy, Engine, Stopping, Ticket, Unavailable, UnknownRun
-from authorgen.serve.protocol import MAX_BODY, Answer, ApiError, parse_completion
+from authorgen.serve.protocol import MAX_BODY, Answer, ApiError, limits, parse_completion
 
 DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks for its caller
 
@@ -220,7 +220,9 @@ def create_app(
         return JSONResponse(describe(name, path))
 
     async def health(request: Request):
-        return JSONResponse({"status": "ok", **engine.status()})
+        status = engine.status()
+        status["limits"].update(limits())
+        return JSONResponse({"status": "ok", **status})
 
     async def completions(request: Request):
         declared = request.headers.get("content-length", "")

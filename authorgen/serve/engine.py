@@ -62,6 +62,7 @@ class Ticket:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     job: object = None  # the sample.Job, once started
+    deadline: float | None = None  # time.monotonic() at which its samples end ("time")
     held: list = field(default_factory=list)  # items not handed over yet
     handed: float = 0.0  # when items were last handed over (time.monotonic())
 
@@ -90,7 +91,8 @@ class Engine:
 
     At most `max_loaded` runs stay in memory (least recently used out, once idle); at most
     `max_batch` samples of one run are decoded together, and at most `max_waiting` more wait
-    for a place before `submit` answers Busy.
+    for a place before `submit` answers Busy; a request's samples end after `max_seconds`
+    (None: no limit), waiting included.
     """
 
     def __init__(
@@ -102,7 +104,9 @@ class Engine:
         max_batch: int = 32,
         max_waiting: int = 64,
         precision: str = "auto",
+        max_seconds: float | None = None,
     ):
+        self.max_seconds = max_seconds
         self.checkpoints_dir = Path(checkpoints_dir)
         self.precision = precision  # of a transformer's weights on the CPU: auto, fp32, int8
         self.named = {path.name: path for path in runs} if runs else None
@@ -162,6 +166,8 @@ class Engine:
             raise Stopping("the server is stopping")
         self.path(name)
         ticket = Ticket(name, prompt, config, list(seeds), asyncio.get_running_loop())
+        if self.max_seconds:
+            ticket.deadline = time.monotonic() + self.max_seconds
         with self.wake:
             if not self._fits(ticket):
                 waiting = sum(t.rows for t in self.pending if not t.cancelled)
@@ -178,12 +184,19 @@ class Engine:
             self.wake.notify()
 
     def status(self) -> dict:
-        """What the engine is doing: samples decoding and waiting, runs in memory."""
+        """What the engine is doing (samples decoding and waiting, runs in memory) and its
+        limits."""
         with self.wake:
             return {
                 "decoding": sum(len(d) for _, _, d in self.loaded.values()),
                 "waiting": sum(t.rows for t in self.pending if not t.cancelled),
                 "loaded": list(self.loaded),
+                "limits": {
+                    "max_batch": self.max_batch,
+                    "max_waiting": self.max_waiting,
+                    "max_loaded": self.max_loaded,
+                    "max_seconds": self.max_seconds,
+                },
             }
 
     def _fits(self, ticket: Ticket) -> bool:
@@ -278,8 +291,9 @@ class Engine:
         try:  # originality reports are made on the reporter thread, not in the batch's way
             counts = run.ngrams(ticket.config.ngrams)
             job = Job(
-                run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False, counts
-            )
+                run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False, counts,
+                ticket.deadline,
+            )  # fmt: skip
             decoding.add(job)
         except Exception as exc:  # the prompt does not fit the run (or worse: a 500)
             ticket.send([("error", exc)])

@@ -23,6 +23,8 @@ MAX_PROMPT = 64 * 1024  # bytes of UTF-8
 MAX_BODY = 4 * MAX_PROMPT  # a request body larger than this is not read
 MAX_N = 8
 MAX_LENGTH = 100_000  # characters or tokens one sample may ask for
+MAX_WORK = 200_000  # characters or tokens one request may ask for, its n samples together
+MAX_STOP = 64  # characters of a stop string (each is looked for at every token)
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's API, when neither max_tokens nor length is given
 
 # Fields of OpenAI's request that authorgen does not implement: accepted at their neutral value.
@@ -124,6 +126,8 @@ def parse_completion(raw: bytes) -> Completion:
     stop = (stop,) if isinstance(stop, str) else stop
     if not isinstance(stop, list | tuple) or len(stop) > 4 or any(type(s) is not str for s in stop):
         raise _bad("stop must be a string or a list of at most 4 strings")
+    if any(len(s) > MAX_STOP for s in stop):
+        raise _bad(f"a stop string may have at most {MAX_STOP} characters")
     until = body.get("until")
     if until is not None and not isinstance(until, str):
         raise _bad('until must be "sentence" or "paragraph"')
@@ -159,12 +163,32 @@ def parse_completion(raw: bytes) -> Completion:
         )
     except UsageError as exc:
         raise _bad(exc.worded(api_name)) from None
+    each = min(config.limit, config.max_tokens or config.limit)
+    if config.n * each > MAX_WORK:
+        raise _bad(
+            f"a request may ask for at most {MAX_WORK:,} characters or tokens, n x length "
+            f"together (got {config.n} x {each:,}); ask for fewer or shorter samples"
+        )
     return Completion(model, prompt, config, stream, include_usage)
+
+
+def limits() -> dict:
+    """What one request may ask for, as /health tells clients."""
+    return {
+        "max_n": MAX_N,
+        "max_length": MAX_LENGTH,
+        "max_work": MAX_WORK,
+        "max_stop_chars": MAX_STOP,
+        "max_prompt_bytes": MAX_PROMPT,
+        "max_body_bytes": MAX_BODY,
+    }
 
 
 # --- the answer ---
 
-FINISH = {"length": "length"}  # every other end (stop, sentence, paragraph, ...) is "stop"
+# every other end (stop, sentence, paragraph, ...) is "stop"; "time": the server's
+# --max-seconds ended it
+FINISH = {"length": "length", "time": "time"}
 
 
 def _choice_end(i: int, sample) -> dict:
