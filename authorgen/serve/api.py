@@ -206,18 +206,19 @@ def create_app(
             "longest_copy_chars": row.get("longest_copy_chars"),
         }
 
-    async def models(request: Request):
-        runs = await asyncio.to_thread(engine.runs)
-        data = [describe(name, path) for name, path in sorted(runs.items())]
-        return JSONResponse({"object": "list", "data": data})
+    def described() -> list[dict]:
+        return [describe(name, path) for name, path in sorted(engine.runs().items())]
+
+    async def models(request: Request):  # files are read in a thread, not on the event loop
+        return JSONResponse({"object": "list", "data": await asyncio.to_thread(described)})
 
     async def model(request: Request):
         name = request.path_params["name"]
         try:
-            path = engine.path(name)
+            path = await asyncio.to_thread(engine.path, name)
         except UnknownRun as exc:
             raise ApiError(404, str(exc), "model_not_found") from None
-        return JSONResponse(describe(name, path))
+        return JSONResponse(await asyncio.to_thread(describe, name, path))
 
     async def health(request: Request):
         status = engine.status()

@@ -308,8 +308,9 @@ class Engine:
         path = self.path(name)
         if name in self.loaded:
             if self.stamps.get(name) == _stamp(path) or len(self.loaded[name][2]):
-                self.loaded.move_to_end(name)
-                return self.loaded[name]
+                with self.wake:  # the caller's side reads the table under the lock
+                    self.loaded.move_to_end(name)
+                    return self.loaded[name]
             with self.wake:
                 del self.loaded[name]
         from authorgen.checkpoint import load_run, read_config
@@ -348,7 +349,8 @@ class Engine:
         except Exception as exc:  # a failure of one batch ends its requests, not the server
             for key in {id(job) for job, _ in decoding.rows}:
                 self.tickets.pop(key).send([("error", exc)])
-            self.loaded[name] = (run, index, type(decoding)(decoding.model, decoding.device))
+            with self.wake:
+                self.loaded[name] = (run, index, type(decoding)(decoding.model, decoding.device))
             return
         out: dict[int, list] = {}
         for job, i, text, sample in events:
