@@ -180,3 +180,47 @@ def test_a_request_past_its_deadline_ends_with_time_as_its_reason(served):
         short = server.post("/v1/completions", {**BODY, "length": 5}).json()["choices"][0]
         assert short["finish_reason"] == "length"
         assert server.stop()[0] == 0
+
+
+def test_one_requests_slow_reports_hold_up_no_other_request(served, monkeypatch):
+    import asyncio
+    import threading
+
+    from authorgen.config import SampleConfig
+    from authorgen.serve import engine as engine_module
+
+    release, real = threading.Event(), engine_module._report
+
+    def held(ticket, item):  # the first request's originality reports take as long as we say
+        if ticket.prompt == "The old ":
+            release.wait(60)
+        real(ticket, item)
+
+    monkeypatch.setattr(engine_module, "_report", held)
+    engine = engine_module.Engine(served / "checkpoints", device="cpu")
+    engine.start()
+
+    async def answer(ticket) -> list:
+        items: list = []
+        while not items or items[-1][0] not in ("end", "error"):
+            items += await ticket.queue.get()
+        return items
+
+    async def both():
+        config = SampleConfig(length=20, seed=1)
+        slow = engine.submit("lstm", "The old ", config, [1])
+        fast = engine.submit("lstm", "The ", config, [1])
+        fast_items = await asyncio.wait_for(answer(fast), 30)
+        held_back = not release.is_set()
+        release.set()
+        return fast_items, held_back, await asyncio.wait_for(answer(slow), 30)
+
+    try:
+        fast_items, held_back, slow_items = asyncio.run(both())
+    finally:
+        release.set()
+        engine.stop()
+    assert held_back  # the second request was answered while the first's report was held
+    for items in (fast_items, slow_items):
+        samples = [item[2] for item in items if item[0] == "sample"]
+        assert len(samples) == 1 and samples[0].originality is not None

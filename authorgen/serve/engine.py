@@ -31,6 +31,7 @@ from authorgen.errors import AuthorgenError, DataError
 # a hand-over per token costs the loop a wake-up, a JSON event and the GIL back and forth, which
 # with a fast model took longer than the token itself. 20 ms is not seen on the page.
 HAND_S = 0.02
+REPORT_LANES = 4  # threads making originality reports
 
 
 class Busy(AuthorgenError):
@@ -63,6 +64,7 @@ class Ticket:
     cancelled: bool = False
     job: object = None  # the sample.Job, once started
     deadline: float | None = None  # time.monotonic() at which its samples end ("time")
+    lane: int = 0  # the reporter thread its originality reports are made on
     held: list = field(default_factory=list)  # items not handed over yet
     handed: float = 0.0  # when items were last handed over (time.monotonic())
 
@@ -117,9 +119,15 @@ class Engine:
         self.stamps: dict[str, tuple] = {}  # run -> its files' identity when it was loaded
         self.tickets: dict[int, Ticket] = {}  # id(job) -> its ticket, while decoding
         self.wake = threading.Condition()
-        # Originality reports (Python, about 30 ms per 1,000 characters) on a thread of their
-        # own: the batch goes on with its next token meanwhile. One thread keeps them in order.
-        self.reporter = ThreadPoolExecutor(1, thread_name_prefix="authorgen-report")
+        # Originality reports (Python, about 30 ms per 1,000 characters) off the worker: the
+        # batch goes on with its next token meanwhile. REPORT_LANES threads, a request's
+        # reports all in one of them (in order: its samples before its end), the requests
+        # dealt out in turn, so that one request's long reports hold up few others.
+        self.reporters = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"authorgen-report-{i}")
+            for i in range(REPORT_LANES)
+        ]
+        self.dealt = 0  # requests dealt to the lanes so far
         self.stopping = False  # the worker ends
         self.closing = False  # the server is stopping: requests end at the next token
         self.thread: threading.Thread | None = None
@@ -224,7 +232,8 @@ class Engine:
             self.wake.notify()
         if self.thread is not None:
             self.thread.join(timeout=10)
-        self.reporter.shutdown(wait=False, cancel_futures=True)
+        for reporter in self.reporters:
+            reporter.shutdown(wait=False, cancel_futures=True)
 
     def _work(self) -> None:
         import torch
@@ -288,7 +297,7 @@ class Engine:
         except AuthorgenError as exc:
             ticket.send([("error", Unavailable(str(exc)))])
             return
-        try:  # originality reports are made on the reporter thread, not in the batch's way
+        try:  # originality reports are made on a reporter thread, not in the batch's way
             counts = run.ngrams(ticket.config.ngrams)
             job = Job(
                 run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False, counts,
@@ -299,6 +308,7 @@ class Engine:
             ticket.send([("error", exc)])
             return
         ticket.job = job
+        ticket.lane, self.dealt = self.dealt % REPORT_LANES, self.dealt + 1
         self.tickets[id(job)] = ticket
         ticket.send([("started", job)])
 
@@ -369,9 +379,9 @@ class Engine:
             if samples or ended:
                 ticket.send(texts)  # before the samples' ends, which follow their reports
                 for item in samples:
-                    self.reporter.submit(_report, ticket, item)
+                    self.reporters[ticket.lane].submit(_report, ticket, item)
                 if ended:
-                    self.reporter.submit(_hand, ticket, [("end",)])
+                    self.reporters[ticket.lane].submit(_hand, ticket, [("end",)])
             else:
                 ticket.hold(texts)
 
@@ -391,14 +401,15 @@ def _stamp(path: Path) -> tuple:
 
 
 def _report(ticket: Ticket, item: tuple) -> None:
-    """On the reporter thread: a finished sample's originality report, then the sample."""
+    """On the request's reporter thread: a finished sample's originality report, then the
+    sample."""
     sample = item[2]
     sample.originality = ticket.job.originality(sample.text, sample.stopped)
     _hand(ticket, [item])
 
 
 def _hand(ticket: Ticket, items: list) -> None:
-    """On the reporter thread: `items` to the caller (the worker is done with this ticket's
-    samples, so this does not race with its hand-overs)."""
+    """On the request's reporter thread: `items` to the caller (the worker is done with this
+    ticket's samples, so this does not race with its hand-overs)."""
     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
         ticket.loop.call_soon_threadsafe(ticket.queue.put_nowait, items)
