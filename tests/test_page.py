@@ -205,3 +205,71 @@ def test_escape_stops_and_a_token_is_asked_for_when_the_server_has_one(browser, 
         assert server.wait_idle(headers={"Authorization": "Bearer s3cret"})["decoding"] == 0
         context.close()
         assert server.stop()[0] == 0
+
+
+class _OtherSite:
+    """A page of another origin, as any site the user visits: a second server on 127.0.0.1."""
+
+    def __enter__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"<!doctype html><title>another site</title><p>hello</p>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# what the other site's script tries: a completion with CORS, one without (no-cors), the runs
+ATTEMPTS = """async (url) => {
+  const body = JSON.stringify({model: "lstm", prompt: "The ", length: 20, seed: 1});
+  const out = {};
+  try {
+    const r = await fetch(url + "v1/completions",
+      {method: "POST", headers: {"Content-Type": "application/json"}, body});
+    out.cors = await r.text();
+  } catch (e) { out.cors = "blocked " + e.name; }
+  try {
+    const r = await fetch(url + "v1/completions", {method: "POST", mode: "no-cors", body});
+    out.nocors = {type: r.type, status: r.status, text: await r.text()};
+  } catch (e) { out.nocors = "blocked " + e.name; }
+  try { out.models = await (await fetch(url + "v1/models")).text(); }
+  catch (e) { out.models = "blocked " + e.name; }
+  return out;
+}"""
+
+
+def test_a_page_of_another_site_cannot_use_the_server_unless_allowed(browser, served):
+    with _OtherSite() as site:
+        context = browser.new_context()
+        other = context.new_page()
+        other.goto(site.url)
+        with Server(served) as server:
+            tried = other.evaluate(ATTEMPTS, server.url)
+            # it could read nothing, and nothing was computed for it: no run was even loaded
+            assert tried["cors"] == "blocked TypeError" and tried["models"] == "blocked TypeError"
+            assert tried["nocors"] == {"type": "opaque", "status": 0, "text": ""}
+            assert server.get("/health").json()["loaded"] == []
+            assert server.stop()[0] == 0
+        with Server(served, "--allow-origin", site.url) as server:  # the user allows that site
+            tried = other.evaluate(ATTEMPTS, server.url)
+            assert json.loads(tried["cors"])["choices"][0]["text"]
+            assert json.loads(tried["models"])["data"]
+            assert server.stop()[0] == 0
+        context.close()
