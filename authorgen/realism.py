@@ -132,12 +132,18 @@ def _classifier():
 
 
 def two_sample(
-    first: list[str], second: list[str], seed: int = 0, folds: int = FOLDS, repeats: int = REPEATS
+    first: list[str],
+    second: list[str],
+    seed: int = 0,
+    folds: int = FOLDS,
+    repeats: int = REPEATS,
+    table=None,
 ) -> dict:
     """How well a classifier tells `first` (positives) from `second`, cross-validated (the mean
     over `repeats` ways of cutting the folds: one way alone moves the AUC by about as much as
     its standard error): {auc, se, told_apart, texts: [len(first), len(second)]}; the AUC is
-    None with fewer than MIN_TEXTS on a side. Deterministic for a seed."""
+    None with fewer than MIN_TEXTS on a side. Deterministic for a seed. `table`: the
+    `_features` of `first + second`, when already computed."""
     import numpy as np
 
     sizes = [len(first), len(second)]
@@ -146,7 +152,7 @@ def two_sample(
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    features, _ = _features(list(first) + list(second))
+    features, _ = table or _features(list(first) + list(second))
     labels = np.array([1] * len(first) + [0] * len(second))
     aucs, right = [], []
     for r in range(repeats):
@@ -165,12 +171,13 @@ def two_sample(
     }
 
 
-def giveaways(samples: list[str], real: list[str], top: int = 8) -> dict:
+def giveaways(samples: list[str], real: list[str], top: int = 8, table=None) -> dict:
     """The features that most tell samples from real pages, fitted on all of them: what the
-    samples have more of (`samples`) and what the real pages have more of (`real`)."""
+    samples have more of (`samples`) and what the real pages have more of (`real`). `table`:
+    the `_features` of `samples + real`, when already computed."""
     import numpy as np
 
-    features, names = _features(list(samples) + list(real))
+    features, names = table or _features(list(samples) + list(real))
     model = _classifier().fit(features, [1] * len(samples) + [0] * len(real))
     order = np.argsort(model.coef_[0])
     return {
@@ -199,7 +206,9 @@ def realism(
     random.Random(seed).shuffle(real)  # neighbouring pages share a scene: never all one side
     n = min(len(samples), len(real))  # the same number on each side
     cut_samples, ours = [cut(s, length) for s in samples[:n]], real[:n]
-    result = two_sample(cut_samples, ours, seed)
+    # the test and its give-aways read the same features of the same texts: computed once
+    table = _features(cut_samples + ours) if n >= MIN_TEXTS else None
+    result = two_sample(cut_samples, ours, seed, table=table)
     result["chars"] = length
     half = len(real) // 2
     result["floor"] = known.get("floor") or two_sample(real[:half], real[half:], seed)
@@ -208,5 +217,5 @@ def realism(
         pages = two_sample(excerpts(training, n, length), ours, seed)
     result["training_pages"] = pages
     if result["auc"] is not None:
-        result["giveaways"] = giveaways(cut_samples, ours)
+        result["giveaways"] = giveaways(cut_samples, ours, table=table)
     return result
