@@ -136,22 +136,19 @@ def judge(texts, heldout, training, index, length, seed, known) -> dict:
 def measure(home: Path, settings: list[dict], samples: int, length: int, first: int, markov):
     from authorgen.checkpoint import load_run
     from authorgen.config import SampleConfig
-    from authorgen.corpus import Corpus, read_chunks, split_corpus
-    from authorgen.evaluate import HELDOUT_CHARS
+    from authorgen.evaluate import own_texts
     from authorgen.sample import Generation
 
     seeds = list(range(first, first + samples))
     for author in AUTHORS:
         run = load_run(home / "checkpoints" / f"{author}-char", "cpu")
-        split = split_corpus(Corpus.open(home / "corpora", author), run.config["data"]["holdout"])
-        heldout = "".join(read_chunks(split.val))[:HELDOUT_CHARS]
-        training = "".join(read_chunks(split.train))
+        heldout, training = own_texts(run.config, home / "corpora")  # as eval reads them
         index, counts = run.originality_index(), run.ngrams()
         known: dict = {}  # the author's baselines depend on the texts and the seed only
         if markov:
             texts = markov_samples(training, seeds, length)
             row = {"author": author, "setting": "markov", "seed": first}
-            row.update(judge(texts, heldout, training[:HELDOUT_CHARS], index, length, first, known))
+            row.update(judge(texts, heldout, training, index, length, first, known))
             row["example"] = texts[0][:300]
             print(json.dumps(row, ensure_ascii=False), flush=True)
         for setting in settings:
@@ -164,7 +161,7 @@ def measure(home: Path, settings: list[dict], samples: int, length: int, first: 
             texts = [s.text for _, _, s in generation if s]
             generated = time.perf_counter() - start
             row = {"author": author, "setting": json.dumps(setting, sort_keys=True), "seed": first}
-            row.update(judge(texts, heldout, training[:HELDOUT_CHARS], index, length, first, known))
+            row.update(judge(texts, heldout, training, index, length, first, known))
             row["generate_s"] = round(generated, 1)
             row["example"] = texts[0][:300]
             print(json.dumps(row, ensure_ascii=False), flush=True)
