@@ -120,6 +120,7 @@ class RunRecord:
     warnings: list[str] = field(default_factory=list)
     resumed: list[dict] = field(default_factory=list)  # {at, step} per `train --resume`
     result: dict | None = None  # {steps, tokens, elapsed_s, tokens_per_s} once it ended
+    base: dict | None = None  # the run it started from (`base.Base.lineage`), if any
 
     def to_dict(self) -> dict:
         record = {
@@ -140,6 +141,8 @@ class RunRecord:
             "best": self.best,
             "warnings": self.warnings,
         }
+        if self.base is not None:
+            record["base"] = self.base
         if self.resumed:
             record["resumed"] = self.resumed
         if self.result is not None:
@@ -280,7 +283,7 @@ def read_judgement(run_dir: Path) -> dict | None:
 
 def run_summary(run_dir: Path) -> dict:
     """What `authorgen runs` lists about a run, from its config.json (and the last eval's
-    judgement of its samples: `realism` beside their `longest_copy_chars`)."""
+    judgement of its samples: `realism` beside their `longest_copy_chars`), with its `base`."""
     config = read_config(run_dir)
     judged = read_judgement(run_dir) or {}
     model, data = config.get("model", {}), config.get("data", {})
@@ -300,6 +303,7 @@ def run_summary(run_dir: Path) -> dict:
         "created": config.get("created"),
         "realism": (judged.get("realism") or {}).get("auc"),
         "longest_copy_chars": judged.get("longest_copy_chars"),
+        "base": config.get("base"),  # the run it was fine-tuned from (`base.Base.lineage`)
     }
 
 

@@ -6,12 +6,12 @@ character, and drawn on one chart of validation bpc against characters seen.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from authorgen.callbacks import Callback
 from authorgen.charts import compare_chart
-from authorgen.checkpoint import CONFIG, load_run, read_metrics
+from authorgen.checkpoint import CONFIG, load_run, read_metrics, resolve_run
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.devices import resolve_device
 from authorgen.errors import UsageError
@@ -51,6 +51,34 @@ def chars_seen(rows: list[dict], tokens_per_char: float) -> list[tuple[float, fl
     return [(r["tokens"] / tokens_per_char, r["val_bpc"]) for r in rows]
 
 
+@dataclass
+class Candidate:
+    """One run of a comparison: a model and tokenizer from scratch, or a fine-tune of a base
+    run (with `as_is`: the base as it is, `--steps 0`)."""
+
+    model: str
+    tokenizer: str
+    base: str | None = None
+    as_is: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.base is None:
+            return f"{self.model} {self.tokenizer}"
+        return f"{self.base} as it is" if self.as_is else f"from {self.base}"
+
+    def options(self, shared: TrainOptions) -> TrainOptions:
+        """The comparison's options as this run takes them."""
+        if self.base is None:
+            return replace(shared, model=self.model)
+        return replace(shared, steps=0) if self.as_is else shared
+
+    def run_name(self, corpus: str) -> str:
+        if self.base is None:
+            return f"{corpus}-compare-{self.model}-{self.tokenizer}"
+        return f"{corpus}-compare-{self.base}" + ("-as-is" if self.as_is else "-tuned")
+
+
 def compare_models(
     corpora_dir: Path,
     checkpoints_dir: Path,
@@ -59,25 +87,34 @@ def compare_models(
     tokenizers: list[str],
     options: TrainOptions,
     *,
+    bases: tuple[str, ...] = (),
     samples: int = 5,
     length: int = 1000,
     force: bool = False,
     callback: Callback | None = None,
-    on_start: Callable[[int, int, str, str], None] | None = None,
+    on_start: Callable[[int, int, str], None] | None = None,
 ) -> tuple[list[dict], Path]:
-    """Train every model x tokenizer on `corpus` with the same `options` (see `budget`), judge
+    """Train every model x tokenizer on `corpus` with the same `options` (see `budget`), and
+    for each of `bases` (runs) a fine-tune of it with that budget and the base as it is; judge
     each, draw the chart; returns the leaderboard rows (best first) and the chart's path.
 
-    Runs are named CORPUS-compare-MODEL-TOKENIZER; existing ones are replaced only with `force`.
-    `on_start(i, total, model, tokenizer)` is called before each run.
+    Runs are named CORPUS-compare-MODEL-TOKENIZER, CORPUS-compare-BASE-tuned and
+    CORPUS-compare-BASE-as-is; existing ones are replaced only with `force`.
+    `on_start(i, total, label)` is called before each run.
 
     Raises:
         UsageError: when a run of the comparison exists already and `force` is not set.
     """
     check_name(corpus, "corpus")
-    combos = [(m, t) for m in models for t in tokenizers]
-    names = {c: f"{corpus}-compare-{c[0]}-{c[1]}" for c in combos}
-    existing = [n for n in names.values() if (Path(checkpoints_dir) / n / CONFIG).exists()]
+    combos = [Candidate(m, t) for m in models for t in tokenizers]
+    for base in bases:
+        kind = load_run(resolve_run(base, checkpoints_dir)).tokenizer.kind
+        combos += [Candidate("", kind, base), Candidate("", kind, base, as_is=True)]
+    existing = [
+        c.run_name(corpus)
+        for c in combos
+        if (Path(checkpoints_dir) / c.run_name(corpus) / CONFIG).exists()
+    ]
     if existing and not force:
         raise UsageError(
             f"runs from an earlier comparison exist ({', '.join(existing)}); add --force to "
@@ -86,27 +123,30 @@ def compare_models(
     device = resolve_device(options.device)
     rows, curves = [], []
     candidates, author = None, None
-    for i, (model, kind) in enumerate(combos):
+    for i, combo in enumerate(combos):
         if on_start:
-            on_start(i, len(combos), model, kind)
+            on_start(i, len(combos), combo.label)
         result = train_corpus(
             corpora_dir,
             checkpoints_dir,
             corpus,
-            replace(options, model=model),
-            run_name=names[(model, kind)],
+            combo.options(options),
+            run_name=combo.run_name(corpus),
             force=True,
             callback=callback,
-            tokenizer_config=TokenizerConfig(kind=kind),
+            tokenizer_config=TokenizerConfig(kind=combo.tokenizer) if combo.base is None else None,
+            base=combo.base,
         )
         run = load_run(result.run_dir, device)
         if candidates is None:
             candidates, author = style_candidates(run.config, corpora_dir)
             heldout, training = own_texts(run.config, corpora_dir)
+        model = run.config["model"]["model"]
         row = {
             "run": result.run_dir.name,
-            "model": model,
-            "tokenizer": kind,
+            "model": model if combo.base is None else f"{model} {combo.label}",
+            "tokenizer": combo.tokenizer,
+            "base": combo.base,
             "val_bpc": round(result.best_val_bpc, 4),
             "val_loss": round(result.best_val_loss, 4),
             # with the run's n-gram counts mixed in (two-fold); None for --no-ngrams runs
@@ -139,7 +179,8 @@ def compare_models(
             )
         rows.append(row)
         per_char = run.config.get("tokenizer", {}).get("tokens_per_char") or 1.0
-        curves.append((f"{model} {kind}", chars_seen(read_metrics(result.run_dir), per_char)))
+        if not combo.as_is:  # a curve of one point is no curve
+            curves.append((combo.label, chars_seen(read_metrics(result.run_dir), per_char)))
     chart = Path(checkpoints_dir) / f"{corpus}-compare.png"
     compare_chart(curves, chart, f"{corpus}: same split, seed and budget")
     rows.sort(key=lambda r: r["val_bpc"])

@@ -236,8 +236,13 @@ class TrainConfig(_Saved):
     def __post_init__(self) -> None:
         for name in ("context", "batch_size", "eval_every"):
             _positive_int(name, getattr(self, name))
-        if self.steps is not None:
-            _positive_int("steps", self.steps)
+        steps = self.steps  # 0: no step, the weights as they start (a fine-tune's base)
+        if steps is not None and (
+            not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
+        ):
+            raise UsageError(
+                f"{field('steps')} must be a whole number of 0 or more (got {steps!r})"
+            )
         if self.time_s is not None:
             _finite("time", self.time_s, 0.0, low_open=True)
         if self.steps is None and self.time_s is None:

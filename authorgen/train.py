@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from authorgen import checkpoint, distributed, plan
+from authorgen.base import Base
 from authorgen.callbacks import Callback, Callbacks
 from authorgen.checkpoint import RunRecord
 from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Corpus, Split, split_corpus
 from authorgen.devices import check_precision, cpu_has_bf16, free_memory, resolve_device
 from authorgen.errors import DataError, Interrupted, UsageError, first_line
-from authorgen.files import cache_dir, utc_now
+from authorgen.files import cache_dir, existing_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.prepare import prepare_data
 from authorgen.tokenizer import Tokenizer
@@ -46,9 +47,11 @@ def build_trainer(
     group: distributed.Group | None = None,
     clock: Callable[[], float] = time.monotonic,
     read_every: int | None = None,
+    base: Base | None = None,
 ) -> Trainer:
     """A `Trainer` for a fresh model on `split.train`, validating on `split.val`, that will
-    write its run into the folder `run_dir`.
+    write its run into the folder `run_dir`; or, given a `base` run, for a model holding the
+    base's weights (with `tokenizer` the base's, or that plus new characters: `Base`).
 
     The tokenizer (`tokenizer`, else char unless `tokenizer_config` says otherwise) is trained
     on `split.train`; it and the token ids are cached under `cache` (default: the user's cache
@@ -81,6 +84,9 @@ def build_trainer(
     model = build_model(model_config)
     if data.vectors is not None:
         data.vectors.copy_into(model.embedding)
+    if base is not None:
+        base.load_into(model, data.tokenizer)
+        callback.on_message(base.describe(data.tokenizer))
     model.to(device)
     amp = check_precision(model, train_config.precision, device)
     params = count_parameters(model)
@@ -100,6 +106,7 @@ def build_trainer(
         processes=group.world,
         params=params,
         warnings=[warning] if warning else [],
+        base=base.lineage(data.tokenizer) if base is not None else None,
     )
     return Trainer(
         model,
@@ -231,14 +238,27 @@ def train_corpus(
     holdout: str | None = None,
     callback: Callback | None = None,
     tokenizer_config: TokenizerConfig | None = None,
+    base: str | None = None,
 ) -> TrainResult:
     """Split corpus `corpus_name`, size a model for it (`plan.choose`: the `options` set win),
     create run `run_name` (default CORPUS-MODEL[-TOKENIZER]) and train it (see `train`).
+
+    With `base` (a run's name or folder) the run is a fine-tune of that run instead: its
+    architecture, tokenizer and weights, planned by `Base.plan` (default name CORPUS-from-BASE);
+    `tokenizer_config` is then the base's.
 
     Under torchrun every process calls this; rank 0 alone creates and writes the run.
     A run that fails before its first checkpoint is removed again (and a run it was to replace
     comes back), so a failed command leaves no half-made run behind.
     """
+    if options.steps == 0 and base is None:
+        raise UsageError(
+            "--steps 0 trains nothing: it makes a run of a base as it is, with --from RUN"
+        )
+    start = Base.open(base, checkpoints_dir) if base is not None else None
+    if start is not None:
+        start.check(options, preset)
+        tokenizer_config = start.tokenizer_config
     tokenizer_config = tokenizer_config or TokenizerConfig()
     if options.pretrained_embeddings and options.embedding_dim is None:
         # the embedding takes the vectors' size unless told otherwise
@@ -247,13 +267,18 @@ def train_corpus(
     split = split_corpus(corpus, holdout)
     device = resolve_device(options.device)
     group = distributed.setup(device.type)
-    chosen = choose_sizes(
-        split.train_chars, tokenizer_config, device, options, preset, group, callback
-    )
-    kind = tokenizer_config.kind
-    run_name = run_name or "-".join(
-        [corpus_name, chosen.model.model] + ([kind] if kind != "char" else [])
-    )
+    if start is not None:
+        chosen = start.plan(options, device.type)
+        tokenizer = start.tokenizer_for(split)
+        run_name = run_name or f"{corpus_name}-from-{start.name}"
+    else:
+        chosen = choose_sizes(
+            split.train_chars, tokenizer_config, device, options, preset, group, callback
+        )
+        tokenizer, kind = None, tokenizer_config.kind
+        run_name = run_name or "-".join(
+            [corpus_name, chosen.model.model] + ([kind] if kind != "char" else [])
+        )
     run_dir, replaced = group.main_first(
         lambda: checkpoint.create_run(checkpoints_dir, run_name, force=force),
         lambda: (Path(checkpoints_dir) / run_name, None),
@@ -275,7 +300,9 @@ def train_corpus(
             run_info=info,
             callback=callback,
             tokenizer_config=tokenizer_config,
+            tokenizer=tokenizer,
             group=group,
+            base=start,
         )
     finally:
         if group.main:
@@ -368,6 +395,9 @@ def resume(
     group = distributed.setup(resolve_device(train_config.device).type)
     tokenizer = dict(config["tokenizer"])
     tokenizer["vocab_size"] = tokenizer.get("requested_vocab_size")
+    base = None  # a fine-tune stopped before its first state starts from its base again
+    if config.get("base") and existing_dir(run_dir / "last") is None:
+        base = Base.reopen(config["base"], checkpoints_dir)
     try:
         trainer = build_trainer(
             split,
@@ -379,9 +409,11 @@ def resume(
             tokenizer_config=TokenizerConfig.from_dict(tokenizer),
             tokenizer=checkpoint.load_tokenizer(run_dir),
             group=group,
+            base=base,
         )
         record = trainer.record
         record.created = config.get("created", record.created)
+        record.base = config.get("base")
         resumed = trainer.restore()
         record.best = config.get("best") if resumed else None
         record.resumed = [*config.get("resumed", []), {"at": utc_now(), "step": trainer.step}]

@@ -160,7 +160,7 @@ class Trainer:
     def _local_progress(self) -> float:
         """The fraction of the budget used: steps or time, whichever is further along."""
         config = self.config
-        by_steps = self.step / config.steps if config.steps else 0.0
+        by_steps = self.step / config.steps if config.steps else float(config.steps == 0)
         by_time = self._clock() / config.time_s if config.time_s else 0.0
         return max(by_steps, by_time)
 

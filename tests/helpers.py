@@ -13,6 +13,8 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 
+from authorgen.callbacks import Callback
+
 DATA = Path(__file__).resolve().parent / "data"  # excerpts of ../shared/corpora (README there)
 
 
@@ -232,3 +234,14 @@ def tiny_model(kind: str, text: str, context: int = 8, layers: int = 2):
         model=kind, vocab_size=tok.vocab_size, embedding_dim=16, layers=layers, **size
     )
     return build_model(config).eval(), tok
+
+
+class StopAt(Callback):
+    """Ctrl-C, as the loop sees it, right after step `at`."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step(self, step, loss, progress, tokens_per_s):
+        if step == self.at:
+            raise KeyboardInterrupt

@@ -26,7 +26,7 @@ from authorgen.models.transformer import KVCache, rotary
 from authorgen.optim import learning_rate, make_optimizer
 from authorgen.train import build_trainer, resume, train, train_corpus
 from authorgen.trainer import Diverged
-from helpers import data_file, default_sigint, run_cli
+from helpers import StopAt, data_file, default_sigint, run_cli
 
 TINY_LSTM = {
     "model": "lstm", "layers": 2, "hidden": 24, "embedding_dim": 8, "dropout": 0.1,
@@ -276,17 +276,6 @@ def test_given_options_win_and_a_too_big_model_is_warned_about(tmp_path):
 
 
 # --- exact resume -----------------------------------------------------------------------------
-
-
-class StopAt(Callback):
-    """Ctrl-C, as the loop sees it, right after step `at`."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step(self, step, loss, progress, tokens_per_s):
-        if step == self.at:
-            raise KeyboardInterrupt
 
 
 class Notes(Callback):

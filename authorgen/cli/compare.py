@@ -56,6 +56,16 @@ def compare(
         int | None,
         typer.Option(help="Train each run this many steps instead of --time.", show_default=False),
     ] = None,
+    bases: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from",
+            metavar="RUN",
+            help="Also fine-tune this run on the corpus with the same budget, and judge it as "
+            "it is (train --from RUN --steps 0); repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Seed = None,
     samples: Annotated[
         int,
@@ -73,8 +83,9 @@ def compare(
     """Train each model with each tokenizer on one corpus, with the same budget, split and seed,
     then print a leaderboard (best validation bits per character first) and draw a chart.
 
-    Runs are named CORPUS-compare-MODEL-TOKENIZER; the chart is CORPUS-compare.png in the
-    checkpoints folder. Sizes are chosen for each model as `authorgen train` chooses them.
+    Runs are named CORPUS-compare-MODEL-TOKENIZER (and, with --from BASE, CORPUS-compare-BASE-tuned
+    and CORPUS-compare-BASE-as-is); the chart is CORPUS-compare.png in the checkpoints folder.
+    Sizes are chosen for each model as `authorgen train` chooses them.
     """
     from authorgen.errors import UsageError
 
@@ -91,8 +102,8 @@ def compare(
     options = budget(steps, parse_duration(time) if time is not None else None, seed, device)
     console = make_console(quiet)
 
-    def on_start(i: int, total: int, model: str, kind: str) -> None:
-        console.print(f"[{i + 1}/{total}] {model} with {kind} tokens")
+    def on_start(i: int, total: int, label: str) -> None:
+        console.print(f"[{i + 1}/{total}] {label}")
 
     with TrainProgress(console) as progress:
         rows, chart = compare_models(
@@ -102,6 +113,7 @@ def compare(
             model_list,
             tokenizer_list,
             options,
+            bases=tuple(bases or ()),
             samples=samples,
             length=length,
             force=force,

@@ -61,7 +61,7 @@ class TrainProgress(Callback):
         budget = " and ".join(
             part
             for part in (
-                f"{t['steps']:,} steps" if t["steps"] else "",
+                f"{t['steps']:,} steps" if t["steps"] is not None else "",
                 _duration(t["time_s"]) if t["time_s"] else "",
             )
             if part

@@ -135,7 +135,7 @@ def runs(
 ) -> None:
     """List runs: name, model, tokenizer, parameters, best val bpc, steps, the last eval's
     realism (AUC; 0.5: its samples cannot be told from the author's pages) beside their
-    longest copy, corpus."""
+    longest copy, corpus (and the run a fine-tune started from)."""
     if ctx.invoked_subcommand is not None:
         return
     from authorgen.checkpoint import list_runs
@@ -159,7 +159,8 @@ def runs(
             f"{r['steps']:,}" if r["steps"] is not None else "-",
             f"{r['realism']:.2f}" if r.get("realism") is not None else "-",
             str(r["longest_copy_chars"]) if r.get("longest_copy_chars") is not None else "-",
-            r["corpus"] or "", r["status"] or "",
+            (r["corpus"] or "") + (f" (from {r['base']['name']})" if r.get("base") else ""),
+            r["status"] or "",
         ]
         for r in found
     ]  # fmt: skip

@@ -48,6 +48,18 @@ def train(
             show_default=False,
         ),
     ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="RUN",
+            help="Fine-tune: start from this run's weights and tokenizer (a name or folder), "
+            "with its architecture, a lower learning rate and a short warmup; a char run "
+            "gains the characters the corpus adds. --steps 0 makes a run of the base as it "
+            "is, evaluated on this corpus.",
+            show_default=False,
+        ),
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(
@@ -93,12 +105,14 @@ def train(
         ),
     ] = False,
     tokenizer: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="char: characters; word: words and punctuation, rare words read as <unk>; "
-            "bpe or unigram: sentencepiece subwords that keep the text exactly."
+            f"bpe or unigram: sentencepiece subwords that keep the text exactly. [default: "
+            f"{TokenizerConfig.kind}; with --from, the base's]",
+            show_default=False,
         ),
-    ] = TokenizerConfig.kind,
+    ] = None,
     vocab_size: Annotated[
         int | None,
         typer.Option(
@@ -109,11 +123,13 @@ def train(
         ),
     ] = None,
     lowercase: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="word: fold case before counting words; capitals are put back when decoding."
+            help="word: fold case before counting words; capitals are put back when decoding. "
+            "[default: no-lowercase]",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     pretrained_embeddings: Annotated[
         Path | None,
         typer.Option(
@@ -264,7 +280,16 @@ def train(
         ngrams=ngrams,
         pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
     )
-    tokenizer_config = TokenizerConfig(kind=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
+    if base is not None and (tokenizer, vocab_size, lowercase) != (None, None, None):
+        from authorgen.errors import UsageError
+
+        raise UsageError(
+            "the tokenizer comes from the base run (--from); leave out --tokenizer, "
+            "--vocab-size and --lowercase"
+        )
+    tokenizer_config = TokenizerConfig(
+        kind=tokenizer or TokenizerConfig.kind, vocab_size=vocab_size, lowercase=bool(lowercase)
+    )
     from authorgen.cli.console import TrainProgress, make_console
     from authorgen.devices import use_threads
     from authorgen.distributed import launched_rank
@@ -275,7 +300,7 @@ def train(
     checkpoints, corpora = _folder(checkpoints_dir, "checkpoints"), _folder(corpora_dir, "corpora")
     if resume is not None:
         sized = SIZE_FIELDS & options.explicit().keys()
-        if corpus is not None or sized or preset or steps or time or name or force:
+        if corpus is not None or sized or preset or steps or time or name or force or base:
             raise typer.BadParameter(
                 "--resume continues a run with its own corpus, sizes and budget; give only the "
                 "run (and --device to move it)",
@@ -305,6 +330,7 @@ def train(
             holdout=holdout,
             callback=progress,
             tokenizer_config=tokenizer_config,
+            base=base,
         )
     _report(console, result)
 

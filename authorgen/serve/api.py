@@ -111,6 +111,13 @@ class Guard:
 # --- the app ---
 
 
+def _lineage(base: dict | None) -> dict | None:
+    """What /v1/models says of the run a fine-tune started from: no file paths, no hashes."""
+    if not isinstance(base, dict):
+        return None
+    return {k: base.get(k) for k in ("name", "corpus", "val_bpc", "added_tokens")}
+
+
 def _page() -> tuple[str, str]:
     """The page and its Content-Security-Policy: its one inline script allowed by hash."""
     page = resources.files("authorgen.serve").joinpath("page.html").read_text(encoding="utf-8")
@@ -204,6 +211,7 @@ def create_app(
             # pages (AUC; 0.5: no), always beside how much they copy
             "realism": row.get("realism"),
             "longest_copy_chars": row.get("longest_copy_chars"),
+            "base": _lineage(row.get("base")),
         }
 
     def described() -> list[dict]:

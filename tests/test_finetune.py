@@ -1,0 +1,228 @@
+"""Issue 29: `train CORPUS --from RUN`: a base's weights and tokenizer, new characters as new
+rows, `--steps 0`, exact resume, lineage, and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from authorgen.base import Base
+from authorgen.config import TokenizerConfig, TrainOptions
+from authorgen.errors import Interrupted
+from authorgen.tokenizer import load_tokenizer
+from authorgen.train import resume, train_corpus
+from helpers import StopAt, data_file, run_cli, run_in_process
+from serving import Server
+
+TINY = {
+    "model": "lstm", "layers": 2, "hidden": 24, "embedding_dim": 8, "dropout": 0.1,
+    "context": 16, "batch_size": 4, "lr": 1e-2, "device": "cpu", "eval_every": 10,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A home with an English library (Shakespeare and Twain), a tiny base trained on it, and
+    Flaubert in French, whose accented letters the base never saw."""
+    home = tmp_path_factory.mktemp("home")
+    for name, files in {
+        "library": ["tinyshakespeare.txt", "pg76-adventures-of-huckleberry-finn.txt"],
+        "flaubert": ["pg14155-madame-bovary.txt"],
+        "twain": ["pg76-adventures-of-huckleberry-finn.txt"],
+    }.items():
+        for file in files:
+            done = run_cli("fetch", str(data_file(file)), "--name", name, "-q", home=home)
+            assert done.returncode == 0, done.stderr
+    train_corpus(
+        home / "corpora", home / "checkpoints", "library", TrainOptions(**TINY, steps=30),
+        run_name="base",
+    )  # fmt: skip
+    return home
+
+
+def _dirs(home):
+    return home / "corpora", home / "checkpoints"
+
+
+def _tune(home, corpus, name, **options):
+    corpora, checkpoints = _dirs(home)
+    settings = TrainOptions(**{"device": "cpu", "eval_every": 10, **options})
+    return train_corpus(corpora, checkpoints, corpus, settings, run_name=name, base="base")
+
+
+def test_the_base_is_copied_exactly_and_new_characters_get_rows_at_the_mean(library):
+    result = _tune(library, "flaubert", "flaubert-as-is", steps=0)
+    base_dir = library / "checkpoints" / "base"
+    old, new = load_tokenizer(base_dir), load_tokenizer(result.run_dir)
+    added = sorted(set(new.chars) - set(old.chars))
+    assert {"é", "à", "è"} <= set(added) and set(old.chars) <= set(new.chars)
+    before = load_file(str(base_dir / "model.safetensors"))
+    after = load_file(str(result.run_dir / "model.safetensors"))
+    assert before.keys() == after.keys()
+    rows = [new.index[c] for c in old.chars] + [new.unk_id]  # each base token's new id
+    fresh = [new.index[c] for c in added]
+    vocab_shaped = set()
+    for name, tensor in before.items():
+        if tensor.shape == after[name].shape:
+            assert torch.equal(tensor, after[name]), name
+            continue
+        vocab_shaped.add(name)
+        assert torch.equal(after[name][rows], tensor), name  # old rows untouched
+        for i in fresh:
+            assert torch.equal(after[name][i], tensor.mean(dim=0)), name
+    assert vocab_shaped == {"embedding.weight", "head.weight", "head.bias"}
+    config = json.loads((result.run_dir / "config.json").read_text())
+    base_config = json.loads((base_dir / "config.json").read_text())
+    lineage = config["base"]
+    assert lineage["name"] == "base" and lineage["corpus"] == "library"
+    assert lineage["corpus_sha256"] == base_config["data"]["corpus_sha256"]
+    assert lineage["val_loss"] == base_config["best"]["val_loss"]
+    assert lineage["added_tokens"] == len(added) and lineage["added_chars"] == "".join(added)
+    assert config["model"] == {**base_config["model"], "vocab_size": new.vocab_size}
+    assert config["result"]["steps"] == 0 and config["status"] == "finished"
+
+
+def test_steps_0_evaluates_exactly_the_base(library):
+    # the base's own corpus and split: the run as it is scores what the base scored
+    result = _tune(library, "library", "library-as-is", steps=0)
+    base = json.loads((library / "checkpoints" / "base" / "config.json").read_text())
+    assert result.best_val_loss == base["best"]["val_loss"]
+    assert (
+        load_tokenizer(result.run_dir).chars
+        == load_tokenizer(library / "checkpoints" / "base").chars
+    )
+
+
+def test_a_fine_tune_plans_as_one_and_learns(library):
+    result = _tune(library, "twain", "twain-tuned", steps=20)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    base = json.loads((library / "checkpoints" / "base" / "config.json").read_text())
+    assert config["train"]["lr"] == pytest.approx(base["train"]["lr"] * 0.3)
+    assert config["train"]["warmup_steps"] == 20
+    assert config["train"]["context"] == base["train"]["context"]
+    assert any(line.startswith("fine-tuning base") for line in config["data"]["plan"])
+    as_is = _tune(library, "twain", "twain-as-is", steps=0)
+    assert result.best_val_loss < as_is.best_val_loss
+
+
+def test_a_fine_tune_interrupted_resumes_bit_for_bit(library):
+    corpora, checkpoints = _dirs(library)
+    settings = TrainOptions(**{**TINY, "steps": 25})
+    whole = train_corpus(corpora, checkpoints, "flaubert", settings, run_name="whole", base="base")
+    with pytest.raises(Interrupted):
+        train_corpus(
+            corpora, checkpoints, "flaubert", settings, run_name="cut", base="base",
+            callback=StopAt(12),
+        )  # fmt: skip
+    resume(corpora, checkpoints, "cut")
+    # killed before its first state: the resume starts from the base again, as the run did
+    with pytest.raises(Interrupted):
+        train_corpus(
+            corpora, checkpoints, "flaubert", settings, run_name="early", base="base",
+            callback=StopAt(3),
+        )  # fmt: skip
+    shutil.rmtree(checkpoints / "early" / "last")
+    resume(corpora, checkpoints, "early")
+    for run in ("cut", "early"):
+        for file in ("model.safetensors", "last/model.safetensors"):
+            a, b = load_file(str(whole.run_dir / file)), load_file(str(checkpoints / run / file))
+            assert all(torch.equal(a[k], b[k]) for k in a), (run, file)
+        assert json.loads((checkpoints / run / "config.json").read_text())["base"]["name"] == "base"
+
+
+def test_resume_refuses_a_base_whose_weights_changed(library):
+    corpora, checkpoints = _dirs(library)
+    shutil.copytree(checkpoints / "base", checkpoints / "base2")
+    with pytest.raises(Interrupted):
+        train_corpus(
+            corpora, checkpoints, "twain", TrainOptions(**{**TINY, "steps": 9}),
+            run_name="orphan", base="base2", callback=StopAt(2),
+        )  # fmt: skip
+    shutil.rmtree(checkpoints / "orphan" / "last")
+    weights = checkpoints / "base2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    done = run_in_process("train", "--resume", "orphan", home=library)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert "other weights than when this run began" in done.stderr
+
+
+def test_lineage_shows_in_runs_and_the_api(library):
+    _tune(library, "twain", "twain-lineage", steps=0)
+    done = run_in_process("runs", "--json", home=library)
+    rows = {r["run"]: r for r in json.loads(done.stdout)}
+    assert rows["twain-lineage"]["base"]["name"] == "base"
+    assert rows["base"]["base"] is None
+    table = run_in_process("runs", home=library, env={"COLUMNS": "250"})
+    assert "twain (from base)" in table.stdout + table.stderr
+    with Server(library) as server:
+        models = {m["id"]: m for m in server.get("/v1/models").json()["data"]}
+    assert models["twain-lineage"]["base"] == {
+        "name": "base",
+        "corpus": "library",
+        "val_bpc": rows["twain-lineage"]["base"]["val_bpc"],
+        "added_tokens": 0,
+    }
+    assert models["base"]["base"] is None
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--from", "nosuch"], 4, "no run named 'nosuch'"),
+        (["--from", "base", "--layers", "3"], 2, "--layers 3 contradicts the base base (2)"),
+        (["--from", "base", "--model", "gru"], 2, "--model gru contradicts the base base (lstm)"),
+        (["--from", "base", "--tokenizer", "word"], 2, "the tokenizer comes from the base"),
+        (["--from", "base", "--preset", "tiny"], 2, "--preset sizes a new model"),
+        (["--steps", "0"], 2, "--steps 0 trains nothing"),
+    ],
+    ids=["missing", "layers", "model", "tokenizer", "preset", "steps-0-alone"],
+)
+def test_bad_input_is_one_line_and_leaves_no_run(library, args, code, message):
+    before = sorted(p.name for p in (library / "checkpoints").iterdir())
+    done = run_in_process("train", "twain", "--name", "refused", *args, home=library)
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in (library / "checkpoints").iterdir()) == before
+
+
+def test_a_damaged_base_and_a_word_base_are_refused(library):
+    corpora, checkpoints = _dirs(library)
+    shutil.copytree(checkpoints / "base", checkpoints / "broken")
+    (checkpoints / "broken" / "model.safetensors").write_bytes(b"not weights")
+    done = run_in_process("train", "twain", "--from", "broken", home=library)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot load" in done.stderr
+    train_corpus(
+        corpora, checkpoints, "twain",
+        TrainOptions(**{**TINY, "steps": 2, "context": 8}), run_name="words",
+        tokenizer_config=TokenizerConfig(kind="word", vocab_size=200),
+    )  # fmt: skip
+    done = run_in_process("train", "twain", "--from", "words", home=library)
+    assert done.returncode == 2 and "reads words" in done.stderr, done.stderr
+    assert not (checkpoints / "twain-from-words").exists()
+
+
+def test_base_describes_what_it_adds(library):
+    base = Base.open("base", library / "checkpoints")
+    tokenizer = type(base.tokenizer)(sorted([*base.tokenizer.chars, "\u0153"]))
+    assert "plus 1 character it lacked ('\u0153')" in base.describe(tokenizer)
+
+
+def test_a_library_gathers_authors_ebooks_and_files_with_their_provenance(mirror, home):
+    at = ("--name", "library", "--delay", "0", "--mirror", mirror, "-q")
+    for source in (
+        ["Lewis Carroll", "--limit", "1"],
+        ["--id", "1342"],
+        [str(data_file("tinyshakespeare.txt"))],
+    ):
+        done = run_cli("fetch", *source, *at, home=home)
+        assert done.returncode == 0, done.stderr
+    works = json.loads((home / "corpora" / "library" / "corpus.json").read_text())["works"]
+    assert [w["authors"] for w in works][:2] == [["Lewis Carroll"], ["Jane Austen"]]
+    assert [w["source"] for w in works] == ["gutenberg", "gutenberg", "local"]
+    assert all(w["sha256_raw"] and w["url"] for w in works)
