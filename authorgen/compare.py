@@ -179,8 +179,8 @@ def compare_models(
             )
         rows.append(row)
         per_char = run.config.get("tokenizer", {}).get("tokens_per_char") or 1.0
-        if not combo.as_is:  # a curve of one point is no curve
-            curves.append((combo.label, chars_seen(read_metrics(result.run_dir), per_char)))
+        # the base as it is: one point, at no characters seen, where its fine-tune starts
+        curves.append((combo.label, chars_seen(read_metrics(result.run_dir), per_char)))
     chart = Path(checkpoints_dir) / f"{corpus}-compare.png"
     compare_chart(curves, chart, f"{corpus}: same split, seed and budget")
     rows.sort(key=lambda r: r["val_bpc"])

@@ -19,6 +19,7 @@ settings were chosen.
 
     python benchmarks/finetune.py --home /tmp/b29 --base-minutes 20 --minutes 2
     python benchmarks/finetune.py --home /tmp/b29 --sweep poe --only sweep
+    python benchmarks/finetune.py --home /tmp/b29 --tables rows.jsonl
 
 One JSON line per run goes to stdout, tables to stderr.
 """
@@ -146,7 +147,7 @@ def table(rows: list[dict]) -> None:
             f"| {r['author']} | {r['model']} | {r['val_bpc'] * ln2:.3f} | "
             + (f"{mixed * ln2:.3f}" if mixed is not None else "-")
             + f" | {realism:.2f} | {r['originality']['longest_copy_chars']} | "
-            f"{r['invented_words']['share']:.1%} | {r['distinct_2']:.2f} |"
+            f"{r['invented_words']:.1%} | {r['distinct_2']:.2f} |"
         )
 
 
@@ -160,7 +161,14 @@ def main() -> None:
     parser.add_argument("--sweep", default=None, help="an author to sweep the fine-tune on")
     parser.add_argument("--lr-scales", default="1,0.3,0.1")
     parser.add_argument("--only", choices=("base", "sweep", "compare"), default=None)
+    parser.add_argument("--tables", type=Path, help="print the tables of these rows (JSON lines)")
     args = parser.parse_args()
+    if args.tables:
+        rows = [json.loads(line) for line in args.tables.read_text().splitlines() if line.strip()]
+        table(rows)
+        for r in rows:
+            log(f"\n{r['author']}, {r['model']}:\n{r['sample'][:400]}")
+        return
     keep_authors(",".join(AUTHORS))
     held_out = args.held_out.split(",")
     corpora(args.home, held_out)

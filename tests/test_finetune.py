@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from authorgen.base import Base
+from authorgen.base import LR_SCALE, WARMUP_STEPS, Base
 from authorgen.config import TokenizerConfig, TrainOptions
 from authorgen.errors import Interrupted
 from authorgen.tokenizer import load_tokenizer
@@ -101,8 +101,8 @@ def test_a_fine_tune_plans_as_one_and_learns(library):
     result = _tune(library, "twain", "twain-tuned", steps=20)
     config = json.loads((result.run_dir / "config.json").read_text())
     base = json.loads((library / "checkpoints" / "base" / "config.json").read_text())
-    assert config["train"]["lr"] == pytest.approx(base["train"]["lr"] * 0.3)
-    assert config["train"]["warmup_steps"] == 20
+    assert config["train"]["lr"] == pytest.approx(base["train"]["lr"] * LR_SCALE)
+    assert config["train"]["warmup_steps"] == WARMUP_STEPS
     assert config["train"]["context"] == base["train"]["context"]
     assert any(line.startswith("fine-tuning base") for line in config["data"]["plan"])
     as_is = _tune(library, "twain", "twain-as-is", steps=0)
@@ -226,3 +226,40 @@ def test_a_library_gathers_authors_ebooks_and_files_with_their_provenance(mirror
     assert [w["authors"] for w in works][:2] == [["Lewis Carroll"], ["Jane Austen"]]
     assert [w["source"] for w in works] == ["gutenberg", "gutenberg", "local"]
     assert all(w["sha256_raw"] and w["url"] for w in works)
+
+
+def test_generate_reports_copies_from_the_base_corpus_when_asked(library):
+    _tune(library, "twain", "twain-against", steps=0)
+    args = ("generate", "twain-against", "--length", "200", "--seed", "3", "--against-base")
+    plain = run_in_process(*args, home=library)
+    assert plain.returncode == 0, plain.stderr
+    assert "against the base's corpus (library): longest copy" in plain.stderr
+    row = json.loads(run_in_process(*args, "--json", home=library).stdout)
+    # the base read Twain too: its corpus holds at least the copies the run's own corpus finds
+    assert row["base_originality"]["longest_copy_chars"] >= row["originality"]["longest_copy_chars"]
+    refused = run_in_process("generate", "base", "--against-base", home=library)
+    assert refused.returncode == 2 and "was not fine-tuned from a base" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+
+
+def test_compare_puts_the_fine_tune_and_the_base_beside_scratch(library):
+    done = run_in_process(
+        "compare", "twain", "--models", "lstm", "--from", "base", "--steps", "6",
+        "--samples", "0", "--json", home=library,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["run"]: r for r in json.loads(done.stdout)}
+    assert set(rows) == {
+        "twain-compare-lstm-char",
+        "twain-compare-base-tuned",
+        "twain-compare-base-as-is",
+    }
+    assert rows["twain-compare-base-as-is"]["steps"] == 0
+    assert rows["twain-compare-base-tuned"]["steps"] == 6
+    assert rows["twain-compare-base-tuned"]["base"] == "base"
+    assert rows["twain-compare-lstm-char"]["base"] is None
+    tuned = json.loads(
+        (library / "checkpoints" / "twain-compare-base-tuned" / "config.json").read_text()
+    )
+    assert tuned["base"]["name"] == "base"
+    assert (library / "checkpoints" / "twain-compare.png").stat().st_size > 0

@@ -250,6 +250,19 @@ def describe_sample(console: Console, i: int, config, sample) -> None:
     console.print(line)
 
 
+def describe_base_copy(console: Console, lineage: dict, report: dict) -> None:
+    """generate --against-base: the longest copy of a sample from the base's corpus."""
+    copy = report["copy"]
+    shown = ""
+    if copy:
+        text = copy["text"] if len(copy["text"]) <= 40 else copy["text"][:37] + "..."
+        shown = f" {text!r} from {copy['title'] or copy['work']} ({copy['work']})"
+    console.print(
+        f"  against the base's corpus ({lineage.get('corpus')}): longest copy "
+        f"{report['longest_copy_chars']} characters{shown}"
+    )
+
+
 def _auc(judged: dict | None) -> str:
     if not judged or judged.get("auc") is None:
         return "-"

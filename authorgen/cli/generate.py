@@ -188,6 +188,13 @@ def generate(
         typer.Option("--json", help="One JSON object per sample on stdout (see the README)."),
     ] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the continuation.")] = True,
+    against_base: Annotated[
+        bool,
+        typer.Option(
+            help="A run fine-tuned from a base (train --from): also report the longest copy "
+            "from the base's corpus."
+        ),
+    ] = False,
     device: Device = "auto",
     precision: Annotated[
         str,
@@ -237,8 +244,9 @@ def generate(
     text = normalize(_read_prompt(prompt))  # echoed as the model reads it: NFC, LF
     console = make_console(quiet)
 
+    from authorgen.base import base_index
     from authorgen.checkpoint import load_run, read_config, resolve_run
-    from authorgen.cli.console import describe_sample
+    from authorgen.cli.console import describe_base_copy, describe_sample
     from authorgen.devices import generation_weights, resolve_device, use_threads
     from authorgen.files import cache_dir
     from authorgen.sample import Generation, sample_seeds
@@ -250,6 +258,7 @@ def generate(
     weights = generation_weights(precision, kind, dev, cache_dir())
     loaded = load_run(path, dev, weights=weights)
     index = loaded.originality_index()
+    against = base_index(loaded.config, path.parent) if against_base else None
     seeds = sample_seeds(config)
     counts = loaded.ngrams(ngrams)
     generation = Generation(loaded.model, loaded.tokenizer, text, config, seeds, dev, index, counts)
@@ -280,8 +289,11 @@ def generate(
         if sample is None:
             out.piece(i, piece)
             continue
-        out.finished(i, sample)
+        copied = against.report(sample.text) if against is not None else None
+        out.finished(i, sample, copied)
         describe_sample(console, i, config, sample)
+        if copied is not None:
+            describe_base_copy(console, loaded.config["base"], copied)
 
 
 class _Plain:
@@ -316,7 +328,7 @@ class _Plain:
         self._begin()
         self._write(text)
 
-    def finished(self, i: int, sample) -> None:
+    def finished(self, i: int, sample, base_report=None) -> None:
         self.done.add(i)
         while self.current in self.done:
             self._begin()
@@ -337,11 +349,14 @@ class _JsonLines:
     def piece(self, i: int, text: str) -> None:
         pass  # the text is in the sample
 
-    def finished(self, i: int, sample) -> None:
-        self.ready[i] = sample
+    def finished(self, i: int, sample, base_report=None) -> None:
+        self.ready[i] = (sample, base_report)
         while self.current in self.ready:
-            row = self.ready.pop(self.current).to_dict(self.config, self.prompt, self.run)
+            sample, base_report = self.ready.pop(self.current)
+            row = sample.to_dict(self.config, self.prompt, self.run)
             row["precision"] = self.weights
+            if base_report is not None:  # --against-base
+                row["base_originality"] = base_report
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
             sys.stdout.flush()
             self.current += 1
