@@ -263,3 +263,46 @@ def test_compare_puts_the_fine_tune_and_the_base_beside_scratch(library):
     )
     assert tuned["base"]["name"] == "base"
     assert (library / "checkpoints" / "twain-compare.png").stat().st_size > 0
+
+
+def test_a_subword_transformer_base_keeps_its_tokenizer_and_spells_new_letters(library):
+    corpora, checkpoints = _dirs(library)
+    tiny = {
+        "model": "transformer", "layers": 2, "heads": 2, "embedding_dim": 16, "context": 24,
+        "batch_size": 4, "lr": 3e-3, "device": "cpu", "steps": 10, "eval_every": 10,
+    }  # fmt: skip
+    train_corpus(
+        corpora, checkpoints, "library", TrainOptions(**tiny), run_name="gpt-base",
+        tokenizer_config=TokenizerConfig(kind="bpe", vocab_size=320),
+    )  # fmt: skip
+    tuned = train_corpus(
+        corpora, checkpoints, "flaubert", TrainOptions(steps=0, device="cpu"),
+        run_name="gpt-flaubert", base="gpt-base",
+    )  # fmt: skip
+    base_dir = checkpoints / "gpt-base"
+    before = load_file(str(base_dir / "model.safetensors"))
+    after = load_file(str(tuned.run_dir / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
+    for file in ("tokenizer.json", "tokenizer.model"):
+        assert (base_dir / file).read_bytes() == (tuned.run_dir / file).read_bytes()
+    config = json.loads((tuned.run_dir / "config.json").read_text())
+    assert config["base"]["added_tokens"] == 0 and config["tokenizer"]["kind"] == "bpe"
+    # letters the base never read are spelled in bytes, in a prompt and in what is written
+    done = run_in_process(
+        "generate", "gpt-flaubert", "--prompt", "Emma était", "--length", "40", "-n", "2",
+        "--seed", "1", home=library,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Emma était") and done.stdout.count("\n%\n") == 1
+
+
+def test_a_char_fine_tune_takes_prompts_with_the_new_letters(library):
+    _tune(library, "flaubert", "flaubert-prompt", steps=0)
+    done = run_in_process(
+        "generate", "flaubert-prompt", "--prompt", "Emma était", "--length", "60", "--seed", "2",
+        home=library,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Emma était")
+    refused = run_in_process("generate", "base", "--prompt", "Emma était", home=library)
+    assert refused.returncode == 4 and "never saw in training: 'é'" in refused.stderr

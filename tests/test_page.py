@@ -273,3 +273,30 @@ def test_a_page_of_another_site_cannot_use_the_server_unless_allowed(browser, se
             assert json.loads(tried["models"])["data"]
             assert server.stop()[0] == 0
         context.close()
+
+
+def test_the_page_names_the_base_a_run_was_fine_tuned_from(browser, served, tmp_path):
+    from authorgen.config import TrainOptions
+    from authorgen.train import train_corpus
+    from helpers import run_cli
+
+    home = tmp_path / "home"
+    shutil.copytree(served, home)
+    text = tmp_path / "more.txt"
+    text.write_text(served_text() * 2, encoding="utf-8")
+    assert run_cli("fetch", str(text), "--name", "more", "-q", home=home).returncode == 0
+    train_corpus(
+        home / "corpora", home / "checkpoints", "more", TrainOptions(steps=0, device="cpu"),
+        run_name="tuned", base="lstm",
+    )  # fmt: skip
+    context = browser.new_context()
+    page = context.new_page()
+    with Server(home) as server:
+        page.goto(server.url)
+        playwright.expect(page.locator("#run option")).to_have_count(3)
+        page.select_option("#run", "tuned")
+        playwright.expect(page.locator("#run-info")).to_contain_text("more · lstm")
+        playwright.expect(page.locator("#run-info")).to_contain_text("from lstm")
+        page.select_option("#run", "lstm")
+        playwright.expect(page.locator("#run-info")).not_to_contain_text("from")
+    context.close()
