@@ -46,8 +46,8 @@ test-fast: lint
 
 demo: install
 	$(BIN)/authorgen fetch --id 1342 --name jane-austen
-	$(BIN)/authorgen train jane-austen --time 2m --force
-	$(BIN)/authorgen generate jane-austen-lstm --prompt "It is a truth universally" --length 600
+	run=$$($(BIN)/authorgen train jane-austen --time 2m --force) && \
+	$(BIN)/authorgen generate "$$run" --prompt "It is a truth universally" --length 600
 
 bench: install
 	$(BIN)/python benchmarks/shakespeare_char.py --time 300s

@@ -16,7 +16,7 @@ import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from authorgen.errors import DataError, UsageError
@@ -29,7 +29,7 @@ os.umask(_UMASK)
 
 def utc_now() -> str:
     """The time now, UTC, to the second, in ISO 8601: "2026-11-26T21:31:06+00:00"."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def default_dir(kind: str) -> Path:

@@ -58,7 +58,7 @@ def total_nll(
 
 def _chunk_probabilities(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     logp = F.log_softmax(logits.float(), dim=-1).gather(-1, y.clamp(min=0)[..., None])
-    return logp[..., 0].exp().double().cpu().numpy()  # (S, w)
+    return logp[..., 0].exp().cpu().double().numpy()  # (S, w); float64 on the host
 
 
 def in_order(chunks: list[np.ndarray], ids) -> np.ndarray:

@@ -18,16 +18,16 @@ from authorgen.stages import History, Stage, ban, require
 class NgramMix(Stage):
     """The log of p = w p_model + (1 - w) p_counts for each row given its sample's tokens so far
     (`ngrams.NGrams.mix`; with `share`, 1 - w is that many times the fitted one), from the
-    model's logits; in float64."""
+    model's logits; in float64, on the host."""
 
     counts: object  # ngrams.NGrams
     share: float = 1.0  # the counts' weight, as a multiple of the fitted one
     reads_history = True
 
     def __call__(self, scores: torch.Tensor, history: History) -> torch.Tensor:
-        model = torch.softmax(scores.double(), dim=-1).cpu().numpy()
+        model = torch.softmax(scores.cpu().double(), dim=-1).numpy()
         mixed = self.counts.mix(model, [list(ids) for ids in history], self.share)
-        return torch.from_numpy(mixed).log().to(scores.device)
+        return torch.from_numpy(mixed).log()
 
 
 @dataclass

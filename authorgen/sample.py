@@ -201,13 +201,14 @@ class Job:
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Stages 1-3 for the active samples, from `logits` (their rows, in order): the scores
-        their next tokens are drawn from, a copy in float64."""
+        their next tokens are drawn from, a copy in float64 on the host (an Apple GPU has no
+        float64; the draw is made on the host in any case)."""
         active = self.active
         history = [self.states[i].history for i in active]
         if self.mix is not None:
             scores = self.mix(logits, history)
         else:
-            scores = logits.to(torch.float64, copy=True)
+            scores = logits.cpu().to(torch.float64)  # a new tensor: the dtype changes
         self._ban(scores, active)
         return self.sampler.penalize(scores, history)
 

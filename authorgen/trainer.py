@@ -134,10 +134,10 @@ class Trainer:
         self.optimizer = make_optimizer(
             model, config, self.device, fused=True if self.read_every > 1 else None
         )
-        # Non-finite watch on the device: 1 from the first bad step on (AdamW skips steps while
-        # it is 1), that step's number and the value that was not finite.
+        # Non-finite watch (no float64: Apple's GPUs have none): 1 from the first bad step on
         self.bad = torch.zeros((), device=self.device)
-        self.bad_at = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self.bad_step = torch.zeros((), dtype=torch.int64, device=self.device)  # its number
+        self.bad_at = torch.zeros(2, device=self.device)  # its value, whether the loss was finite
         self.last_loss = math.nan  # the last loss read on the host, for progress reports
         self.step = self.tokens = 0
         self.best, self.best_step, self.last_eval_step = math.inf, 0, -1
@@ -214,12 +214,13 @@ class Trainer:
 
     def _watch(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
         """Mark the first non-finite step on the device, and have AdamW skip it and the rest."""
-        finite = torch.isfinite(loss) & torch.isfinite(norm)
+        loss_ok = torch.isfinite(loss)
+        finite = loss_ok & torch.isfinite(norm)
         first = ~finite & (self.bad == 0)
-        loss_finite = torch.isfinite(loss).double()
-        value = torch.where(torch.isfinite(loss), norm, loss).double()
-        where = torch.stack([torch.full_like(value, self.step + 1), value, loss_finite])
-        self.bad_at = torch.where(first, where, self.bad_at)
+        value = torch.where(loss_ok, norm, loss).float()
+        self.bad_at = torch.where(first, torch.stack([value, loss_ok.float()]), self.bad_at)
+        step = torch.full_like(self.bad_step, self.step + 1)
+        self.bad_step = torch.where(first, step, self.bad_step)
         self.bad = torch.where(finite, self.bad, torch.ones_like(self.bad))
         self.optimizer.found_inf = self.bad
 
@@ -231,7 +232,7 @@ class Trainer:
                 the step before it (AdamW skipped that step and the rest).
         """
         if self.read_every > 1 and self.bad.item():
-            step, value, loss_finite = self.bad_at.tolist()
+            step, (value, loss_finite) = self.bad_step.item(), self.bad_at.tolist()
             skipped = self.step - (int(step) - 1)
             self.tokens -= skipped * self.config.batch_size * self.config.context
             self.step -= skipped

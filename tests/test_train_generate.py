@@ -62,9 +62,9 @@ def test_val_loss_falls_within_60_steps(trained):
     assert config["data"]["split"].startswith("last 10%")
 
 
-def test_run_directory_is_complete_and_train_prints_nothing_on_stdout(trained):
+def test_run_directory_is_complete_and_train_prints_only_its_name_on_stdout(trained):
     _, run_dir, result = trained
-    assert result.stdout == ""
+    assert result.stdout == f"{run_dir.name}\n"
     assert "nats/char" in result.stderr
     for name in (
         "config.json",

@@ -47,10 +47,21 @@ def main() -> None:
     # collector (every 700 allocations) walks them again and again meanwhile: 0.3 s of a
     # command's start. A young-generation collection every 50,000 allocations costs nothing.
     gc.set_threshold(50_000, 10, 10)
+    _utf8_streams()
     try:
         _run()
     finally:
         gc.freeze()  # nor is the heap walked once more on the way out (0.5 s after torch)
+
+
+def _utf8_streams() -> None:
+    """Write UTF-8 whatever the console's code page: on Windows, `generate > out.txt` would
+    otherwise write through cp1252 and fail on Polish or Czech letters. stderr replaces what
+    it cannot show rather than fail."""
+    for stream, errors in ((sys.stdout, "strict"), (sys.stderr, "backslashreplace")):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors=errors)
 
 
 def _run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -350,3 +351,7 @@ def _report(console, result) -> None:
             f"nats/char ({bits(result.mixed_val_loss):.4f} bpc) on the same validation text"
         )
     console.print(f"next: authorgen generate {result.run_dir.name}")
+    # the run's name, the command's one line of data, for scripts: run=$(authorgen train ...);
+    # the plan may pick another model (and name) on another machine
+    sys.stdout.write(result.run_dir.name + "\n")
+    sys.stdout.flush()

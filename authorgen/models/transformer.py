@@ -321,7 +321,9 @@ class TransformerLanguageModel(nn.Module):
         # computed on the CPU even when the model is built on the meta device to be loaded
         steps = torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu")
         inv_freq = 1.0 / (10_000 ** (steps / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
+        # (D/2,) float64 on the host, not a buffer: a model moved to an Apple GPU (no float64)
+        # leaves it here, and the angles are computed here (`_angles`)
+        self.inv_freq = inv_freq
         # GPT-2 initialisation: N(0, 0.02), the projections back into the residual stream
         # scaled by 1/sqrt(2 L) since L blocks add to it twice each
         for name, param in self.named_parameters():
@@ -339,11 +341,12 @@ class TransformerLanguageModel(nn.Module):
 
     def _angles(self, start: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin (T, D/2) of positions start .. start + length - 1."""
-        # float64 angles: exact enough for positions far beyond the training context
-        positions = torch.arange(start, start + length, dtype=torch.float64, device=device)
-        angles = torch.outer(positions, self.inv_freq.to(device))
+        # float64 angles, on the host: exact enough for positions far beyond the training
+        # context, on any device
+        positions = torch.arange(start, start + length, dtype=torch.float64, device="cpu")
+        angles = torch.outer(positions, self.inv_freq)
         dtype = self.embedding.weight.dtype
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        return angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device)
 
     def forward(
         self, idx: torch.Tensor, state: KVCache | None = None, last: bool = False

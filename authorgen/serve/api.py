@@ -354,7 +354,7 @@ async def _next(ticket: Ticket, request: Request) -> list | None:
                 return None
         try:
             return await asyncio.wait_for(ticket.queue.get(), DISCONNECT_POLL_S)
-        except TimeoutError:
+        except TimeoutError:  # asyncio's since Python 3.11, the floor (pyproject.toml)
             continue
 
 

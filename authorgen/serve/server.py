@@ -23,6 +23,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def claim_port(sock: socket.socket) -> None:
+    """Make the port this server's alone. On Windows that is SO_EXCLUSIVEADDRUSE: there
+    SO_REUSEADDR would let a second server take a port already in use, and "port in use" never
+    come. Elsewhere SO_REUSEADDR only lets a restarted server bind past the last one's closing
+    connections."""
+    exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+    if exclusive is not None:
+        sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on host:port (port 0: a free one).
 
@@ -37,13 +49,13 @@ def listen(host: str, port: int) -> socket.socket:
         ) from None
     family, kind, proto, _, where = infos[0]
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    claim_port(sock)
     try:
         sock.bind(where)
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
+        if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", None)):
             raise UsageError(
                 f"port {port} on {host} is in use; choose another with --port"
             ) from None
