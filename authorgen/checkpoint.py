@@ -78,7 +78,13 @@ def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> tuple[P
         replaced = run_dir.with_name(f".{name}.replaced")
         if replaced.exists():
             shutil.rmtree(replaced)
-        os.replace(run_dir, replaced)
+        try:
+            os.replace(run_dir, replaced)
+        except PermissionError:  # Windows: a file in it is open, or memory-mapped
+            raise UsageError(
+                f"run {name!r} is open in another program (a server, or a generate); its "
+                "files cannot be replaced while open: stop that program, or pick another --name"
+            ) from None
     run_dir.mkdir(parents=True)
     return run_dir, replaced
 

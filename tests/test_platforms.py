@@ -202,3 +202,24 @@ def test_an_apple_gpu_gets_its_own_plan_named_for_it():
         assert mps.model.embedding_dim == plan.PRESETS[preset]["embedding_dim"]
         assert mps.train.precision == "auto"  # fp32: bf16 on MPS is not chosen unmeasured
     assert cuda.model.embedding_dim > mps.model.embedding_dim  # a rung smaller on the Mac
+
+
+def test_replacing_a_run_held_open_elsewhere_is_one_line_and_keeps_it(home, monkeypatch):
+    """Windows refuses to rename a folder while another program maps a file in it (a server's
+    originality index); Linux allows it, so the refusal is played here as Windows raises it."""
+    import authorgen.checkpoint
+
+    text = data_file("pg11-alices-adventures-in-wonderland.txt")
+    assert run_cli("fetch", str(text), "--name", "alice", "-q", home=home).returncode == 0
+    args = ("train", "alice", "--preset", "tiny", "--steps", "2", "--name", "run")
+    assert run_in_process(*args, home=home).returncode == 0
+    before = (home / "checkpoints" / "run" / "model.safetensors").read_bytes()
+
+    def held_open(src, dst):
+        raise PermissionError(13, "The process cannot access the file", str(src))
+
+    monkeypatch.setattr(authorgen.checkpoint.os, "replace", held_open)
+    done = run_in_process(*args, "--force", home=home)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "is open in another program" in done.stderr
+    assert (home / "checkpoints" / "run" / "model.safetensors").read_bytes() == before
