@@ -503,6 +503,7 @@ def test_two_processes_with_ddp_train_one_run_like_one_process_with_twice_the_ba
     )  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr
     assert ddp.stderr.count("best val") == 1  # rank 0 alone reports
+    assert ddp.stdout == "ddp\n"  # and prints the run's name
     single = run_cli(
         "train", "alice", *common, "--batch-size", "4", "--name", "one", home=alice_home
     )

@@ -311,7 +311,7 @@ def train(
 
         with TrainProgress(console) as progress:
             result = resume_run(corpora, checkpoints, resume, device=device, callback=progress)
-        _report(console, result)
+        _report(console, result, launched_rank() == 0)
         return
     if corpus is None:
         raise typer.BadParameter(
@@ -333,10 +333,10 @@ def train(
             tokenizer_config=tokenizer_config,
             base=base,
         )
-    _report(console, result)
+    _report(console, result, launched_rank() == 0)
 
 
-def _report(console, result) -> None:
+def _report(console, result, main: bool) -> None:
     how = "stopped early" if result.status == "stopped early" else f"{result.steps:,} steps"
     console.print(
         f"best val {result.best_val_loss:.4f} nats/char ({result.best_val_bpc:.4f} bpc) at step "
@@ -353,5 +353,6 @@ def _report(console, result) -> None:
     console.print(f"next: authorgen generate {result.run_dir.name}")
     # the run's name, the command's one line of data, for scripts: run=$(authorgen train ...);
     # the plan may pick another model (and name) on another machine
-    sys.stdout.write(result.run_dir.name + "\n")
-    sys.stdout.flush()
+    if main:  # under torchrun, once
+        sys.stdout.write(result.run_dir.name + "\n")
+        sys.stdout.flush()
