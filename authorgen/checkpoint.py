@@ -59,7 +59,7 @@ def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> tuple[P
         The new run directory, and where the replaced run was moved (None if there was none).
 
     Raises:
-        UsageError: when the run exists and `force` is not set.
+        UsageError: when the run exists and `force` is not set, or another program holds it.
     """
     check_name(name, "run")
     run_dir = Path(checkpoints_dir) / name
@@ -76,15 +76,12 @@ def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> tuple[P
                 "or add --force to replace it"
             )
         replaced = run_dir.with_name(f".{name}.replaced")
-        if replaced.exists():
-            shutil.rmtree(replaced)
+        shutil.rmtree(replaced, ignore_errors=True)
         try:
             os.replace(run_dir, replaced)
         except PermissionError:  # Windows: a file in it is open, or memory-mapped
-            raise UsageError(
-                f"run {name!r} is open in another program (a server, or a generate); its "
-                "files cannot be replaced while open: stop that program, or pick another --name"
-            ) from None
+            msg = "is open in another program (a server?): stop it, or pick another --name"
+            raise UsageError(f"run {name!r} {msg}") from None
     run_dir.mkdir(parents=True)
     return run_dir, replaced
 

@@ -224,3 +224,48 @@ def test_one_requests_slow_reports_hold_up_no_other_request(served, monkeypatch)
     for items in (fast_items, slow_items):
         samples = [item[2] for item in items if item[0] == "sample"]
         assert len(samples) == 1 and samples[0].originality is not None
+
+
+def test_a_request_decodes_a_fair_share_of_the_batch_beside_others(served, monkeypatch):
+    """Two requests, batch 4: the one asking 8 samples decodes at most 2 at a time while the
+    other is there, all 8 after, each sample in its place with its seed's text."""
+    import asyncio
+
+    from authorgen.config import SampleConfig
+    from authorgen.sample import Decoding
+    from authorgen.serve.engine import Engine
+
+    rows_seen, step = [], Decoding.step
+
+    def counted(self):
+        rows_seen.append([job.states[i].seed for job, i in self.rows])  # each row's seed
+        return step(self)
+
+    monkeypatch.setattr(Decoding, "step", counted)
+
+    async def answer(ticket) -> dict:
+        items: list = []
+        while not items or items[-1][0] not in ("end", "error"):
+            items += await asyncio.wait_for(ticket.queue.get(), 60)
+        return {i[1]: i[2].text for i in items if i[0] == "sample"}
+
+    async def serve(requests) -> list:
+        engine = Engine(served / "checkpoints", device="cpu", max_batch=4)
+        tickets = [engine.submit("lstm", p, c, s) for p, c, s in requests]  # before it starts
+        engine.start()
+        try:
+            return [await answer(t) for t in tickets]
+        finally:
+            engine.stop()
+
+    hog = ("The old ", SampleConfig(length=20, n=8, seed=10), list(range(10, 18)))
+    other = ("The ", SampleConfig(length=200, seed=1), [1])
+    together = asyncio.run(serve([hog, other]))
+    beside = [rows for rows in rows_seen if 1 in rows]  # steps the other request was in
+    rows_seen.clear()
+    alone = asyncio.run(serve([hog]))
+    assert sorted(together[0]) == list(range(8)) and together[0] == alone[0]
+    assert len(together[1]) == 1
+    assert beside and max(len(rows) - 1 for rows in beside) == 2  # the hog's share: 4 // 2
+    assert {s for rows in beside for s in rows} > {1, 10, 11, 12, 13}  # in turns
+    assert max(len(rows) for rows in rows_seen) == 8  # alone, all at once (as before)

@@ -62,7 +62,9 @@ class Ticket:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
-    job: object = None  # the sample.Job, once started
+    job: object = None  # the first sample.Job started for it
+    started: int = 0  # its seeds handed to jobs so far (a fair share at a time: `_admit`)
+    decoding: int = 0  # its samples in the batch now
     deadline: float | None = None  # time.monotonic() at which its samples end ("time")
     lane: int = 0  # the reporter thread its originality reports are made on
     held: list = field(default_factory=list)  # items not handed over yet
@@ -70,7 +72,12 @@ class Ticket:
 
     @property
     def rows(self) -> int:
-        return len(self.seeds)
+        """The samples it has still to start."""
+        return len(self.seeds) - self.started
+
+    @property
+    def done(self) -> bool:
+        return self.started == len(self.seeds) and not self.decoding
 
     def send(self, items: list) -> None:
         """From the worker: hand `items` (and any held) to the caller on its event loop."""
@@ -249,15 +256,16 @@ class Engine:
                     self._end_all()
                     continue
                 starting = self._admit()
-            for ticket in starting:
-                self._start(ticket)
+            for ticket, first, end in starting:
+                self._start(ticket, first, end)
             for name in list(self.loaded):
                 self._step(name)
 
     def _end_all(self) -> None:
         """Tell every request in flight that the server stops, and forget them (called with
         the lock held)."""
-        for ticket in [*self.pending, *self.tickets.values()]:
+        tickets = {id(t): t for t in [*self.pending, *self.tickets.values()]}  # each once
+        for ticket in tickets.values():
             ticket.send([("error", Stopping("the server is stopping; ask again once it is back"))])
         self.pending.clear()
         self.tickets.clear()
@@ -267,50 +275,70 @@ class Engine:
     def _decoding(self) -> bool:
         return any(len(d) for _, _, d in self.loaded.values())
 
-    def _admit(self) -> list[Ticket]:
-        """The waiting tickets that fit in their run's batch now, in order of arrival (called
-        with the lock held); cancelled ones are dropped."""
+    def _admit(self) -> list[tuple[Ticket, int, int]]:
+        """What starts now (called with the lock held): (ticket, first, end) of the seeds
+        each waiting ticket may begin, in order of arrival; cancelled ones are dropped.
+
+        A fair share: with R requests for a run (decoding or waiting), one request decodes
+        at most max_batch // R of its samples at a time, the rest as those end; alone, as
+        many as it asks (a request larger than the batch begins when it is empty)."""
         starting, room = [], {}
+        requests: dict[str, set[int]] = {}
+        for ticket in [*self.tickets.values(), *self.pending]:
+            if not ticket.cancelled:
+                requests.setdefault(ticket.run, set()).add(id(ticket))
         for ticket in list(self.pending):
             if ticket.cancelled:
                 self.pending.remove(ticket)
                 continue
             entry = self.loaded.get(ticket.run)
             used = room.setdefault(ticket.run, len(entry[2]) if entry else 0)
-            if used and used + ticket.rows > self.max_batch:
+            share = max(1, self.max_batch // len(requests[ticket.run]))
+            take = ticket.rows
+            if len(requests[ticket.run]) > 1:
+                take = min(take, share - ticket.decoding)
+            if take < 1 or (used and used + take > self.max_batch):
                 continue
-            room[ticket.run] = used + ticket.rows
-            self.pending.remove(ticket)
-            starting.append(ticket)
+            room[ticket.run] = used + take
+            starting.append((ticket, ticket.started, ticket.started + take))
+            ticket.started += take
+            ticket.decoding += take
+            if not ticket.rows:
+                self.pending.remove(ticket)
         return starting
 
-    def _start(self, ticket: Ticket) -> None:
-        """Load the ticket's run if need be and put its samples in the run's batch; a failure
-        ends this request only."""
+    def _start(self, ticket: Ticket, first: int, end: int) -> None:
+        """Load the ticket's run if need be and put its samples `first`..`end` in the run's
+        batch; a failure ends this request only."""
         from authorgen.sample import Job
 
         try:
             run, index, decoding = self._load(ticket.run)
         except UnknownRun as exc:  # it went while the request waited
-            ticket.send([("error", exc)])
-            return
+            return self._fail(ticket, exc)
         except AuthorgenError as exc:
-            ticket.send([("error", Unavailable(str(exc)))])
-            return
-        try:  # originality reports are made on a reporter thread, not in the batch's way
+            return self._fail(ticket, Unavailable(str(exc)))
+        try:
             counts = run.ngrams(ticket.config.ngrams)
             job = Job(
-                run.tokenizer, ticket.prompt, ticket.config, ticket.seeds, index, False, counts,
-                ticket.deadline,
+                run.tokenizer, ticket.prompt, ticket.config, ticket.seeds[first:end], index,
+                False, counts, ticket.deadline,
             )  # fmt: skip
             decoding.add(job)
         except Exception as exc:  # the prompt does not fit the run (or worse: a 500)
-            ticket.send([("error", exc)])
-            return
-        ticket.job = job
-        ticket.lane, self.dealt = self.dealt % REPORT_LANES, self.dealt + 1
+            return self._fail(ticket, exc)
+        job.first = first  # its samples' place among the request's
         self.tickets[id(job)] = ticket
-        ticket.send([("started", job)])
+        if ticket.job is None:  # originality reports are made on a reporter thread
+            ticket.job = job
+            ticket.lane, self.dealt = self.dealt % REPORT_LANES, self.dealt + 1
+            ticket.send([("started", job)])
+
+    @staticmethod
+    def _fail(ticket: Ticket, exc: Exception) -> None:
+        """End a request with `exc`; the rest of its samples start no more."""
+        ticket.cancelled = True
+        ticket.send([("error", exc)])
 
     def _load(self, name: str):
         """The run, its originality index and its batch: loaded once, least recently used out,
@@ -363,14 +391,17 @@ class Engine:
                 self.loaded[name] = (run, index, type(decoding)(decoding.model, decoding.device))
             return
         out: dict[int, list] = {}
+        jobs = {}
         for job, i, text, sample in events:
-            items = out.setdefault(id(job), [])
+            items, jobs[id(job)] = out.setdefault(id(job), []), job
+            i += job.first
             items.append(("text", i, text) if sample is None else ("sample", i, sample))
         for key, items in out.items():
             ticket = self.tickets[key]
-            ended = all(s.sample is not None for s in ticket.job.states)
-            if ended:
+            if all(s.sample is not None for s in jobs[key].states):
                 del self.tickets[key]
+                ticket.decoding -= len(jobs[key].states)
+            ended = ticket.done
             if index is None:
                 ticket.send([*items, ("end",)] if ended else items)
                 continue

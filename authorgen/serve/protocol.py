@@ -208,8 +208,9 @@ class Answer:
         self.id = "cmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.completion, self.job = completion, job
-        self.texts = [""] * len(job.states)
-        self.samples: list = [None] * len(job.states)
+        # the job may be the first of several: the samples start a fair share at a time
+        self.texts = [""] * completion.config.n
+        self.samples: list = [None] * completion.config.n
         self.finished = False
 
     def head(self) -> dict:
