@@ -27,6 +27,7 @@ import torch
 from authorgen import checkpoint
 from authorgen.config import ModelConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.corpus import Split, read_chunks
+from authorgen.devices import cpu_has_bf16
 from authorgen.errors import DataError, UsageError
 from authorgen.plan import Plan
 from authorgen.tokenizer import CharTokenizer, Tokenizer
@@ -145,8 +146,10 @@ class Base:
         same_device = str(self.config.get("device", "")).split(":")[0] == device_type
         if asked.get("precision", "auto") == "auto":
             asked.pop("precision", None)
-            if same_device:  # what the base's plan measured or chose for this device
-                train["precision"] = self.config.get("precision", "auto")
+            precision = self.config.get("precision", "auto")  # what the base's plan chose
+            # (bf16 on a CPU only where this CPU has it: the base may come from another machine)
+            if same_device and (precision != "bf16" or device_type != "cpu" or cpu_has_bf16()):
+                train["precision"] = precision
         train["lr"] = round(theirs.lr * LR_SCALE, 8)
         train["warmup_steps"] = WARMUP_STEPS
         names = {f.name for f in fields(TrainConfig)}
@@ -157,8 +160,8 @@ class Base:
             f"{train_config.context} and batch {train_config.batch_size}",
             f"learning rate {train_config.lr:g}"
             + (
-                f": the base's peak times {LR_SCALE:g}, as measured best at 2 minutes of "
-                f"0.1, 0.3, 1 and 2 (benchmarks/README.md), after a {WARMUP_STEPS}-step warmup"
+                f": the base's peak times {LR_SCALE:g} after a {WARMUP_STEPS}-step warmup (at 2 "
+                "minutes 0.1 and 0.3 times ended worse, 2 times no better: benchmarks/README.md)"
                 if "lr" not in asked
                 else " (--lr)"
             ),

@@ -306,3 +306,17 @@ def test_a_char_fine_tune_takes_prompts_with_the_new_letters(library):
     assert done.stdout.startswith("Emma était")
     refused = run_in_process("generate", "base", "--prompt", "Emma était", home=library)
     assert refused.returncode == 4 and "never saw in training: 'é'" in refused.stderr
+
+
+def test_a_bf16_base_from_another_cpu_is_fine_tuned_in_what_this_cpu_has(library, monkeypatch):
+    import authorgen.base
+
+    base = Base.open("base", library / "checkpoints")
+    base.config = {**base.config, "precision": "bf16", "device": "cpu"}
+    options = TrainOptions(steps=1)
+    monkeypatch.setattr(authorgen.base, "cpu_has_bf16", lambda: True)
+    assert base.plan(options, "cpu").train.precision == "bf16"
+    monkeypatch.setattr(authorgen.base, "cpu_has_bf16", lambda: False)
+    assert base.plan(options, "cpu").train.precision == "auto"
+    assert base.plan(TrainOptions(steps=1, precision="fp32"), "cpu").train.precision == "fp32"
+    assert base.plan(options, "cuda").train.precision == "auto"  # another kind of device
