@@ -269,3 +269,20 @@ def test_a_request_decodes_a_fair_share_of_the_batch_beside_others(served, monke
     assert beside and max(len(rows) - 1 for rows in beside) == 2  # the hog's share: 4 // 2
     assert {s for rows in beside for s in rows} > {1, 10, 11, 12, 13}  # in turns
     assert max(len(rows) for rows in rows_seen) == 8  # alone, all at once (as before)
+
+
+def test_one_client_may_have_only_its_share_of_the_engine_in_flight(served):
+    from serving import open_stream
+
+    with Server(served, "--max-batch", "2", "--max-waiting", "2") as server:
+        assert server.get("/health").json()["limits"]["max_client_samples"] == 2
+        body = {"model": "lstm", "prompt": "The ", "length": 5}
+        response, _lines = open_stream(server, {**body, "n": 2, "length": 20_000})
+        refused = server.post("/v1/completions", body)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "client_busy" and "max_client_samples" in error["message"]
+        response.close()  # the client lets go: its samples count no more
+        server.wait_idle()
+        assert server.post("/v1/completions", body).status_code == 200
+        assert server.post("/v1/completions", {**body, "n": 2}).status_code == 200

@@ -44,7 +44,8 @@ from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from authorgen.errors import AuthorgenError, Unsupported, api_name
-from authorgen.serve.engine import Busy, Engine, Stopping, Ticket, Unavailable, UnknownRun
+from authorgen.serve.engine import Engine, Ticket
+from authorgen.serve.errors import Busy, Stopping, Unavailable, UnknownRun
 from authorgen.serve.protocol import MAX_BODY, Answer, ApiError, limits, parse_completion
 
 DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks for its caller
@@ -253,12 +254,15 @@ def create_app(
 
         seeds = sample_seeds(completion.config)
         try:
-            ticket = engine.submit(completion.model, completion.prompt, completion.config, seeds)
+            client = request.client.host if request.client else ""
+            ticket = engine.submit(
+                completion.model, completion.prompt, completion.config, seeds, client
+            )
         except UnknownRun as exc:
             raise ApiError(404, str(exc), "model_not_found") from None
         except Busy as exc:
             return error_response(
-                ApiError(429, str(exc), "server_busy", "rate_limit_error"), {"Retry-After": "1"}
+                ApiError(429, str(exc), exc.code, "rate_limit_error"), {"Retry-After": "1"}
             )
         except Stopping as exc:
             raise _failure(exc) from None

@@ -19,35 +19,21 @@ import asyncio
 import contextlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from authorgen.config import SampleConfig
-from authorgen.errors import AuthorgenError, DataError
+from authorgen.errors import AuthorgenError
+from authorgen.serve.errors import Busy, Stopping, Unavailable, UnknownRun
 
 # Text is handed to the event loop at most this often per request (the first piece at once):
 # a hand-over per token costs the loop a wake-up, a JSON event and the GIL back and forth, which
 # with a fast model took longer than the token itself. 20 ms is not seen on the page.
 HAND_S = 0.02
 REPORT_LANES = 4  # threads making originality reports
-
-
-class Busy(AuthorgenError):
-    """More samples are waiting than the server takes: try again shortly."""
-
-
-class UnknownRun(DataError):
-    """No run of that name is served."""
-
-
-class Stopping(AuthorgenError):
-    """The server is stopping: requests in flight end, new ones are refused."""
-
-
-class Unavailable(AuthorgenError):
-    """A served run could not be loaded (its files are missing or damaged)."""
 
 
 @dataclass
@@ -116,6 +102,9 @@ class Engine:
         max_seconds: float | None = None,
     ):
         self.max_seconds = max_seconds
+        # one client (address) may have at most half of what the engine holds in flight
+        self.max_client = (max_batch + max_waiting) // 2
+        self.clients: dict[str, weakref.WeakValueDictionary] = {}  # its tickets, while alive
         self.checkpoints_dir = Path(checkpoints_dir)
         self.precision = precision  # of a transformer's weights on the CPU: auto, fp32, int8
         self.named = {path.name: path for path in runs} if runs else None
@@ -170,12 +159,16 @@ class Engine:
             raise UnknownRun(f"no run named {name!r} is served here; GET /v1/models lists them")
         return path
 
-    def submit(self, name: str, prompt: str, config: SampleConfig, seeds: list[int]) -> Ticket:
-        """Queue a request; its events then arrive on the ticket's queue.
+    def submit(
+        self, name: str, prompt: str, config: SampleConfig, seeds: list[int], client: str = ""
+    ) -> Ticket:
+        """Queue a request of `client` (its address); its events then arrive on the ticket's
+        queue.
 
         Raises:
             UnknownRun: no such run is served.
-            Busy: the waiting line is full.
+            Busy: the waiting line is full, or the client has `max_client` samples in flight
+                (counted from its live tickets: one its caller has dropped counts no more).
         """
         if self.closing:
             raise Stopping("the server is stopping")
@@ -184,6 +177,16 @@ class Engine:
         if self.max_seconds:
             ticket.deadline = time.monotonic() + self.max_seconds
         with self.wake:
+            live = self.clients.setdefault(client, weakref.WeakValueDictionary())
+            flight = sum(t.rows + t.decoding for t in list(live.values()) if not t.cancelled)
+            if flight + ticket.rows > self.max_client:
+                busy = Busy(
+                    f"this client has {flight} samples in flight, and one may have at most "
+                    f"{self.max_client} (max_client_samples); try again in a moment"
+                )
+                busy.code = "client_busy"
+                raise busy
+            live[id(ticket)] = ticket
             if not self._fits(ticket):
                 waiting = sum(t.rows for t in self.pending if not t.cancelled)
                 if waiting + ticket.rows > self.max_waiting:
@@ -211,6 +214,7 @@ class Engine:
                     "max_waiting": self.max_waiting,
                     "max_loaded": self.max_loaded,
                     "max_seconds": self.max_seconds,
+                    "max_client_samples": self.max_client,
                 },
             }
 
