@@ -102,8 +102,8 @@ class Engine:
         max_seconds: float | None = None,
     ):
         self.max_seconds = max_seconds
-        # one client (address) may have at most half of what the engine holds in flight
-        self.max_client = (max_batch + max_waiting) // 2
+        # one client (address) may have half of what the engine holds in flight, or a batch
+        self.max_client = max(max_batch, (max_batch + max_waiting) // 2)
         self.clients: dict[str, weakref.WeakValueDictionary] = {}  # its tickets, while alive
         self.checkpoints_dir = Path(checkpoints_dir)
         self.precision = precision  # of a transformer's weights on the CPU: auto, fp32, int8
