@@ -63,8 +63,7 @@ class Base:
                 f"run {run.path.name} reads words: a word vocabulary and its spacing rules "
                 "belong to the text they were learned from; start from a char, bpe or unigram run"
             )
-        weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-        return cls(run.path, run.config, run.tokenizer, weights)
+        return cls(run.path, run.config, run.tokenizer, run.model.state_dict())
 
     @classmethod
     def reopen(cls, lineage: dict, checkpoints_dir: Path) -> Base:
@@ -172,9 +171,7 @@ class Base:
         """The fine-tune's tokenizer: the base's, with the characters `split.train` adds."""
         if not isinstance(self.tokenizer, CharTokenizer):
             return self.tokenizer
-        seen: set[str] = set()
-        for chunk in read_chunks(split.train):
-            seen.update(chunk)
+        seen = set(CharTokenizer.train(read_chunks(split.train)).chars)
         if seen <= set(self.tokenizer.chars):
             return self.tokenizer
         return CharTokenizer(sorted(seen | set(self.tokenizer.chars)))

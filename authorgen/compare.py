@@ -11,7 +11,7 @@ from pathlib import Path
 
 from authorgen.callbacks import Callback
 from authorgen.charts import compare_chart
-from authorgen.checkpoint import CONFIG, load_run, read_metrics, resolve_run
+from authorgen.checkpoint import CONFIG, load_run, read_config, read_metrics, resolve_run
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.devices import resolve_device
 from authorgen.errors import UsageError
@@ -108,7 +108,7 @@ def compare_models(
     check_name(corpus, "corpus")
     combos = [Candidate(m, t) for m in models for t in tokenizers]
     for base in bases:
-        kind = load_run(resolve_run(base, checkpoints_dir)).tokenizer.kind
+        kind = read_config(resolve_run(base, checkpoints_dir))["tokenizer"]["kind"]
         combos += [Candidate("", kind, base), Candidate("", kind, base, as_is=True)]
     existing = [
         c.run_name(corpus)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from authorgen.config import SampleConfig
 from authorgen.errors import AuthorgenError
-from authorgen.serve.errors import Busy, Stopping, Unavailable, UnknownRun
+from authorgen.serve.errors import Busy, ClientBusy, Stopping, Unavailable, UnknownRun
 
 # Text is handed to the event loop at most this often per request (the first piece at once):
 # a hand-over per token costs the loop a wake-up, a JSON event and the GIL back and forth, which
@@ -180,12 +180,10 @@ class Engine:
             live = self.clients.setdefault(client, weakref.WeakValueDictionary())
             flight = sum(t.rows + t.decoding for t in list(live.values()) if not t.cancelled)
             if flight + ticket.rows > self.max_client:
-                busy = Busy(
+                raise ClientBusy(
                     f"this client has {flight} samples in flight, and one may have at most "
                     f"{self.max_client} (max_client_samples); try again in a moment"
                 )
-                busy.code = "client_busy"
-                raise busy
             live[id(ticket)] = ticket
             if not self._fits(ticket):
                 waiting = sum(t.rows for t in self.pending if not t.cancelled)
@@ -286,6 +284,8 @@ class Engine:
         A fair share: with R requests for a run (decoding or waiting), one request decodes
         at most max_batch // R of its samples at a time, the rest as those end; alone, as
         many as it asks (a request larger than the batch begins when it is empty)."""
+        if not self.pending:  # the usual case while a batch decodes: nothing to count
+            return []
         starting, room = [], {}
         requests: dict[str, set[int]] = {}
         for ticket in [*self.tickets.values(), *self.pending]:

@@ -6,10 +6,15 @@ from authorgen.errors import AuthorgenError, DataError
 
 
 class Busy(AuthorgenError):
-    """More samples are waiting than the server takes (`code`: server_busy), or one client
-    has as many in flight as one may (client_busy): try again shortly."""
+    """More samples are waiting than the server takes: try again shortly."""
 
     code = "server_busy"
+
+
+class ClientBusy(Busy):
+    """One client has as many samples in flight as one may: try again shortly."""
+
+    code = "client_busy"
 
 
 class UnknownRun(DataError):
