@@ -235,8 +235,8 @@ def base_index(config: dict, checkpoints_dir: Path):
         UsageError: when the run has no base.
         DataError: when the base is gone or keeps no index.
     """
-    from authorgen.files import existing_dir
     from authorgen.originality import Index
+    from authorgen.run_folder import existing_mapped_dir
 
     lineage = config.get("base")
     if not lineage:
@@ -244,9 +244,9 @@ def base_index(config: dict, checkpoints_dir: Path):
             f"run {config.get('name')} was not fine-tuned from a base (train --from); "
             "leave out --against-base"
         )
-    folder = existing_dir(
-        checkpoint.resolve_run(lineage["name"], checkpoints_dir) / checkpoint.INDEX
-    )
+    base_dir = checkpoint.resolve_run(lineage["name"], checkpoints_dir)
+    maps = checkpoint.read_config(base_dir).get("maps")
+    folder = existing_mapped_dir(base_dir, maps, checkpoint.INDEX)
     if folder is None:
         raise DataError(f"the base {lineage['name']} keeps no index of its corpus (--no-index)")
     return Index(folder)

@@ -1,4 +1,5 @@
-"""The only module that reads or writes a run directory.
+"""The only module that reads or writes a run's files (`run_folder.py` makes, replaces and
+sweeps the folder).
 
 ```
 checkpoints/<run>/
@@ -8,6 +9,9 @@ checkpoints/<run>/
   last/              model.safetensors + state.pt (optimizer, step, RNGs, data cursor,
                      carried state): the latest state, where `train --resume` continues
   metrics.jsonl      one JSON object per evaluation
+  index-TAG/         the corpus's originality index, memory-mapped (originality.py)
+  ngrams-TAG/        the n-gram counts, memory-mapped (ngrams.py); named per training, so that
+                     training again never moves them while a reader maps them (run_folder.py)
 ```
 A run directory is self-contained: copy it anywhere (CPU or GPU) and generate from it.
 """
@@ -32,69 +36,19 @@ from authorgen.files import (
     atomic_write,
     atomic_write_json,
     check_links_inside,
-    check_name,
     existing_dir,
     staged_dir,
 )
 from authorgen.models import build_model
+from authorgen.run_folder import CONFIG, WEIGHTS, existing_mapped_dir, mapped_dir, new_maps
 from authorgen.tokenizer import Tokenizer, load_tokenizer
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 METRICS = "metrics.jsonl"
 CHART = "loss.png"  # train and validation loss against tokens seen (see train.LossChart)
 INDEX = "index"  # the originality index of the corpus (see originality.py)
 JUDGED = "eval.json"  # what the last `authorgen eval` on the run's own held-out text found
 FORMAT = 1  # run-directory layout version; bump when old runs can no longer be read
-
-
-def create_run(checkpoints_dir: Path, name: str, force: bool = False) -> tuple[Path, Path | None]:
-    """Make an empty run directory.
-
-    With `force`, an existing run of that name is moved aside, not deleted: call
-    `finish_create` once the new run holds weights (or failed) to drop or restore it.
-
-    Returns:
-        The new run directory, and where the replaced run was moved (None if there was none).
-
-    Raises:
-        UsageError: when the run exists and `force` is not set, or another program holds it.
-    """
-    check_name(name, "run")
-    run_dir = Path(checkpoints_dir) / name
-    replaced = None
-    if run_dir.exists():
-        if not force and not (run_dir / CONFIG).exists():
-            raise UsageError(
-                f"{run_dir} holds no run (a command was stopped before training began); add "
-                "--force to replace it"
-            )
-        if not force:
-            raise UsageError(
-                f"run {name!r} already exists in {checkpoints_dir}; pick another --name "
-                "or add --force to replace it"
-            )
-        replaced = run_dir.with_name(f".{name}.replaced")
-        shutil.rmtree(replaced, ignore_errors=True)
-        try:
-            os.replace(run_dir, replaced)
-        except PermissionError:  # Windows: a file in it is open, or memory-mapped
-            msg = "is open in another program (a server?): stop it, or pick another --name"
-            raise UsageError(f"run {name!r} {msg}") from None
-    run_dir.mkdir(parents=True)
-    return run_dir, replaced
-
-
-def finish_create(run_dir: Path, replaced: Path | None) -> None:
-    """Keep the new run if it has weights (dropping the run it replaced), else undo it."""
-    if (Path(run_dir) / WEIGHTS).exists():
-        if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    if replaced is not None:
-        os.replace(replaced, run_dir)
 
 
 @dataclass
@@ -124,6 +78,7 @@ class RunRecord:
     resumed: list[dict] = field(default_factory=list)  # {at, step} per `train --resume`
     result: dict | None = None  # {steps, tokens, elapsed_s, tokens_per_s} once it ended
     base: dict | None = None  # the run it started from (`base.Base.lineage`), if any
+    maps: dict = field(default_factory=new_maps)  # its mapped folders (run_folder.py)
 
     def to_dict(self) -> dict:
         record = {
@@ -143,6 +98,7 @@ class RunRecord:
             "params": self.params,
             "best": self.best,
             "warnings": self.warnings,
+            "maps": self.maps,
         }
         if self.base is not None:
             record["base"] = self.base
@@ -172,7 +128,7 @@ def start_run(run_dir: Path, tokenizer: Tokenizer, record: RunRecord, index_sour
     tokenizer.save(run_dir)
     save_config(run_dir, record)
     if index_sources is not None:
-        save_index(run_dir, index_sources)
+        save_index(run_dir, record.maps, index_sources)
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -363,7 +319,7 @@ class Run:
         from authorgen.originality import Index
 
         if "_index" not in self.__dict__:
-            folder = existing_dir(self.path / INDEX)
+            folder = existing_mapped_dir(self.path, self.config.get("maps"), INDEX)
             self.__dict__["_index"] = Index(folder) if folder else None
         return self.__dict__["_index"]
 
@@ -380,17 +336,18 @@ class Run:
         if wanted is False:
             return None
         if "_ngrams" not in self.__dict__:
-            self.__dict__["_ngrams"] = NGrams.load(self.path)
+            folder = existing_mapped_dir(self.path, self.config.get("maps"), "ngrams")
+            self.__dict__["_ngrams"] = NGrams.load(folder) if folder else None
         return self.__dict__["_ngrams"]
 
 
-def save_index(run_dir: Path, sources) -> None:
-    """Build the run's originality index of `sources` ((label, text part) pairs), unless it is
-    there already (a resumed run)."""
+def save_index(run_dir: Path, maps: dict, sources) -> None:
+    """Build the run's originality index of `sources` ((label, text part) pairs) in the folder
+    its `maps` name, unless it is there already (a resumed run)."""
     from authorgen.originality import build_index
 
-    if existing_dir(Path(run_dir) / INDEX) is None:
-        build_index(Path(run_dir) / INDEX, sources)
+    if existing_mapped_dir(run_dir, maps, INDEX) is None:
+        build_index(mapped_dir(run_dir, maps, INDEX), sources)
 
 
 def read_config(run_dir: Path) -> dict:
@@ -441,7 +398,9 @@ def load_run(
     folder = existing_dir(run_dir / "last") if last else run_dir
     stored = (folder or run_dir / "last") / WEIGHTS
     try:
-        model = build_model(model_config, load_file(str(stored)))
+        # copies, so that no file of the run stays mapped (Windows could not replace it)
+        weights = {k: v.clone() for k, v in load_file(str(stored)).items()}
+        model = build_model(model_config, weights)
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise DataError(f"cannot load {stored} ({first_line(exc)}); train the run again") from None
     model.to(device).eval()

@@ -17,10 +17,10 @@ the mix is measured two-fold (weights fitted on one half of the validation text,
 other, both ways), so it is never measured on the text its weights came from. The counts never
 see the validation text.
 
-Files (`ngrams/` in the run): `ngrams.json` (order, vocabulary, discount, weights, losses) and
-per level k (a context of k tokens) `grams{k}.npy`, the sorted codes of the (k + 1)-grams (the
-ids as digits of base `vocab`), and `counts{k}.npy`. What each context totals is recomputed on
-load, in one pass over the sorted codes.
+Files (in the run's `ngrams-TAG/`, see `run_folder.py`): `ngrams.json` (order, vocabulary,
+discount, weights, losses) and per level k (a context of k tokens) `grams{k}.npy`, the sorted
+codes of the (k + 1)-grams (the ids as digits of base `vocab`), and `counts{k}.npy`. What each
+context totals is recomputed on load, in one pass over the sorted codes.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from authorgen.errors import DataError
-from authorgen.files import atomic_write_json, existing_dir, staged_dir
+from authorgen.files import atomic_write_json, staged_dir
 
-FOLDER = "ngrams"
 META = "ngrams.json"
 DISCOUNT = 0.75
 # mixing one 5-minute run (1.498 alone) with 6-, 7- and 8-grams of characters gave 1.428, 1.421
@@ -252,8 +251,9 @@ class NGrams:
 
     # -- files -------------------------------------------------------------------------------
 
-    def save(self, run_dir: Path) -> None:
-        with staged_dir(Path(run_dir) / FOLDER) as folder:
+    def save(self, dest: Path) -> None:
+        """Write the counts into the folder `dest` (a run's, `run_folder.mapped_dir`)."""
+        with staged_dir(Path(dest)) as folder:
             for k, level in enumerate(self.levels):
                 np.save(folder / f"grams{k}.npy", level.grams)
                 np.save(folder / f"counts{k}.npy", level.counts)
@@ -261,15 +261,12 @@ class NGrams:
             atomic_write_json(folder / META, meta)
 
     @classmethod
-    def load(cls, run_dir: Path) -> NGrams | None:
-        """A run's counts, memory-mapped; None for a run without them.
+    def load(cls, folder: Path) -> NGrams:
+        """The counts `save` wrote into `folder`, memory-mapped.
 
         Raises:
             DataError: when they are damaged.
         """
-        folder = existing_dir(Path(run_dir) / FOLDER)
-        if folder is None:
-            return None
         try:
             meta = json.loads((folder / META).read_text())
             levels = [

@@ -26,6 +26,7 @@ from authorgen.errors import DataError, Interrupted, UsageError, first_line
 from authorgen.files import cache_dir, existing_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.prepare import prepare_data
+from authorgen.run_folder import create_run, finish_create, mapped_dir
 from authorgen.tokenizer import Tokenizer
 from authorgen.trainer import Trainer, TrainResult
 from authorgen.vectors import vector_dim
@@ -222,7 +223,7 @@ def keep_ngrams(trainer: Trainer) -> float | None:
         model = checkpoint.load_run(trainer.run_dir, trainer.device).model  # the best weights
         probs = token_probabilities(model, val_ids, trainer.device)
     mixed = counts.fit(probs, val_ids, trainer.data.val.predicted_chars)["val_loss"]
-    counts.save(trainer.run_dir)
+    counts.save(mapped_dir(trainer.run_dir, trainer.record.maps, "ngrams"))
     return mixed
 
 
@@ -280,7 +281,7 @@ def train_corpus(
             [corpus_name, chosen.model.model] + ([kind] if kind != "char" else [])
         )
     run_dir, replaced = group.main_first(
-        lambda: checkpoint.create_run(checkpoints_dir, run_name, force=force),
+        lambda: create_run(checkpoints_dir, run_name, force=force),
         lambda: (Path(checkpoints_dir) / run_name, None),
     )
     info = {
@@ -306,7 +307,7 @@ def train_corpus(
         )
     finally:
         if group.main:
-            checkpoint.finish_create(run_dir, replaced)
+            finish_create(run_dir, replaced)
         distributed.teardown()
 
 
@@ -414,6 +415,7 @@ def resume(
         record = trainer.record
         record.created = config.get("created", record.created)
         record.base = config.get("base")
+        record.maps = config.get("maps") or {}  # {}: a run made before maps were named
         resumed = trainer.restore()
         record.best = config.get("best") if resumed else None
         record.resumed = [*config.get("resumed", []), {"at": utc_now(), "step": trainer.step}]

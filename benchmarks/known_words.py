@@ -193,6 +193,7 @@ def overhead(home: Path, kind: str, chars: int, rounds: int, threads: int | None
     from authorgen.checkpoint import load_run
     from authorgen.config import SampleConfig
     from authorgen.originality import Index
+    from authorgen.run_folder import existing_mapped_dir
     from authorgen.sample import Generation
 
     if threads:
@@ -209,7 +210,8 @@ def overhead(home: Path, kind: str, chars: int, rounds: int, threads: int | None
         times: dict[bool, list[float]] = {False: [], True: []}
         for i in range(rounds):
             for rule in (False, True):
-                index = Index(path / "index")  # a fresh one: the rule's cache starts empty
+                # a fresh one: the rule's cache starts empty
+                index = Index(existing_mapped_dir(path, run.config.get("maps"), "index"))
                 config = SampleConfig(temperature=0.8, length=chars, known_words=rule)
                 start = time.perf_counter()
                 for _ in Generation(run.model, run.tokenizer, "", config, [i], "cpu", index):

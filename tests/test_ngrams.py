@@ -15,6 +15,7 @@ import torch
 from authorgen.config import SampleConfig
 from authorgen.errors import DataError
 from authorgen.ngrams import DISCOUNT, NGrams, order_for
+from authorgen.run_folder import mapped_dir
 from authorgen.sample import Job
 from authorgen.tokenizer.char import CharTokenizer
 from helpers import data_file, run_cli
@@ -123,14 +124,15 @@ def test_the_files_read_back_and_damage_is_one_line(tmp_path):
     train, val = _ids(TEXT[:25_000], tok), _ids(TEXT[25_000:], tok)
     counts = NGrams.count(train, tok.vocab_size)
     counts.fit(np.full(len(val) - 1, 0.05), val, len(val) - 1)
-    counts.save(tmp_path)
-    again = NGrams.load(tmp_path)
+    counts.save(tmp_path / "ngrams")
+    again = NGrams.load(tmp_path / "ngrams")
     assert again.order == counts.order and (again.weights == counts.weights).all()
     assert np.array_equal(again.score(val)[0], counts.score(val)[0])
-    assert NGrams.load(tmp_path / "elsewhere") is None
+    with pytest.raises(DataError, match=r"damaged.*--no-ngrams"):
+        NGrams.load(tmp_path / "elsewhere")
     (tmp_path / "ngrams" / "grams3.npy").write_bytes(b"not numpy")
     with pytest.raises(DataError, match=r"damaged.*--no-ngrams"):
-        NGrams.load(tmp_path)
+        NGrams.load(tmp_path / "ngrams")
 
 
 def test_a_job_draws_from_the_mix_of_the_model_and_the_counts():
@@ -186,7 +188,7 @@ def _generate(home, *args) -> dict:
 def test_training_keeps_the_counts_and_reports_the_mixed_loss(trained):
     home, run_dir, done = trained
     config = json.loads((run_dir / "config.json").read_text())
-    meta = json.loads((run_dir / "ngrams" / "ngrams.json").read_text())
+    meta = json.loads((mapped_dir(run_dir, config["maps"], "ngrams") / "ngrams.json").read_text())
     assert meta["order"] == 7 and meta["vocab"] == config["model"]["vocab_size"]
     assert config["result"]["mixed_val_loss"] == meta["val_loss"]
     assert meta["model_val_loss"] == pytest.approx(config["best"]["val_loss"], rel=1e-5)
@@ -205,7 +207,10 @@ def test_generate_mixes_by_default_and_no_ngrams_is_the_model_alone(trained, tmp
     assert mixed["text"] != alone["text"]
     assert _generate(home)["text"] == mixed["text"]  # the same seed, the same text
     # without the counts the run writes what --no-ngrams wrote; --ngrams is then refused
-    shutil.move(run_dir / "ngrams", tmp_path / "ngrams")
+    counts = mapped_dir(
+        run_dir, json.loads((run_dir / "config.json").read_text())["maps"], "ngrams"
+    )
+    shutil.move(counts, tmp_path / "ngrams")
     try:
         assert _generate(home)["text"] == alone["text"]
         refused = run_cli("generate", "mixed", "--ngrams", home=home)
@@ -214,7 +219,7 @@ def test_generate_mixes_by_default_and_no_ngrams_is_the_model_alone(trained, tmp
             refused.stderr.strip().splitlines()[-1].startswith("authorgen: error: --ngrams needs")
         )
     finally:
-        shutil.move(tmp_path / "ngrams", run_dir / "ngrams")
+        shutil.move(tmp_path / "ngrams", counts)
 
 
 def test_no_ngrams_trains_a_run_without_counts(trained):
@@ -223,7 +228,7 @@ def test_no_ngrams_trains_a_run_without_counts(trained):
     done = run_cli(*args, home=home)
     assert done.returncode == 0, done.stderr
     run_dir = home / "checkpoints" / "plain"
-    assert not (run_dir / "ngrams").exists()
+    assert not any(run_dir.glob("ngrams*"))
     assert "mixed_val_loss" not in json.loads((run_dir / "config.json").read_text())["result"]
 
 

@@ -4,13 +4,16 @@ it: float64_check.py), Python 3.10's asyncio timeout, and Windows' console encod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from windows_files import windows_rules
 
 import authorgen
 from authorgen.config import SampleConfig
@@ -204,22 +207,136 @@ def test_an_apple_gpu_gets_its_own_plan_named_for_it():
     assert cuda.model.embedding_dim > mps.model.embedding_dim  # a rung smaller on the Mac
 
 
-def test_replacing_a_run_held_open_elsewhere_is_one_line_and_keeps_it(home, monkeypatch):
-    """Windows refuses to rename a folder while another program maps a file in it (a server's
-    originality index); Linux allows it, so the refusal is played here as Windows raises it."""
-    import authorgen.checkpoint
+# A reader of a run, as a server is one: it maps the run's index and n-gram counts (and, asked,
+# keeps its weights file open), answers from them once, then again for every line it reads.
+HOLDER = """
+import sys
+from authorgen.checkpoint import load_run
+run = load_run(sys.argv[1])
+index, counts = run.originality_index(), run.ngrams()
+weights = open(run.path / "model.safetensors", "rb") if sys.argv[2:] == ["weights"] else None
+text = "Alice was beginning to get very tired of sitting by her sister"
+def answer():
+    p, _ = counts.score(run.tokenizer.encode(text))
+    return f"{index.report(text)['longest_copy_chars']} {p.sum():.9f}"
+print(answer(), flush=True)
+for line in sys.stdin:
+    print(answer(), flush=True)
+"""
 
+
+@contextlib.contextmanager
+def holder(home: Path, run_dir: Path, *extra: str):
+    """A reader of `run_dir` in another process; yields a function that asks it to answer."""
+    env = _command_env(home, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run_dir), *extra],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    first = proc.stdout.readline()
+
+    def ask() -> str:
+        proc.stdin.write("again\n")
+        proc.stdin.flush()
+        return proc.stdout.readline()
+
+    try:
+        assert first.strip(), "the reader could not open the run"
+        yield first, ask
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+def _maps(run_dir: Path) -> dict:
+    return json.loads((run_dir / "config.json").read_text())["maps"]
+
+
+@pytest.fixture
+def trained_run(home):
     text = data_file("pg11-alices-adventures-in-wonderland.txt")
     assert run_cli("fetch", str(text), "--name", "alice", "-q", home=home).returncode == 0
-    args = ("train", "alice", "--preset", "tiny", "--steps", "2", "--name", "run")
+    args = ("train", "alice", "--preset", "tiny", "--steps", "3", "--name", "run")
     assert run_in_process(*args, home=home).returncode == 0
-    before = (home / "checkpoints" / "run" / "model.safetensors").read_bytes()
+    return args, home / "checkpoints" / "run"
 
-    def held_open(src, dst):
-        raise PermissionError(13, "The process cannot access the file", str(src))
 
-    monkeypatch.setattr(authorgen.checkpoint.os, "replace", held_open)
-    done = run_in_process(*args, "--force", home=home)
+def test_a_run_is_trained_again_while_a_reader_maps_its_files(home, trained_run):
+    """Windows cannot move a folder while a file in it is mapped: training again under the
+    name writes new mapped folders beside the held ones, which go once they are free."""
+    args, run_dir = trained_run
+    old = _maps(run_dir)
+    with holder(home, run_dir) as (first, ask):
+        with windows_rules():
+            with pytest.raises(PermissionError):  # the reader really holds them
+                os.replace(run_dir / old["index"], run_dir.with_name("moved"))
+            done = run_in_process(*args[:-4], "--steps", "5", "--name", "run", "--force", home=home)
+        assert done.returncode == 0, done.stderr
+        new = _maps(run_dir)
+        assert new != old and all((run_dir / name).is_dir() for name in new.values())
+        assert all((run_dir / name).is_dir() for name in old.values())  # still held
+        assert ask() == first  # the reader's maps are whole
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["result"]["steps"] == 5
+    again = run_in_process("generate", "run", "--length", "40", "--seed", "1", "--json", home=home)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["originality"] is not None
+    with windows_rules():  # nothing holds the old folders now: the next replacement drops them
+        done = run_in_process(*args, "--force", home=home)
+    assert done.returncode == 0, done.stderr
+    left = sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("index", "ngrams")))
+    assert left == sorted(_maps(run_dir).values())
+    assert not list(run_dir.parent.glob(".run*"))
+
+
+def test_a_replacement_that_fails_puts_the_held_run_back(home, trained_run, monkeypatch):
+    import authorgen.train
+
+    args, run_dir = trained_run
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+
+    def cut_short(split, model, train_config, run_dir, **kwargs):
+        (run_dir / "config.json").write_text("{}")  # the new run had begun
+        (run_dir / "index-0badc0de").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(authorgen.train, "train", cut_short)
+    with holder(home, run_dir) as (first, ask), windows_rules():
+        done = run_in_process(*args, "--force", home=home)
+        assert done.returncode == 130, done.stderr
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+        assert not (run_dir / "index-0badc0de").exists()
+        assert ask() == first
+    assert not list(run_dir.parent.glob(".run*"))
+    again = run_in_process("generate", "run", "--length", "40", "--seed", "1", "--json", home=home)
+    assert again.returncode == 0 and json.loads(again.stdout)["originality"] is not None
+
+
+def test_replacing_a_run_whose_weights_are_open_is_one_line_and_keeps_it(home, trained_run):
+    """A file that is not a mapped folder (the weights, open in another program) cannot stay
+    behind: the replacement is refused, and the run is as it was."""
+    args, run_dir = trained_run
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with holder(home, run_dir, "weights"), windows_rules():
+        done = run_in_process(*args, "--force", home=home)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "is open in another program" in done.stderr
-    assert (home / "checkpoints" / "run" / "model.safetensors").read_bytes() == before
+    assert "is open in another program (model.safetensors)" in done.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert not list(run_dir.parent.glob(".run*"))
+
+
+def test_a_run_made_before_its_mapped_folders_were_named_is_read_and_replaced(home, trained_run):
+    args, run_dir = trained_run
+    gen = ("generate", "run", "--length", "60", "--seed", "3", "--json")
+    named = run_in_process(*gen, home=home)
+    config = json.loads((run_dir / "config.json").read_text())
+    for kind, name in config.pop("maps").items():
+        os.replace(run_dir / name, run_dir / kind)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    legacy = run_in_process(*gen, home=home)
+    assert legacy.returncode == 0, legacy.stderr
+    legacy, named = json.loads(legacy.stdout), json.loads(named.stdout)
+    assert legacy["ngrams"] is True and legacy["originality"] is not None
+    assert (legacy["text"], legacy["originality"]) == (named["text"], named["originality"])
+    assert run_in_process(*args, "--force", home=home).returncode == 0
+    assert not (run_dir / "index").exists() and not (run_dir / "ngrams").exists()
