@@ -340,3 +340,29 @@ def test_a_run_made_before_its_mapped_folders_were_named_is_read_and_replaced(ho
     assert (legacy["text"], legacy["originality"]) == (named["text"], named["originality"])
     assert run_in_process(*args, "--force", home=home).returncode == 0
     assert not (run_dir / "index").exists() and not (run_dir / "ngrams").exists()
+
+
+def test_a_served_run_is_trained_again_under_windows_rules(home, trained_run):
+    """`train --force` of the run a server has open, as a Windows user does it: the server
+    then writes what `generate` writes with the new run, with its originality reports."""
+    from serving import Server
+
+    args, run_dir = trained_run
+    body = {"model": "run", "prompt": "Alice ", "length": 40, "seed": 3, "ngrams": False}
+    cli = ("generate", "run", "--prompt", "Alice ", "--length", "40", "--seed", "3", "--no-ngrams")
+    with Server(home) as server:
+        assert server.post("/v1/completions", {**body, "ngrams": True}).status_code == 200
+        before = server.post("/v1/completions", body).json()["choices"][0]
+        assert before["originality"] is not None
+        with windows_rules():
+            done = run_in_process(
+                *args[:-4], "--steps", "30", "--name", "run", "--force", home=home
+            )
+        assert done.returncode == 0, done.stderr
+        after = server.post("/v1/completions", body).json()["choices"][0]
+        assert server.stop()[0] == 0
+    assert after["originality"] is not None
+    assert after["text"] == json.loads(run_cli(*cli, "--json", home=home).stdout)["text"]
+    assert after["text"] != before["text"]
+    # the server held the old ones
+    assert len(list(run_dir.glob("index-*"))) == len(list(run_dir.glob("ngrams-*"))) == 2
