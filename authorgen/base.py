@@ -72,13 +72,18 @@ class Base:
         Raises:
             DataError: when it is gone, or its weights changed since.
         """
-        base = cls.open(lineage["name"], checkpoints_dir)
+        base = cls.open(cls.source(lineage), checkpoints_dir)
         if base.weights_sha256() != lineage.get("weights_sha256"):
             raise DataError(
                 f"the base {base.name} has other weights than when this run began; "
                 "train the run again"
             )
         return base
+
+    @staticmethod
+    def source(lineage: dict) -> str:
+        """What to open the base a fine-tune's `lineage` names with."""
+        return lineage["name"]
 
     def describe(self, tokenizer: Tokenizer) -> str:
         """A line on what the fine-tune takes from the base."""
@@ -242,6 +247,11 @@ def base_index(config: dict, checkpoints_dir: Path):
     if not lineage:
         raise UsageError(
             f"run {config.get('name')} was not fine-tuned from a base (train --from); "
+            "leave out --against-base"
+        )
+    if lineage.get("pretrained"):
+        raise UsageError(
+            f"the base {lineage['name']} is a pretrained model: what it read is not known; "
             "leave out --against-base"
         )
     base_dir = checkpoint.resolve_run(lineage["name"], checkpoints_dir)

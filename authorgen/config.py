@@ -102,6 +102,8 @@ class TokenizerConfig(_Saved):
     lowercase: bool = False  # word only: fold case, restore it when decoding
 
     def __post_init__(self) -> None:
+        if self.kind == "pretrained" and self.vocab_size is None and not self.lowercase:
+            return  # a pretrained model's own (train --from a model folder)
         if self.kind not in TOKENIZERS:
             raise UsageError(
                 f"--tokenizer must be one of {', '.join(TOKENIZERS)} (got {self.kind!r})"
@@ -152,6 +154,7 @@ class ModelConfig(_Saved):
     heads: int = 0  # attention heads
     mlp_dim: int | None = None  # the MLP's inner width (default: 4 x embedding_dim)
     context: int = 0  # the longest span it attends over (its training context)
+    variant: dict | None = None  # a pretrained family's (models.transformer.Variant)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -162,6 +165,8 @@ class ModelConfig(_Saved):
             raise UsageError("vocab_size cannot be negative")
         _finite("dropout", self.dropout, 0.0, 0.9)
         if self.model != "transformer":
+            if self.variant:
+                raise UsageError("a variant applies to the transformer only")
             if self.heads or self.mlp_dim is not None:
                 raise UsageError(
                     f"--{'heads' if self.heads else 'mlp-dim'} applies to the transformer only; "
@@ -187,6 +192,12 @@ class ModelConfig(_Saved):
                 f"--embedding-dim ({self.embedding_dim}) must split into --heads ({self.heads}) "
                 "heads of an even size; e.g. --embedding-dim 384 --heads 6"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if data["variant"] is None:
+            del data["variant"]  # authorgen's own transformer, or a recurrent network
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -116,13 +116,19 @@ def probe_shapes(tokenizer: str, vocab_size: int | None = None) -> dict[str, tup
 def training_bytes(preset: dict, vocab: int) -> int:
     """About how much memory training `preset` takes: weights, gradients and AdamW's two
     moments in fp32 (16 bytes a weight), and the activations kept for the backward pass."""
+    return 16 * estimated_params(preset, vocab) + activation_bytes(preset, vocab)
+
+
+def activation_bytes(preset: dict, vocab: int) -> int:
+    """About how much memory a training step's activations take (fp32), kept for the backward
+    pass."""
     e, layers = preset["embedding_dim"], preset["layers"]
     if preset["model"] == "transformer":
         per_token = layers * (8 * e + 2 * preset["mlp_dim"] + preset["heads"] * preset["context"])
     else:
         per_token = layers * 10 * preset["hidden"] + e
     batch_tokens = preset["batch_size"] * preset["context"]
-    return 16 * estimated_params(preset, vocab) + 4 * batch_tokens * (per_token + 3 * vocab)
+    return 4 * batch_tokens * (per_token + 3 * vocab)
 
 
 def estimated_params(preset: dict, vocab: int) -> int:

@@ -26,6 +26,7 @@ from authorgen.errors import DataError, Interrupted, UsageError, first_line
 from authorgen.files import cache_dir, existing_dir, utc_now
 from authorgen.models import build_model, count_parameters
 from authorgen.prepare import prepare_data
+from authorgen.pretrained import open_base, reopen_base
 from authorgen.run_folder import create_run, finish_create, mapped_dir
 from authorgen.tokenizer import Tokenizer
 from authorgen.trainer import Trainer, TrainResult
@@ -256,7 +257,7 @@ def train_corpus(
         raise UsageError(
             "--steps 0 trains nothing: it makes a run of a base as it is, with --from RUN"
         )
-    start = Base.open(base, checkpoints_dir) if base is not None else None
+    start = open_base(base, checkpoints_dir) if base is not None else None
     if start is not None:
         start.check(options, preset)
         tokenizer_config = start.tokenizer_config
@@ -398,7 +399,7 @@ def resume(
     tokenizer["vocab_size"] = tokenizer.get("requested_vocab_size")
     base = None  # a fine-tune stopped before its first state starts from its base again
     if config.get("base") and existing_dir(run_dir / "last") is None:
-        base = Base.reopen(config["base"], checkpoints_dir)
+        base = reopen_base(config["base"], checkpoints_dir)
     try:
         trainer = build_trainer(
             split,

@@ -253,7 +253,9 @@ def test_reading_a_prompt_computes_the_output_layer_for_its_last_position_only(k
     idx = torch.tensor([tok.encode("the cat sat on the mat")])  # longer than the context too
     heads = []  # the inputs of the output layer (the embedding's weights, tied, or the head)
     linear = torch.nn.functional.linear
-    outputs = [model.embedding.weight] + ([model.head.weight] if hasattr(model, "head") else [])
+    outputs = [model.embedding.weight] + (
+        [model.head.weight] if getattr(model, "head", None) is not None else []
+    )
 
     def spy(x, weight, *args, **kwargs):
         if any(weight is w for w in outputs):

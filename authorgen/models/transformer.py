@@ -9,6 +9,9 @@
 - Attention is `F.scaled_dot_product_attention` (flash / memory-efficient kernels where the
   device has them).
 - The output head reuses the embedding matrix (tied embeddings, Press & Wolf 2017).
+- Pretrained families (Llama, GPT-NeoX: `pretrained.py`) are the same model with a `Variant`:
+  RMSNorm, a SwiGLU MLP, grouped-query attention, rotary angles on part of each head, a
+  parallel residual, biases, an output layer of its own. The defaults are authorgen's own.
 - The "state" of the shared model interface is a `KVCache`: `model(idx, state)` attends to the
   cached keys and values as well as the new tokens', so generation costs one token's work per
   step. The cache spans at most `context` positions: older ones slide out, so a token sees at
@@ -18,192 +21,74 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from authorgen.config import ModelConfig
+from authorgen.models.cache import BatchCache, KVCache
 
 
-class KVCache:
-    """Keys and values of every layer for the last positions, and the position the next token
-    will have.
+@dataclass(frozen=True)
+class Variant:
+    """How a pretrained family's transformer differs from authorgen's own (the defaults)."""
 
-    A step of several tokens keeps the last `context - T` cached positions and appends the new
-    ones, in order. A step of one token (generation) writes into a ring instead: a buffer of
-    `context` slots per layer, position p in slot (p - base) % context, overwritten in place as
-    it slides. One query may attend to its keys in any order (their positions are rotated into
-    them already), so the ring needs no mask and no copy: about a fifth faster per token than
-    growing the cache with `torch.cat`.
-    """
+    kv_heads: int | None = None  # heads of keys and values, shared by groups of query heads
+    norm: str = "layer"  # layer (LayerNorm) | rms (RMSNorm)
+    norm_bias: bool = False
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # gelu (exact) | swiglu (down(silu(gate(x)) * up(x)))
+    bias: bool = False  # the attention's and the MLP's linear layers have biases
+    rotary_fraction: float = 1.0  # the share of each head's dimensions rotated (NeoX: 0.25)
+    rope_theta: float = 10_000.0
+    parallel: bool = False  # x + attention(norm1(x)) + mlp(norm2(x)) (GPT-NeoX)
+    tied: bool = True  # the output layer is the embedding matrix
 
-    def __init__(self, context: int, position: int = 0, ring: bool = True):
-        self.context = context
-        self.position = position  # of the next token
-        self.keys: list[torch.Tensor] = []  # per layer (B, H, S, D)
-        self.values: list[torch.Tensor] = []
-        self.use_ring = ring  # one-token steps may write a ring (False: always in order)
-        self.ring = False  # the buffers are a ring now
-        self.base = 0  # position of slot 0 of the ring
-        self.filled = 0  # ring slots in use
-        self._keep = 0  # cached positions the current step attends to, before its own
-
-    @property
-    def length(self) -> int:
-        """Positions cached."""
-        if not self.keys:
-            return 0
-        return self.filled if self.ring else self.keys[0].shape[2]
-
-    def attend(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Store the new keys and values k, v (B, H, T, D) of `layer`; return the keys and
-        values its queries attend to and the mask to use: None for plain causal attention (or
-        a single query, which sees every key given)."""
-        T = k.shape[2]
-        if layer == 0:  # the first layer decides the layout for the whole step
-            self._arrange(T)
-        if self.ring:
-            return (*self._write_slot(layer, k, v), None)
-        if layer == len(self.keys):  # nothing cached yet for this layer
-            self.keys.append(k)
-            self.values.append(v)
-            return k, v, None
-        keep = self._keep
-        if not keep:  # the context is full of new positions: plain causal attention
-            self.keys[layer], self.values[layer] = k, v
-            return k, v, None
-        keys = torch.cat((self.keys[layer][:, :, -keep:], k), dim=2)  # (B, H, keep + T, D)
-        values = torch.cat((self.values[layer][:, :, -keep:], v), dim=2)
-        self.keys[layer], self.values[layer] = keys, values
-        # queries start `keep` positions in: query i sees keys 0 .. keep + i
-        return keys, values, torch.ones(T, keep + T, dtype=torch.bool, device=k.device).tril(keep)
-
-    def advance(self, steps: int) -> None:
-        """Move on by the `steps` tokens just attended."""
-        self.position += steps
-        if self.ring:
-            self.filled = min(self.filled + steps, self.context)
-
-    def _arrange(self, T: int) -> None:
-        """Before a step of T tokens: a ring for one token, positions in order for more, and
-        how many cached positions the step keeps (the context holds them and the T new)."""
-        if T == 1 and self.use_ring and self.keys:
-            self._to_ring()
-        elif T > 1 and self.ring:
-            self._to_list()
-        self._keep = min(self.length, self.context - T)
-
-    def _to_ring(self) -> None:
-        """Move the last context - 1 positions into ring buffers (slot 0 for the oldest)."""
-        if self.ring:
-            return
-        kept = min(self.length, self.context - 1)
-        for layer in (self.keys, self.values):
-            for i, cached in enumerate(layer):
-                B, H, S, D = cached.shape
-                buffer = cached.new_empty(B, H, self.context, D)  # (B, H, context, D)
-                buffer[:, :, :kept] = cached[:, :, S - kept :]
-                layer[i] = buffer
-        self.ring, self.base, self.filled = True, self.position - kept, kept
-
-    def _to_list(self) -> None:
-        """Back from a ring to positions in order, oldest first."""
-        oldest = (self.position - self.base) % self.context if self.filled == self.context else 0
-        for layer in (self.keys, self.values):
-            for i, buffer in enumerate(layer):
-                used = buffer[:, :, : self.filled]
-                layer[i] = torch.cat((used[:, :, oldest:], used[:, :, :oldest]), dim=2)
-        self.ring = False
-
-    def _write_slot(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Put one position's k, v (B, H, 1, D) in its slot; the keys and values in use."""
-        slot = (self.position - self.base) % self.context
-        self.keys[layer][:, :, slot : slot + 1] = k
-        self.values[layer][:, :, slot : slot + 1] = v
-        used = max(self.filled, slot + 1)
-        return self.keys[layer][:, :, :used], self.values[layer][:, :, :used]
-
-
-class BatchCache:
-    """The keys and values of a batch of texts begun at different times, decoded a token at a
-    time together (the server's engine; `generate` too).
-
-    Every row's next token has the same position: attention sees only how far apart two tokens
-    are (RoPE), so a text that joins is read at positions that end where the batch is. The
-    buffers are a ring of `context` slots per layer, position p in slot p % context; `valid`
-    (B, context) marks the slots that hold a position of the row's own text (a row that joined
-    late has not filled them all), and attention masks the others.
-    """
-
-    def __init__(self, context: int, position: int):
-        self.context = context
-        self.position = position  # of the next token, in every row
-        self.keys: list[torch.Tensor] = []  # per layer (B, H, context, D)
-        self.values: list[torch.Tensor] = []
-        self.valid: torch.Tensor | None = None  # (B, context)
-        self._mask: torch.Tensor | None = None
-
-    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write one position's k, v (B, H, 1, D) of `layer` in its slot; return the buffers
-        and the mask of the slots each row may see (None when every row sees every slot)."""
-        slot = self.position % self.context
-        if layer == 0:
-            self.valid[:, slot] = True
-            self._mask = None if bool(self.valid.all()) else self.valid[:, None, None, :]
-        self.keys[layer][:, :, slot] = k[:, :, 0]
-        self.values[layer][:, :, slot] = v[:, :, 0]
-        return self.keys[layer], self.values[layer], self._mask
-
-    def advance(self, steps: int) -> None:
-        self.position += steps
-
-    def join(self, row: KVCache, copies: int) -> None:
-        """Add `copies` rows holding the last context - 1 positions of `row`, a one-text cache
-        (positions in order) that ends at this batch's position."""
-        kept = min(row.length, self.context - 1)
-        device = row.keys[0].device
-        positions = range(self.position - kept, self.position)
-        slots = torch.tensor([p % self.context for p in positions], device=device)
-        valid = torch.zeros(copies, self.context, dtype=torch.bool, device=device)
-        valid[:, slots] = True
-        self.valid = valid if self.valid is None else torch.cat((self.valid, valid))
-        for mine, theirs in ((self.keys, row.keys), (self.values, row.values)):
-            for layer, cached in enumerate(theirs):
-                _, H, S, D = cached.shape
-                buffer = cached.new_zeros(copies, H, self.context, D)  # (copies, H, context, D)
-                buffer[:, :, slots] = cached[:, :, S - kept :]
-                if layer == len(mine):
-                    mine.append(buffer)
-                else:
-                    mine[layer] = torch.cat((mine[layer], buffer))
-
-    def keep(self, rows: torch.Tensor) -> None:
-        """Keep only the batch's `rows` (ids, in order)."""
-        rows = rows.to(self.valid.device)
-        self.valid = self.valid.index_select(0, rows)
-        for layers in (self.keys, self.values):
-            for i, buffer in enumerate(layers):
-                layers[i] = buffer.index_select(0, rows)
+    def __post_init__(self) -> None:
+        if self.norm not in ("layer", "rms") or self.mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"unknown norm {self.norm!r} or MLP {self.mlp!r}")
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_i, x_{i + D/2}) of x (B, H, T, D) by each position's angles (T, D/2)."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    """Rotate pairs (x_i, x_{i + R/2}) of the first R dimensions of x (B, H, T, D) by each
+    position's angles (T, R/2); the other D - R dimensions pass as they are."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, computed in fp32 (as Llama's)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+def norm(config: ModelConfig, variant: Variant) -> nn.Module:
+    if variant.norm == "rms":
+        return RMSNorm(config.embedding_dim, variant.norm_eps)
+    return nn.LayerNorm(config.embedding_dim, eps=variant.norm_eps, bias=variant.norm_bias)
 
 
 class Attention(nn.Module):
     """Multi-head causal self-attention, its keys and values kept in the cache."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, variant: Variant):
         super().__init__()
         self.heads = config.heads
-        self.qkv = nn.Linear(config.embedding_dim, 3 * config.embedding_dim, bias=False)
-        self.out = nn.Linear(config.embedding_dim, config.embedding_dim, bias=False)
+        self.kv_heads = variant.kv_heads or config.heads
+        E, D = config.embedding_dim, config.embedding_dim // config.heads
+        self.qkv = nn.Linear(E, E + 2 * self.kv_heads * D, bias=variant.bias)
+        self.out = nn.Linear(E, E, bias=variant.bias)
         self.dropout = config.dropout
         # one query at a time (generation) as three plain operations, not the fused kernel,
         # which costs more to start than a single query's work; rounds differently from it
@@ -212,11 +97,14 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache, layer: int) -> torch.Tensor:
         """x (B, T, E) -> (B, T, E), attending to the cached positions and the causal past."""
         B, T, E = x.shape
-        H = self.heads
-        # (B, T, 3E) -> (B, T, 3, H, D) -> (3, B, H, T, D): queries, keys, values per head
-        q, k, v = self.qkv(x).view(B, T, 3, H, E // H).permute(2, 0, 3, 1, 4)
+        H, G, D = self.heads, self.kv_heads, E // self.heads
+        # (B, T, E + 2 G D) -> queries (B, H, T, D), keys and values (B, G, T, D) per head
+        q, k, v = self.qkv(x).split((E, G * D, G * D), dim=-1)
+        q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))
         q, k = rotary(q, cos, sin), rotary(k, cos, sin)
-        k, v, mask = cache.attend(layer, k, v)  # (B, H, S, D), S = cached kept + T
+        k, v, mask = cache.attend(layer, k, v)  # (B, G, S, D), S = cached kept + T
+        if G != H:  # each group of H / G query heads shares one head of keys and values
+            k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         if self.plain_decode and T == 1:
             y = _one_query_attention(q, k, v, mask)
         else:
@@ -232,7 +120,7 @@ class Attention(nn.Module):
 
 
 class Int8Linear(nn.Module):
-    """A bias-free linear layer for generation on a CPU: each output row's weights as int8 with
+    """A linear layer for generation on a CPU: each output row's weights as int8 with
     one bf16 scale (the row's largest magnitude / 127), multiplied by PyTorch's weight-only int8
     kernel. A token reads a quarter of the bytes fp32 weights take; the outputs differ from
     fp32 by about 1% of their scale, well inside what sampling at temperature draws from."""
@@ -243,11 +131,13 @@ class Int8Linear(nn.Module):
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
         self.register_buffer("weight", torch.round(weight / scale[:, None]).to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.bias = linear.bias  # kept as it is, or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
         y = torch._weight_int8pack_mm(rows, self.weight, self.scale)
-        return y.reshape(*x.shape[:-1], -1).to(x.dtype)
+        y = y.reshape(*x.shape[:-1], -1).to(x.dtype)
+        return y if self.bias is None else y + self.bias
 
 
 def _one_query_attention(q, k, v, mask):
@@ -268,27 +158,37 @@ def _int8_if_exact_enough(linear: nn.Linear) -> nn.Module:
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, variant: Variant):
         super().__init__()
-        self.fc = nn.Linear(config.embedding_dim, config.mlp_dim, bias=False)
+        self.fc = nn.Linear(config.embedding_dim, config.mlp_dim, bias=variant.bias)
+        # SwiGLU: a second projection gates the first through SiLU
+        swiglu = variant.mlp == "swiglu"
+        self.gate = nn.Linear(config.embedding_dim, config.mlp_dim, bias=False) if swiglu else None
         self.gelu = nn.GELU()
-        self.proj = nn.Linear(config.mlp_dim, config.embedding_dim, bias=False)
+        self.proj = nn.Linear(config.mlp_dim, config.embedding_dim, bias=variant.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.gelu(self.fc(x)))  # (B, T, E) -> (B, T, mlp_dim) -> (B, T, E)
+        # (B, T, E) -> (B, T, mlp_dim) -> (B, T, E)
+        if self.gate is not None:
+            return self.proj(F.silu(self.gate(x)) * self.fc(x))
+        return self.proj(self.gelu(self.fc(x)))
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, variant: Variant):
         super().__init__()
-        self.norm1 = nn.LayerNorm(config.embedding_dim, bias=False)
-        self.attention = Attention(config)
-        self.norm2 = nn.LayerNorm(config.embedding_dim, bias=False)
-        self.mlp = MLP(config)
+        self.norm1 = norm(config, variant)
+        self.attention = Attention(config, variant)
+        self.norm2 = norm(config, variant)
+        self.mlp = MLP(config, variant)
         self.dropout = nn.Dropout(config.dropout)
+        self.parallel = variant.parallel
 
     def forward(self, x, cos, sin, cache: KVCache, layer: int) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.norm1(x), cos, sin, cache, layer))
+        attended = self.dropout(self.attention(self.norm1(x), cos, sin, cache, layer))
+        if self.parallel:  # both read x; their sum is added
+            return x + attended + self.dropout(self.mlp(self.norm2(x)))
+        x = x + attended
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
@@ -313,14 +213,18 @@ class TransformerLanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.context = config.context
+        variant = Variant(**(config.variant or {}))
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
-        self.norm = nn.LayerNorm(config.embedding_dim, bias=False)
-        head_dim = config.embedding_dim // config.heads
+        self.blocks = nn.ModuleList(Block(config, variant) for _ in range(config.layers))
+        self.norm = norm(config, variant)
+        self.head = (
+            None if variant.tied else nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
+        )
+        rotated = int(config.embedding_dim // config.heads * variant.rotary_fraction)
         # computed on the CPU even when the model is built on the meta device to be loaded
-        steps = torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu")
-        inv_freq = 1.0 / (10_000 ** (steps / head_dim))
+        steps = torch.arange(0, rotated, 2, dtype=torch.float64, device="cpu")
+        inv_freq = 1.0 / (variant.rope_theta ** (steps / rotated))
         # (D/2,) float64 on the host, not a buffer: a model moved to an Apple GPU (no float64)
         # leaves it here, and the angles are computed here (`_angles`)
         self.inv_freq = inv_freq
@@ -371,7 +275,8 @@ class TransformerLanguageModel(nn.Module):
             x = block(x, cos, sin, cache, layer)
         cache.advance(T)
         x = x[:, -1:] if last else x
-        return F.linear(self.norm(x), self.embedding.weight), cache  # tied head: (B, T, V)
+        head = self.embedding.weight if self.head is None else self.head.weight  # tied or not
+        return F.linear(self.norm(x), head), cache  # (B, T, V)
 
     def int8_weights(self) -> TransformerLanguageModel:
         """Generation only: the blocks' linear layers with int8 weights (`Int8Linear`), which a

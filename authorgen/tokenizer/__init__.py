@@ -32,12 +32,14 @@ from authorgen.config import TokenizerConfig
 from authorgen.errors import DataError
 from authorgen.tokenizer.base import FILENAME, UNK_TEXT
 from authorgen.tokenizer.char import CharTokenizer
+from authorgen.tokenizer.pretrained import HF_FILENAME, PretrainedTokenizer
 from authorgen.tokenizer.subword import SPM_FILENAME, SentencePieceTokenizer
 from authorgen.tokenizer.word import WordTokenizer
 
 __all__ = [
     "UNK_TEXT",
     "CharTokenizer",
+    "PretrainedTokenizer",
     "SentencePieceTokenizer",
     "Tokenizer",
     "WordTokenizer",
@@ -45,7 +47,7 @@ __all__ = [
     "train_tokenizer",
 ]
 
-Tokenizer = CharTokenizer | WordTokenizer | SentencePieceTokenizer
+Tokenizer = CharTokenizer | WordTokenizer | SentencePieceTokenizer | PretrainedTokenizer
 
 
 def train_tokenizer(config: TokenizerConfig, chunks: Iterable[str], seed: int = 0) -> Tokenizer:
@@ -86,6 +88,9 @@ def load_tokenizer(folder: Path) -> Tokenizer:
             )
         if kind in ("bpe", "unigram"):
             return SentencePieceTokenizer(kind, (Path(folder) / SPM_FILENAME).read_bytes())
+        if kind == "pretrained":
+            hf = (Path(folder) / HF_FILENAME).read_bytes()
+            return PretrainedTokenizer(hf, data["vocab_size"])
         raise ValueError(f"unknown tokenizer kind {kind!r}")
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is missing or damaged ({exc}); train the run again") from None

@@ -1,0 +1,172 @@
+"""The transformer's memory of what it has read: the keys and values of every layer, for one
+text (`KVCache`, positions in order or a ring) or for a batch of texts begun at different times
+(`BatchCache`, the server's engine). Attention sees only how far apart two tokens are (RoPE), so
+both may slide past the training context and place a text anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values of every layer for the last positions, and the position the next token
+    will have.
+
+    A step of several tokens keeps the last `context - T` cached positions and appends the new
+    ones, in order. A step of one token (generation) writes into a ring instead: a buffer of
+    `context` slots per layer, position p in slot (p - base) % context, overwritten in place as
+    it slides. One query may attend to its keys in any order (their positions are rotated into
+    them already), so the ring needs no mask and no copy: about a fifth faster per token than
+    growing the cache with `torch.cat`.
+    """
+
+    def __init__(self, context: int, position: int = 0, ring: bool = True):
+        self.context = context
+        self.position = position  # of the next token
+        self.keys: list[torch.Tensor] = []  # per layer (B, H, S, D)
+        self.values: list[torch.Tensor] = []
+        self.use_ring = ring  # one-token steps may write a ring (False: always in order)
+        self.ring = False  # the buffers are a ring now
+        self.base = 0  # position of slot 0 of the ring
+        self.filled = 0  # ring slots in use
+        self._keep = 0  # cached positions the current step attends to, before its own
+
+    @property
+    def length(self) -> int:
+        """Positions cached."""
+        if not self.keys:
+            return 0
+        return self.filled if self.ring else self.keys[0].shape[2]
+
+    def attend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Store the new keys and values k, v (B, H, T, D) of `layer`; return the keys and
+        values its queries attend to and the mask to use: None for plain causal attention (or
+        a single query, which sees every key given)."""
+        T = k.shape[2]
+        if layer == 0:  # the first layer decides the layout for the whole step
+            self._arrange(T)
+        if self.ring:
+            return (*self._write_slot(layer, k, v), None)
+        if layer == len(self.keys):  # nothing cached yet for this layer
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v, None
+        keep = self._keep
+        if not keep:  # the context is full of new positions: plain causal attention
+            self.keys[layer], self.values[layer] = k, v
+            return k, v, None
+        keys = torch.cat((self.keys[layer][:, :, -keep:], k), dim=2)  # (B, H, keep + T, D)
+        values = torch.cat((self.values[layer][:, :, -keep:], v), dim=2)
+        self.keys[layer], self.values[layer] = keys, values
+        # queries start `keep` positions in: query i sees keys 0 .. keep + i
+        return keys, values, torch.ones(T, keep + T, dtype=torch.bool, device=k.device).tril(keep)
+
+    def advance(self, steps: int) -> None:
+        """Move on by the `steps` tokens just attended."""
+        self.position += steps
+        if self.ring:
+            self.filled = min(self.filled + steps, self.context)
+
+    def _arrange(self, T: int) -> None:
+        """Before a step of T tokens: a ring for one token, positions in order for more, and
+        how many cached positions the step keeps (the context holds them and the T new)."""
+        if T == 1 and self.use_ring and self.keys:
+            self._to_ring()
+        elif T > 1 and self.ring:
+            self._to_list()
+        self._keep = min(self.length, self.context - T)
+
+    def _to_ring(self) -> None:
+        """Move the last context - 1 positions into ring buffers (slot 0 for the oldest)."""
+        if self.ring:
+            return
+        kept = min(self.length, self.context - 1)
+        for layer in (self.keys, self.values):
+            for i, cached in enumerate(layer):
+                B, H, S, D = cached.shape
+                buffer = cached.new_empty(B, H, self.context, D)  # (B, H, context, D)
+                buffer[:, :, :kept] = cached[:, :, S - kept :]
+                layer[i] = buffer
+        self.ring, self.base, self.filled = True, self.position - kept, kept
+
+    def _to_list(self) -> None:
+        """Back from a ring to positions in order, oldest first."""
+        oldest = (self.position - self.base) % self.context if self.filled == self.context else 0
+        for layer in (self.keys, self.values):
+            for i, buffer in enumerate(layer):
+                used = buffer[:, :, : self.filled]
+                layer[i] = torch.cat((used[:, :, oldest:], used[:, :, :oldest]), dim=2)
+        self.ring = False
+
+    def _write_slot(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Put one position's k, v (B, H, 1, D) in its slot; the keys and values in use."""
+        slot = (self.position - self.base) % self.context
+        self.keys[layer][:, :, slot : slot + 1] = k
+        self.values[layer][:, :, slot : slot + 1] = v
+        used = max(self.filled, slot + 1)
+        return self.keys[layer][:, :, :used], self.values[layer][:, :, :used]
+
+
+class BatchCache:
+    """The keys and values of a batch of texts begun at different times, decoded a token at a
+    time together (the server's engine; `generate` too).
+
+    Every row's next token has the same position: attention sees only how far apart two tokens
+    are (RoPE), so a text that joins is read at positions that end where the batch is. The
+    buffers are a ring of `context` slots per layer, position p in slot p % context; `valid`
+    (B, context) marks the slots that hold a position of the row's own text (a row that joined
+    late has not filled them all), and attention masks the others.
+    """
+
+    def __init__(self, context: int, position: int):
+        self.context = context
+        self.position = position  # of the next token, in every row
+        self.keys: list[torch.Tensor] = []  # per layer (B, H, context, D)
+        self.values: list[torch.Tensor] = []
+        self.valid: torch.Tensor | None = None  # (B, context)
+        self._mask: torch.Tensor | None = None
+
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write one position's k, v (B, H, 1, D) of `layer` in its slot; return the buffers
+        and the mask of the slots each row may see (None when every row sees every slot)."""
+        slot = self.position % self.context
+        if layer == 0:
+            self.valid[:, slot] = True
+            self._mask = None if bool(self.valid.all()) else self.valid[:, None, None, :]
+        self.keys[layer][:, :, slot] = k[:, :, 0]
+        self.values[layer][:, :, slot] = v[:, :, 0]
+        return self.keys[layer], self.values[layer], self._mask
+
+    def advance(self, steps: int) -> None:
+        self.position += steps
+
+    def join(self, row: KVCache, copies: int) -> None:
+        """Add `copies` rows holding the last context - 1 positions of `row`, a one-text cache
+        (positions in order) that ends at this batch's position."""
+        kept = min(row.length, self.context - 1)
+        device = row.keys[0].device
+        positions = range(self.position - kept, self.position)
+        slots = torch.tensor([p % self.context for p in positions], device=device)
+        valid = torch.zeros(copies, self.context, dtype=torch.bool, device=device)
+        valid[:, slots] = True
+        self.valid = valid if self.valid is None else torch.cat((self.valid, valid))
+        for mine, theirs in ((self.keys, row.keys), (self.values, row.values)):
+            for layer, cached in enumerate(theirs):
+                _, H, S, D = cached.shape
+                buffer = cached.new_zeros(copies, H, self.context, D)  # (copies, H, context, D)
+                buffer[:, :, slots] = cached[:, :, S - kept :]
+                if layer == len(mine):
+                    mine.append(buffer)
+                else:
+                    mine[layer] = torch.cat((mine[layer], buffer))
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the batch's `rows` (ids, in order)."""
+        rows = rows.to(self.valid.device)
+        self.valid = self.valid.index_select(0, rows)
+        for layers in (self.keys, self.values):
+            for i, buffer in enumerate(layers):
+                layers[i] = buffer.index_select(0, rows)

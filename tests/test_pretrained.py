@@ -1,0 +1,199 @@
+"""Issue 30: public pretrained models (Hugging Face format) in authorgen's own transformer.
+
+Tiny models of each family supported are built here with `transformers` (random weights of
+small shapes), each with a byte-level BPE tokenizer trained here on Alice, and saved as
+`save_pretrained` saves them. Their logits, and greedy text through `authorgen generate`, are
+checked against `transformers`' own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from authorgen.pretrained import load_pretrained
+from authorgen.tokenizer.pretrained import PretrainedTokenizer, _byte_of_char
+from helpers import data_file, run_cli, run_in_process
+from texts import FRENCH
+
+ALICE = data_file("pg11-alices-adventures-in-wonderland.txt").read_text(encoding="utf-8")
+POLISH = "Zażółć gęślą jaźń — “cudzysłów”, 𝔘nicode i emoji 🙂.\n"
+
+
+def _tokenizer(folder: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    tok.train_from_iterator([ALICE], trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    return tok
+
+
+def _model(family: str, vocab: int):
+    shapes = {"vocab_size": vocab, "hidden_size": 64, "num_hidden_layers": 2}
+    shapes.update(num_attention_heads=4, max_position_embeddings=128, initializer_range=0.3)
+    if family == "llama":  # grouped-query attention, tied output, another rotary base
+        config = transformers.LlamaConfig(
+            **shapes, intermediate_size=96, num_key_value_heads=2, tie_word_embeddings=True,
+            rope_theta=100_000.0,
+        )  # fmt: skip
+        return transformers.LlamaForCausalLM(config)
+    config = transformers.GPTNeoXConfig(**shapes, intermediate_size=128, rotary_pct=0.25)
+    return transformers.GPTNeoXForCausalLM(config)  # partial rotary, parallel residual, biases
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt_neox"])
+def hf_model(request, tmp_path_factory):
+    """(folder, the transformers model, its tokenizer): a Hugging Face folder of a tiny model;
+    12 embedding rows more than the tokenizer has, as Pythia pads its vocabulary."""
+    folder = tmp_path_factory.mktemp(request.param)
+    tok = _tokenizer(folder)
+    torch.manual_seed(0)
+    model = _model(request.param, tok.get_vocab_size() + 12).eval()
+    # Greedy decoding of random weights picks bytes that are part of a character, which
+    # authorgen never writes (they would break UTF-8), and special tokens: their output rows are
+    # zero, so both pick among the same tokens
+    byte = _byte_of_char()
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        for i in range(head.shape[0]):
+            token = tok.id_to_token(i)
+            if token is None or token.startswith("<|") or any(byte[c] >= 0x80 for c in token):
+                head[i] = 0
+    model.save_pretrained(folder)
+    return folder, model, tok
+
+
+def test_the_logits_equal_transformers_and_the_cache_equals_a_full_pass(hf_model):
+    folder, reference, tok = hf_model
+    ours, config = load_pretrained(folder)
+    ours.eval()
+    ids = torch.tensor([tok.encode(ALICE[5000:5400]).ids[:100]])
+    with torch.no_grad():
+        expected = reference(ids).logits
+        got, _ = ours(ids)
+        assert (got - expected).abs().max() < 1e-4
+        _, cache = ours(ids[:, :60])
+        steps = torch.cat([ours(ids[:, i : i + 1], cache)[0] for i in range(60, 100)], dim=1)
+    assert (steps - got[:, 60:]).abs().max() < 1e-4
+    assert config.context == 128 and config.variant is not None
+
+
+def test_greedy_text_through_generate_equals_transformers(hf_model, home):
+    folder, reference, tok = hf_model
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
+                   home=home)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == "as-is" and "pretrained" in made.stderr
+    greedy = ("--temperature", "0", "--no-ngrams", "--any-words", "--length", "120", "--json")
+    done = run_cli("generate", "as-is", "--prompt", "Alice was", *greedy, home=home)
+    assert done.returncode == 0, done.stderr
+    text = json.loads(done.stdout)["text"]
+    prompt = torch.tensor([tok.encode("Alice was").ids])
+    with torch.no_grad():
+        out = reference.generate(prompt, max_new_tokens=120, do_sample=False, pad_token_id=0)
+    expected = tok.decode(out[0, prompt.shape[1] :].tolist())
+    assert len(text) == 120 and expected.startswith(text)
+    batch = run_cli("generate", "as-is", "--prompt", "Alice was", "-n", "3", *greedy, home=home)
+    assert [json.loads(line)["text"] for line in batch.stdout.splitlines()] == [text] * 3
+    config = json.loads((home / "checkpoints" / "as-is" / "config.json").read_text())
+    assert config["base"]["pretrained"]["family"] == hf_model[0].name.rstrip("0123456789")
+    assert config["tokenizer"]["kind"] == "pretrained"
+
+
+def test_fine_tuning_a_few_steps_lowers_the_validation_loss(hf_model, home):
+    folder = hf_model[0]
+    text = data_file("pg11-alices-adventures-in-wonderland.txt")
+    assert run_cli("fetch", str(text), "--name", "alice", "-q", home=home).returncode == 0
+    losses = []
+    for steps in ("0", "40"):
+        args = ("--steps", steps, "--lr", "3e-3", "--context", "64")
+        args = (*args, "--name", f"s{steps}")
+        done = run_cli("train", "alice", "--from", str(folder), *args, home=home)
+        assert done.returncode == 0, done.stderr
+        config = json.loads((home / "checkpoints" / f"s{steps}" / "config.json").read_text())
+        losses.append(config["best"]["val_loss"])
+        assert config["train"]["context"] == 64
+    assert losses[1] < losses[0] - 0.2
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "says"),
+    [
+        ({"model_type": "gpt2"}, 2, "architecture 'gpt2' is not supported"),
+        ({"rope_scaling": {"rope_type": "llama3"}}, 2, "RoPE scaling 'llama3'"),
+        ({"head_dim": 8}, 2, "head size other than width / heads (8)"),
+        (None, 4, "has no readable weights"),
+    ],
+)
+def test_a_model_folder_that_cannot_be_used_is_one_line(home, tmp_path, change, code, says):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _tokenizer(folder)
+    torch.manual_seed(0)
+    _model("llama", 412).save_pretrained(folder)
+    if change is None:
+        (folder / "model.safetensors").unlink()
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **change}))
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    done = run_cli("train", "alice", "--from", str(folder), "--steps", "0", home=home)
+    assert done.returncode == code and done.stderr.count("\n") == 1, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert not list((home / "checkpoints").glob("alice*"))
+
+
+def test_the_tokenizer_round_trips_any_text_and_streams_whole_characters(tmp_path):
+    _tokenizer(tmp_path)
+    tok = PretrainedTokenizer((tmp_path / "tokenizer.json").read_bytes(), 420)
+    assert tok.vocab_size == 420 and set(range(400, 420)) <= set(tok.special_ids)
+    for text in (POLISH, FRENCH[:2000], ALICE[:3000]):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        decoder, streamed = tok.decoder(), []
+        for i in ids:
+            assert i not in decoder.banned()  # the text's own tokens never break UTF-8
+            streamed.append(decoder.push(i))
+        assert "".join(streamed) + decoder.flush() == text
+        assert "\ufffd" not in "".join(streamed)
+    decoder = tok.decoder()
+    lead = next(i for i, b in enumerate(tok.piece_bytes) if b == b"\xc5")  # begins "ż", "ł"
+    decoder.push(lead)
+    banned = set(decoder.banned())
+    assert tok.encode("a")[0] in banned  # a character is begun: only its next byte may come
+    assert not {i for i, b in enumerate(tok.piece_bytes) if b[:1] == b"\xbc"} & banned
+    cut = tok.safe_cut(ALICE[:5000])
+    assert tok.encode(ALICE[:cut]) + tok.encode(ALICE[cut:5000]) == tok.encode(ALICE[:5000])
+
+
+def test_a_fine_tune_that_cannot_fit_in_memory_is_refused_before_it_starts(
+    hf_model, home, monkeypatch
+):
+    import authorgen.pretrained
+
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    monkeypatch.setattr(authorgen.pretrained, "free_memory", lambda device: 5 << 20)  # 5 MiB
+    done = run_in_process("train", "alice", "--from", str(hf_model[0]), "--steps", "5", home=home)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "needs about" in done.stderr and "and 5 MiB is free; lower --batch-size" in done.stderr
+    assert not list((home / "checkpoints").glob("alice*"))
+    fits = run_in_process("train", "alice", "--from", str(hf_model[0]), "--steps", "0",
+                          "--batch-size", "1", "--context", "16", home=home)  # fmt: skip
+    assert fits.returncode == 0, fits.stderr
