@@ -114,8 +114,9 @@ class KnownWords:
         pieces = getattr(tokenizer, "piece_bytes", None)
         self.texts = token_texts(tokenizer)
         for i, text in enumerate(self.texts):
-            if text is None:
-                self.byte_of[i] = pieces[i][0]
+            if text is None:  # a byte piece; a longer part of a character is never allowed
+                if len(pieces[i]) == 1:
+                    self.byte_of[i] = pieces[i][0]
                 continue
             node = self.trie
             for ch in text:
@@ -294,7 +295,8 @@ class Follower:
         if byte is not None:
             begun = self.begun + bytes([byte])
             return (byte < 0xC0 and not self.begun) or self.rule.completes(self.state, begun)
-        return self.rule.vocabulary.read_strictly(self.state, self.rule.texts[token]) is not None
+        text = self.rule.texts[token]
+        return text is not None and self.rule.vocabulary.read_strictly(self.state, text) is not None
 
     def accept(self, token: int, piece: str) -> None:
         """Take `token`, whose text came out as `piece` (empty while a character is begun)."""

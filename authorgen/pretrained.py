@@ -25,6 +25,7 @@ from authorgen.base import Base
 from authorgen.config import ModelConfig, TrainConfig, TrainOptions
 from authorgen.devices import cpu_has_bf16, free_memory
 from authorgen.errors import DataError, UsageError
+from authorgen.files import slugify
 from authorgen.plan import Plan, activation_bytes
 
 FAMILIES = ("llama", "gpt_neox")
@@ -237,15 +238,27 @@ def is_hf_folder(path: Path) -> bool:
 
 
 def open_base(ref: str, checkpoints_dir: Path) -> Base:
-    """What `train --from REF` starts from: a Hugging Face model folder, or a run.
+    """What `train --from REF` starts from: a Hugging Face model folder, a run, or a model on
+    the hub by id (`hub.py`).
 
     Raises:
         DataError: when it is missing or damaged.
+        SourceError: when it is not in the cache and the hub cannot be reached.
         UsageError: when it cannot be a base.
     """
+    from authorgen.hub import HUB_ID
+
     if is_hf_folder(Path(ref)):
-        return PretrainedBase.open(ref, checkpoints_dir)
-    return Base.open(ref, checkpoints_dir)
+        return PretrainedBase.open(ref)
+    try:
+        return Base.open(ref, checkpoints_dir)
+    except DataError:
+        if not HUB_ID.match(ref) or Path(ref).exists():
+            raise
+    try:
+        return PretrainedBase.open(ref)
+    except DataError as exc:
+        raise DataError(f"no run named {ref!r} in {checkpoints_dir}, and {exc}") from None
 
 
 def reopen_base(lineage: dict, checkpoints_dir: Path) -> Base:
@@ -255,23 +268,38 @@ def reopen_base(lineage: dict, checkpoints_dir: Path) -> Base:
 
 
 class PretrainedBase(Base):
-    """A public pretrained model as the base of a fine-tune (`train CORPUS --from FOLDER`)."""
+    """A public pretrained model as the base of a fine-tune (`train CORPUS --from MODEL`)."""
 
     @staticmethod
     def source(lineage: dict) -> str:
         return lineage["pretrained"]["source"]
 
     @classmethod
-    def open(cls, ref: str, checkpoints_dir: Path | None = None) -> PretrainedBase:
-        """The model of the Hugging Face folder `ref`, with its own tokenizer.
+    def reopen(cls, lineage: dict, checkpoints_dir: Path) -> PretrainedBase:
+        known = lineage["pretrained"]
+        base = cls.open(known["source"], known["revision"] if known.get("hub") else None)
+        if base.weights_sha256() != lineage.get("weights_sha256"):
+            raise DataError(
+                f"the base {base.name} has other weights than when this run began; "
+                "train the run again"
+            )
+        return base
+
+    @classmethod
+    def open(cls, ref: str, revision: str | None = None) -> PretrainedBase:
+        """The model of the Hugging Face folder `ref`, or of the hub's model `ref` (at
+        `revision`, default its latest), with its own tokenizer.
 
         Raises:
-            DataError: when a file is missing or damaged.
+            DataError: when a file is missing or damaged, or the hub has no such model.
+            SourceError: when the hub cannot be reached and the cache lacks the model.
             UsageError: when the architecture or its tokenizer is not supported.
         """
+        from authorgen import hub
         from authorgen.tokenizer.pretrained import PretrainedTokenizer
 
-        folder = Path(ref)
+        on_hub = not Path(ref).is_dir()
+        folder = hub.download(ref, revision) if on_hub else Path(ref)
         hf = read_hf_config(folder)
         model = model_config(hf)
         try:
@@ -286,14 +314,19 @@ class PretrainedBase(Base):
             "model": model.to_dict(),
             "tokenizer": {"kind": "pretrained", "requested_vocab_size": None},
             "pretrained": {
-                "id": hf.get("_name_or_path") or folder.name,
-                "source": str(folder.resolve()),
+                "id": ref if on_hub else (hf.get("_name_or_path") or folder.name),
+                "hub": on_hub,
+                "source": ref if on_hub else str(folder.resolve()),
                 "family": hf["model_type"],
-                "revision": None,
-                "licence": None,
+                "revision": folder.name if on_hub else None,  # the snapshot's commit
+                "licence": hub.licence(folder),
             },
         }
         return cls(folder, config, tokenizer, weights)
+
+    @property
+    def name(self) -> str:
+        return slugify(str(self.config["pretrained"]["id"]).split("/")[-1]) or "pretrained"
 
     def describe(self, tokenizer) -> str:
         params = sum(t.numel() for t in self.weights.values())

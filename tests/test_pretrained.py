@@ -197,3 +197,101 @@ def test_a_fine_tune_that_cannot_fit_in_memory_is_refused_before_it_starts(
     fits = run_in_process("train", "alice", "--from", str(hf_model[0]), "--steps", "0",
                           "--batch-size", "1", "--context", "16", home=home)  # fmt: skip
     assert fits.returncode == 0, fits.stderr
+
+
+def test_a_model_by_hub_id_is_downloaded_once_then_found_offline(hf_model, home):
+    """The hub path against a local server standing in for the hub (`HF_ENDPOINT`), then from
+    the cache with the server gone."""
+    from hub_server import LocalHub
+
+    folder = hf_model[0]
+    repo = f"tests/tiny-{folder.name}"
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    files["README.md"] = b"---\nlicense: apache-2.0\n---\n# A tiny model for tests\n"
+    env = {"HF_HOME": str(home / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    train = ("train", "alice", "--from", repo, "--steps", "0", "--name")
+    with LocalHub({repo: files}) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        done = run_cli(*train, "hub", home=home, env=env)
+        assert done.returncode == 0, done.stderr
+        again = run_cli(*train, "again", home=home, env=env)
+        assert again.returncode == 0, again.stderr
+        unknown = run_cli(*train[:3], "tests/nothing", "--steps", "0", home=home, env=env)
+        downloads = dict(hub.downloads)
+        commit = hub.commits[repo]
+    wanted = {"config.json", "tokenizer.json", "model.safetensors", "README.md"}
+    assert downloads == {(repo, name): 1 for name in wanted}  # once, and only what is read
+    config = json.loads((home / "checkpoints" / "hub" / "config.json").read_text())
+    known = config["base"]["pretrained"]
+    assert (known["id"], known["hub"], known["revision"]) == (repo, True, commit)
+    assert known["licence"] == "apache-2.0"
+    assert config["base"]["name"] == "tiny-" + folder.name.replace("_", "-")
+    assert unknown.returncode == 4 and unknown.stderr.count("\n") == 1, unknown.stderr
+    assert "no run named 'tests/nothing'" in unknown.stderr and "no model" in unknown.stderr
+    # the server is gone: the cache serves the model, an unknown one is one line (exit 3)
+    offline = run_cli(*train, "offline", home=home, env=env)
+    assert offline.returncode == 0, offline.stderr
+    best = [
+        json.loads((home / "checkpoints" / n / "config.json").read_text())["best"]["val_loss"]
+        for n in ("hub", "offline")
+    ]
+    assert best[0] == best[1]
+    env["HF_HUB_OFFLINE"] = "1"  # else the hub is retried for about 20 s first
+    missing = run_cli(*train[:3], "tests/other", "--steps", "0", home=home, env=env)
+    assert missing.returncode == 3 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "not in the cache and the hub cannot be reached" in missing.stderr
+
+
+def test_the_run_serves_through_the_api_with_its_lineage(hf_model, home):
+    from serving import Server
+
+    folder = hf_model[0]
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
+                   home=home)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    cli = run_cli("generate", "as-is", "--prompt", "Alice was", "--temperature", "0",
+                  "--no-ngrams", "--any-words", "--length", "80", "--json", home=home)  # fmt: skip
+    body = {"model": "as-is", "prompt": "Alice was", "temperature": 0, "ngrams": False}
+    body.update(known_words=False, length=80, n=2)
+    with Server(home) as server:
+        answer = server.post("/v1/completions", body).json()
+        described = server.get("/v1/models/as-is").json()
+        assert server.stop()[0] == 0
+    text = json.loads(cli.stdout)["text"]
+    assert [c["text"] for c in answer["choices"]] == [text, text]
+    pretrained = described["base"]["pretrained"]
+    assert pretrained["family"] == folder.name.rstrip("0123456789") and "source" not in pretrained
+
+
+def test_known_words_and_the_ngram_mix_work_on_its_tokens(hf_model, home):
+    from authorgen.checkpoint import load_run
+    from authorgen.known_words import ROOT
+
+    folder = hf_model[0]
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
+                   home=home)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    args = ("generate", "as-is", "--length", "300", "-n", "3", "--seed", "1", "--json")
+    for extra, invented in ((("--no-ngrams",), False), (("--any-words", "--no-ngrams"), True)):
+        done = run_cli(*args, *extra, home=home)
+        assert done.returncode == 0, done.stderr
+        samples = [json.loads(line) for line in done.stdout.splitlines()]
+        made_up = sum(s["originality"]["invented"] for s in samples)
+        assert (made_up > 10) == invented and all(s["originality"]["words"] > 20 for s in samples)
+    mixed = json.loads(run_cli(*args, home=home).stdout.splitlines()[0])
+    assert mixed["ngrams"] is True and mixed["known_words"] is True
+    # the tokens that hold part of a character and more (curly quotes' first bytes...) are never
+    # allowed by the rule: byte pieces spell every character
+    run = load_run(home / "checkpoints" / "as-is")
+    rule = run.originality_index().known_words(run.tokenizer)
+    partial = [
+        i for i, t in enumerate(rule.texts) if t is None and len(run.tokenizer.piece_bytes[i]) > 1
+    ]
+    mask, _ = rule.banned(ROOT, torch.device("cpu"))
+    assert partial and all(mask[i] for i in partial)

@@ -53,11 +53,12 @@ def train(
         str | None,
         typer.Option(
             "--from",
-            metavar="RUN",
+            metavar="BASE",
             help="Fine-tune: start from this run's weights and tokenizer (a name or folder), "
-            "with its architecture, a lower learning rate and a short warmup; a char run "
-            "gains the characters the corpus adds. --steps 0 makes a run of the base as it "
-            "is, evaluated on this corpus.",
+            "with its architecture and a short warmup; a char run gains the characters the "
+            "corpus adds. Or from a public pretrained model (Llama/SmolLM2, GPT-NeoX/Pythia): "
+            "a hub id such as HuggingFaceTB/SmolLM2-135M, or a Hugging Face folder. --steps 0 "
+            "makes a run of the base as it is, evaluated on this corpus.",
             show_default=False,
         ),
     ] = None,

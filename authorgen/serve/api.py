@@ -116,7 +116,11 @@ def _lineage(base: dict | None) -> dict | None:
     """What /v1/models says of the run a fine-tune started from: no file paths, no hashes."""
     if not isinstance(base, dict):
         return None
-    return {k: base.get(k) for k in ("name", "corpus", "val_bpc", "added_tokens")}
+    said = {k: base.get(k) for k in ("name", "corpus", "val_bpc", "added_tokens")}
+    pretrained = base.get("pretrained")
+    if isinstance(pretrained, dict):  # a public model: its id, revision and licence
+        said["pretrained"] = {k: pretrained.get(k) for k in ("id", "family", "revision", "licence")}
+    return said
 
 
 def _page() -> tuple[str, str]:
