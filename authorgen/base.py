@@ -196,7 +196,10 @@ class Base:
             DataError: when `tokenizer` lacks one of the base's tokens.
         """
         old = self.tokenizer
-        if tokenizer is not old:
+        if not isinstance(old, CharTokenizer):  # kept as it is (a run resumed reads it back)
+            if tokenizer.fingerprint() != old.fingerprint():
+                raise DataError("the run's tokenizer is not its base's; train the run again")
+        elif tokenizer is not old:
             missing = set(old.chars) - set(tokenizer.chars)
             if missing:
                 raise DataError(f"the tokenizer lacks {len(missing)} of the base's characters")

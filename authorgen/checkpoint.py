@@ -39,6 +39,7 @@ from authorgen.files import (
     existing_dir,
     staged_dir,
 )
+from authorgen.lora import merged
 from authorgen.models import build_model
 from authorgen.run_folder import CONFIG, WEIGHTS, existing_mapped_dir, mapped_dir, new_maps
 from authorgen.tokenizer import Tokenizer, load_tokenizer
@@ -136,8 +137,9 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 
 def save_weights(run_dir: Path, model) -> None:
-    """The best-so-far weights, as safetensors."""
-    atomic_write(Path(run_dir) / WEIGHTS, lambda tmp: save_file(_weights(model), str(tmp)))
+    """The best-so-far weights, as safetensors (adapters merged in: lora.py)."""
+    weights = merged(_weights(model))
+    atomic_write(Path(run_dir) / WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
 
 
 def save_last(run_dir: Path, model, state: dict) -> None:
@@ -399,7 +401,7 @@ def load_run(
     stored = (folder or run_dir / "last") / WEIGHTS
     try:
         # copies, so that no file of the run stays mapped (Windows could not replace it)
-        weights = {k: v.clone() for k, v in load_file(str(stored)).items()}
+        weights = merged({k: v.clone() for k, v in load_file(str(stored)).items()})
         model = build_model(model_config, weights)
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise DataError(f"cannot load {stored} ({first_line(exc)}); train the run again") from None

@@ -243,8 +243,11 @@ class TrainConfig(_Saved):
     ngrams: bool = (
         True  # keep the training text's n-gram counts, mixed into predictions (ngrams.py)
     )
+    lora: int = 0  # the rank of low-rank adapters (lora.py); 0: every weight is trained
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lora, int) or isinstance(self.lora, bool) or self.lora < 0:
+            raise UsageError(f"{field('lora')} must be a rank of 0 or more (got {self.lora!r})")
         for name in ("context", "batch_size", "eval_every"):
             _positive_int(name, getattr(self, name))
         steps = self.steps  # 0: no step, the weights as they start (a fine-tune's base)
@@ -321,6 +324,7 @@ class TrainOptions:
     index: bool | None = None
     ngrams: bool | None = None
     pretrained_embeddings: str | None = None
+    lora: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps is None and self.time_s is None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from authorgen.errors import DataError, SourceError
 
-# "gpt2", "EleutherAI/pythia-70m": an id, not a path (no leading dot, one slash at most)
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+# "EleutherAI/pythia-70m": an owner and a name (a bare name is a run's: a mistyped run is not
+# looked for on the hub)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 NEEDED = ("config.json", "tokenizer.json")
 
 

@@ -223,6 +223,7 @@ def load_pretrained(folder: Path, context: int | None = None):
 # measured against each other on these models): a short context and a small batch for a CPU,
 # AdamW at a peak of 1e-4 after a short warmup, as small models are commonly fine-tuned.
 FINETUNE = {"context": 256, "batch_size": 8, "lr": 1e-4, "warmup_steps": 20, "weight_decay": 0.0}
+LORA_RANK = 8  # adapters, when training every weight would not fit in memory
 
 
 def _mib(size: int) -> str:
@@ -353,31 +354,49 @@ class PretrainedBase(Base):
         names = {f.name for f in fields(TrainConfig)}
         train.update({k: v for k, v in asked.items() if k in names and k != "context"})
         train_config = TrainConfig(**train)
-        self.check_memory(model, train_config, device_type)
         reasons = [
             f"fine-tuning the pretrained {self.name}: its architecture and tokenizer, context "
             f"{train_config.context} (the model reads up to {model.context}), batch "
             f"{train_config.batch_size}, learning rate {train_config.lr:g} after "
             f"{train_config.warmup_steps} warmup steps (provisional: not yet measured)"
         ]
+        free = free_memory(torch.device(device_type))
+        needed = self.memory(model, train_config)
+        if free is not None and sum(needed) > free and "lora" not in asked:
+            adapted = replace(train_config, lora=LORA_RANK)
+            if sum(self.memory(model, adapted)) <= free:
+                reasons.append(
+                    f"low-rank adapters of rank {LORA_RANK}: training every weight needs about "
+                    f"{_mib(sum(needed))}, more than the {_mib(free)} free"
+                )
+                train_config, needed = adapted, self.memory(model, adapted)
+        if free is not None and sum(needed) > free:
+            kept, activations = needed
+            raise UsageError(
+                f"fine-tuning {self.name} needs about {_mib(kept + activations)} ({_mib(kept)} "
+                f"for its weights{' and adapters' if train_config.lora else ''}, their "
+                f"gradients and AdamW's moments, {_mib(activations)} for batch "
+                f"{train_config.batch_size} x context {train_config.context}) and {_mib(free)} "
+                "is free; lower --batch-size or --context, or close other programs"
+            )
         return Plan(model, train_config, reasons)
 
-    def check_memory(self, model: ModelConfig, train: TrainConfig, device_type: str) -> None:
-        """Refuse, in one line, a fine-tune that cannot fit in the device's free memory."""
+    def memory(self, model: ModelConfig, train: TrainConfig) -> tuple[int, int]:
+        """About how many bytes a fine-tune keeps for its weights (fp32; with their gradients
+        and AdamW's two moments where trained), and for its activations."""
         params = sum(t.numel() for t in self.weights.values())
         shape = {f: getattr(model, f) for f in ("model", "embedding_dim", "layers", "heads")}
         shape.update(mlp_dim=model.mlp_dim, context=train.context, batch_size=train.batch_size)
         activations = activation_bytes(shape, model.vocab_size)
-        needed = 16 * params + activations
-        free = free_memory(torch.device(device_type))
-        if free is not None and needed > free:
-            raise UsageError(
-                f"fine-tuning {self.name} needs about {_mib(needed)} ({_mib(16 * params)} for "
-                f"its {params:,} weights, their gradients and AdamW's moments, "
-                f"{_mib(activations)} for batch {train.batch_size} x context {train.context}) "
-                f"and {_mib(free)} is free; lower --batch-size or --context, or close other "
-                "programs"
-            )
+        if not train.lora:
+            return 16 * params, activations
+        e, mlp, layers = model.embedding_dim, model.mlp_dim, model.layers
+        kv = (model.variant or {}).get("kv_heads") or model.heads
+        sides = [e + e + 2 * kv * e // model.heads, 2 * e, e + mlp, e + mlp]  # in + out
+        if (model.variant or {}).get("mlp") == "swiglu":
+            sides.append(e + mlp)
+        adapters = layers * train.lora * sum(sides)
+        return 4 * params + 16 * adapters, activations
 
     def lineage(self, tokenizer) -> dict:
         return {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from authorgen import checkpoint, distributed, plan
+from authorgen import checkpoint, distributed, lora, plan
 from authorgen.base import Base
 from authorgen.callbacks import Callback, Callbacks
 from authorgen.checkpoint import RunRecord
@@ -89,6 +89,12 @@ def build_trainer(
     if base is not None:
         base.load_into(model, data.tokenizer)
         callback.on_message(base.describe(data.tokenizer))
+    if train_config.lora:
+        trained = lora.add_adapters(model, train_config.lora)
+        callback.on_message(
+            f"low-rank adapters of rank {train_config.lora}: {trained:,} weights trained, the "
+            "others frozen"
+        )
     model.to(device)
     amp = check_precision(model, train_config.precision, device)
     params = count_parameters(model)
@@ -253,6 +259,8 @@ def train_corpus(
     A run that fails before its first checkpoint is removed again (and a run it was to replace
     comes back), so a failed command leaves no half-made run behind.
     """
+    if options.lora and base is None:
+        raise UsageError("--lora adapts trained weights: give the model to adapt with --from")
     if options.steps == 0 and base is None:
         raise UsageError(
             "--steps 0 trains nothing: it makes a run of a base as it is, with --from RUN"

@@ -1,6 +1,7 @@
 """Pretrained models at their real sizes (issue 30), with random weights of the right shapes:
-the time of a full fine-tuning step and its peak memory, and generation's tokens/s with fp32
-and int8 weights, on this machine.
+the time of a fine-tuning step and its peak memory, every weight trained or low-rank adapters
+of rank 8 (train-lora), and generation's tokens/s with fp32 and int8 weights, on this
+machine.
 
 Shapes: SmolLM2-135M (Llama: 30 layers, 576 wide, 9 heads sharing 3 of keys and values, MLP
 1536, 49,152 tokens) and Pythia-160M (GPT-NeoX: 12 layers, 768 wide, 12 heads, MLP 3072,
@@ -9,6 +10,7 @@ memory (max RSS) is its own.
 
     python benchmarks/pretrained.py                  # every shape, fp32 and bf16
     python benchmarks/pretrained.py --only smollm2-135m --steps 3
+    python benchmarks/pretrained.py --what train-lora
 
 One JSON line per measurement goes to stdout, a table to stderr.
 """
@@ -49,8 +51,13 @@ def measure(shape: str, what: str, precision: str, batch: int, context: int, ste
     params = count_parameters(model)
     dtype = torch.bfloat16 if precision == "bf16" else None
     row = {"shape": shape, "what": what, "precision": precision, "params": params}
-    if what == "train":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=False)
+    if what.startswith("train"):
+        if what == "train-lora":  # adapters of rank 8, the rest frozen
+            from authorgen.lora import add_adapters
+
+            row["trained"] = add_adapters(model, 8)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=1e-4, fused=False)
         ids = torch.randint(0, config.vocab_size, (batch, context + 1))
         times = []
         for _ in range(steps + 1):  # the first step warms up
@@ -94,13 +101,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated, measured")
+    parser.add_argument("--what", action="append", help="only these (train, train-lora, ...)")
     parser.add_argument(
         "--one", nargs=3, metavar=("SHAPE", "WHAT", "PRECISION"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.one:
         shape, what, precision = args.one
-        steps = args.steps if what == "train" else args.tokens
+        steps = args.steps if what.startswith("train") else args.tokens
         print(json.dumps(measure(shape, what, precision, args.batch, args.context, steps)))
         return
     rows = []

@@ -300,3 +300,29 @@ def test_the_page_names_the_base_a_run_was_fine_tuned_from(browser, served, tmp_
         page.select_option("#run", "lstm")
         playwright.expect(page.locator("#run-info")).not_to_contain_text("from")
     context.close()
+
+
+def test_the_page_names_a_pretrained_base_and_its_licence(browser, served, tmp_path):
+    from helpers import run_cli
+    from tiny_hf import hf_folder
+
+    home, model = tmp_path / "home", tmp_path / "tiny-llama"
+    shutil.copytree(served, home)
+    model.mkdir()
+    hf_folder("llama", model)
+    (model / "README.md").write_text("---\nlicense: apache-2.0\n---\n", encoding="utf-8")
+    text = tmp_path / "more.txt"
+    text.write_text(served_text() * 2, encoding="utf-8")
+    assert run_cli("fetch", str(text), "--name", "more", "-q", home=home).returncode == 0
+    made = run_cli("train", "more", "--from", str(model), "--steps", "0", "--name", "smol",
+                   home=home)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    context = browser.new_context()
+    page = context.new_page()
+    with Server(home) as server:
+        page.goto(server.url)
+        page.select_option("#run", "smol")
+        info = page.locator("#run-info")
+        playwright.expect(info).to_contain_text("more · transformer 2x64 · pretrained")
+        playwright.expect(info).to_contain_text("from tiny-llama (apache-2.0)")
+    context.close()

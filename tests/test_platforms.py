@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from windows_files import windows_rules
 
 import authorgen
 from authorgen.config import SampleConfig
 from float64_check import NoFloat64OnDevice, created_on_a_device
 from helpers import _command_env, data_file, run_cli, run_in_process
+from windows_files import windows_rules
 
 SAMPLERS = [
     ["--top-k", "20"],

@@ -9,71 +9,25 @@ checked against `transformers`' own.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
-import transformers
 
 from authorgen.pretrained import load_pretrained
-from authorgen.tokenizer.pretrained import PretrainedTokenizer, _byte_of_char
+from authorgen.tokenizer.pretrained import PretrainedTokenizer
 from helpers import data_file, run_cli, run_in_process
 from texts import FRENCH
+from tiny_hf import ALICE, hf_folder, random_model, tokenizer
 
-ALICE = data_file("pg11-alices-adventures-in-wonderland.txt").read_text(encoding="utf-8")
 POLISH = "Zażółć gęślą jaźń — “cudzysłów”, 𝔘nicode i emoji 🙂.\n"
-
-
-def _tokenizer(folder: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>"],
-        show_progress=False,
-    )
-    tok.train_from_iterator([ALICE], trainer)
-    tok.save(str(folder / "tokenizer.json"))
-    return tok
-
-
-def _model(family: str, vocab: int):
-    shapes = {"vocab_size": vocab, "hidden_size": 64, "num_hidden_layers": 2}
-    shapes.update(num_attention_heads=4, max_position_embeddings=128, initializer_range=0.3)
-    if family == "llama":  # grouped-query attention, tied output, another rotary base
-        config = transformers.LlamaConfig(
-            **shapes, intermediate_size=96, num_key_value_heads=2, tie_word_embeddings=True,
-            rope_theta=100_000.0,
-        )  # fmt: skip
-        return transformers.LlamaForCausalLM(config)
-    config = transformers.GPTNeoXConfig(**shapes, intermediate_size=128, rotary_pct=0.25)
-    return transformers.GPTNeoXForCausalLM(config)  # partial rotary, parallel residual, biases
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt_neox"])
 def hf_model(request, tmp_path_factory):
-    """(folder, the transformers model, its tokenizer): a Hugging Face folder of a tiny model;
-    12 embedding rows more than the tokenizer has, as Pythia pads its vocabulary."""
+    """(folder, the transformers model, its tokenizer): a tiny model's Hugging Face folder."""
     folder = tmp_path_factory.mktemp(request.param)
-    tok = _tokenizer(folder)
-    torch.manual_seed(0)
-    model = _model(request.param, tok.get_vocab_size() + 12).eval()
-    # Greedy decoding of random weights picks bytes that are part of a character, which
-    # authorgen never writes (they would break UTF-8), and special tokens: their output rows are
-    # zero, so both pick among the same tokens
-    byte = _byte_of_char()
-    with torch.no_grad():
-        head = model.get_output_embeddings().weight
-        for i in range(head.shape[0]):
-            token = tok.id_to_token(i)
-            if token is None or token.startswith("<|") or any(byte[c] >= 0x80 for c in token):
-                head[i] = 0
-    model.save_pretrained(folder)
-    return folder, model, tok
+    return (folder, *hf_folder(request.param, folder))
 
 
 def test_the_logits_equal_transformers_and_the_cache_equals_a_full_pass(hf_model):
@@ -143,9 +97,9 @@ def test_fine_tuning_a_few_steps_lowers_the_validation_loss(hf_model, home):
 def test_a_model_folder_that_cannot_be_used_is_one_line(home, tmp_path, change, code, says):
     folder = tmp_path / "model"
     folder.mkdir()
-    _tokenizer(folder)
+    tokenizer(folder)
     torch.manual_seed(0)
-    _model("llama", 412).save_pretrained(folder)
+    random_model("llama", 412).save_pretrained(folder)
     if change is None:
         (folder / "model.safetensors").unlink()
     else:
@@ -160,7 +114,7 @@ def test_a_model_folder_that_cannot_be_used_is_one_line(home, tmp_path, change, 
 
 
 def test_the_tokenizer_round_trips_any_text_and_streams_whole_characters(tmp_path):
-    _tokenizer(tmp_path)
+    tokenizer(tmp_path)
     tok = PretrainedTokenizer((tmp_path / "tokenizer.json").read_bytes(), 420)
     assert tok.vocab_size == 420 and set(range(400, 420)) <= set(tok.special_ids)
     for text in (POLISH, FRENCH[:2000], ALICE[:3000]):
@@ -295,3 +249,88 @@ def test_known_words_and_the_ngram_mix_work_on_its_tokens(hf_model, home):
     ]
     mask, _ = rule.banned(ROOT, torch.device("cpu"))
     assert partial and all(mask[i] for i in partial)
+
+
+def test_a_fine_tune_of_a_pretrained_model_resumes_bit_for_bit(hf_model, home):
+    from safetensors.torch import load_file
+
+    from authorgen.config import TrainOptions
+    from authorgen.errors import Interrupted
+    from authorgen.train import resume, train_corpus
+    from helpers import StopAt
+
+    folder = hf_model[0]
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    corpora, checkpoints = home / "corpora", home / "checkpoints"
+    settings = TrainOptions(steps=16, eval_every=8, context=32, batch_size=4, device="cpu")
+    whole = train_corpus(corpora, checkpoints, "alice", settings, run_name="whole",
+                         base=str(folder))  # fmt: skip
+    for name, at in (("cut", 10), ("early", 3)):
+        with pytest.raises(Interrupted):
+            train_corpus(corpora, checkpoints, "alice", settings, run_name=name,
+                         base=str(folder), callback=StopAt(at))  # fmt: skip
+    shutil.rmtree(checkpoints / "early" / "last")  # killed before its first state
+    for name in ("cut", "early"):
+        resume(corpora, checkpoints, name)
+        for file in ("model.safetensors", "last/model.safetensors"):
+            a = load_file(str(whole.run_dir / file))
+            b = load_file(str(checkpoints / name / file))
+            assert all(torch.equal(a[k], b[k]) for k in a), (name, file)
+
+
+def test_adapters_merged_give_the_adapted_models_logits():
+    from authorgen import lora
+    from authorgen.config import ModelConfig
+    from authorgen.models import build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(model="transformer", vocab_size=50, embedding_dim=32, layers=2,
+                         heads=4, context=16, variant={"kv_heads": 2, "mlp": "swiglu"})  # fmt: skip
+    model = build_model(config).eval()
+    trained = lora.add_adapters(model, 4)
+    assert trained == sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_b"):
+                p.normal_()  # as if trained: B starts at zero
+        ids = torch.randint(0, 50, (2, 16))
+        adapted, _ = model(ids)
+        plain, _ = build_model(config, lora.merged(model.state_dict())).eval()(ids)
+    assert (adapted - plain).abs().max() < 1e-4 and adapted.abs().max() > 0.1
+
+
+def test_adapters_fine_tune_and_are_chosen_when_every_weight_would_not_fit(
+    hf_model, home, monkeypatch
+):
+    import authorgen.pretrained
+
+    folder = hf_model[0]
+    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    small = ("--batch-size", "4", "--context", "64")
+    asked = run_cli("train", "alice", "--from", str(folder), "--lora", "8", "--steps", "60",
+                    "--lr", "1e-2", *small, "--name", "adapted", home=home)  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert "low-rank adapters of rank 8" in asked.stderr
+    as_is = run_cli("train", "alice", "--from", str(folder), "--steps", "0", *small,
+                    "--name", "as-is", home=home)  # fmt: skip
+    configs = {
+        n: json.loads((home / "checkpoints" / n / "config.json").read_text())
+        for n in ("adapted", "as-is")
+    }
+    assert as_is.returncode == 0 and configs["adapted"]["train"]["lora"] == 8
+    assert configs["adapted"]["best"]["val_loss"] < configs["as-is"]["best"]["val_loss"] - 0.1
+    made = run_cli("generate", "adapted", "--length", "50", "--json", home=home)
+    assert made.returncode == 0 and len(json.loads(made.stdout)["text"]) == 50
+    # 1 MiB free: every weight trained would not fit at this size, adapters do
+    monkeypatch.setattr(authorgen.pretrained, "free_memory", lambda device: 1 << 20)
+    done = run_in_process("train", "alice", "--from", str(folder), "--steps", "2", "--batch-size",
+                          "1", "--context", "16", "--name", "chosen", home=home)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "low-rank adapters of rank 8: training every weight needs about" in done.stderr
+    config = json.loads((home / "checkpoints" / "chosen" / "config.json").read_text())
+    assert config["train"]["lora"] == 8
+    refused = run_cli("train", "alice", "--lora", "8", "--steps", "2", home=home)
+    assert refused.returncode == 2 and "--lora adapts trained weights" in refused.stderr

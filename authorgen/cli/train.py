@@ -62,6 +62,16 @@ def train(
             show_default=False,
         ),
     ] = None,
+    lora: Annotated[
+        int | None,
+        typer.Option(
+            metavar="RANK",
+            help="With --from, train low-rank adapters of this rank (8 is usual) beside the "
+            "base's frozen weights instead of every weight: a quarter of the memory. Chosen "
+            "by itself when training every weight would not fit.",
+            show_default=False,
+        ),
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(
@@ -281,6 +291,7 @@ def train(
         index=index,
         ngrams=ngrams,
         pretrained_embeddings=str(pretrained_embeddings) if pretrained_embeddings else None,
+        lora=lora,
     )
     if base is not None and (tokenizer, vocab_size, lowercase) != (None, None, None):
         from authorgen.errors import UsageError
