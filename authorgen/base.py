@@ -72,7 +72,7 @@ class Base:
         Raises:
             DataError: when it is gone, or its weights changed since.
         """
-        base = cls.open(cls.source(lineage), checkpoints_dir)
+        base = cls.open_lineage(lineage, checkpoints_dir)
         if base.weights_sha256() != lineage.get("weights_sha256"):
             raise DataError(
                 f"the base {base.name} has other weights than when this run began; "
@@ -80,10 +80,10 @@ class Base:
             )
         return base
 
-    @staticmethod
-    def source(lineage: dict) -> str:
-        """What to open the base a fine-tune's `lineage` names with."""
-        return lineage["name"]
+    @classmethod
+    def open_lineage(cls, lineage: dict, checkpoints_dir: Path) -> Base:
+        """The base a fine-tune's `lineage` names, as it is now."""
+        return cls.open(lineage["name"], checkpoints_dir)
 
     def describe(self, tokenizer: Tokenizer) -> str:
         """A line on what the fine-tune takes from the base."""

@@ -271,25 +271,19 @@ def reopen_base(lineage: dict, checkpoints_dir: Path) -> Base:
 class PretrainedBase(Base):
     """A public pretrained model as the base of a fine-tune (`train CORPUS --from MODEL`)."""
 
-    @staticmethod
-    def source(lineage: dict) -> str:
-        return lineage["pretrained"]["source"]
+    @classmethod
+    def open_lineage(cls, lineage: dict, checkpoints_dir: Path) -> PretrainedBase:
+        known = lineage["pretrained"]  # the hub's model at the revision downloaded, or a folder
+        revision = known["revision"] if known.get("hub") else None
+        return cls.open(known["source"], checkpoints_dir, revision=revision)
 
     @classmethod
-    def reopen(cls, lineage: dict, checkpoints_dir: Path) -> PretrainedBase:
-        known = lineage["pretrained"]
-        base = cls.open(known["source"], known["revision"] if known.get("hub") else None)
-        if base.weights_sha256() != lineage.get("weights_sha256"):
-            raise DataError(
-                f"the base {base.name} has other weights than when this run began; "
-                "train the run again"
-            )
-        return base
-
-    @classmethod
-    def open(cls, ref: str, revision: str | None = None) -> PretrainedBase:
+    def open(
+        cls, ref: str, checkpoints_dir: Path | None = None, *, revision: str | None = None
+    ) -> PretrainedBase:
         """The model of the Hugging Face folder `ref`, or of the hub's model `ref` (at
-        `revision`, default its latest), with its own tokenizer.
+        `revision`, default its latest), with its own tokenizer (`checkpoints_dir` unused:
+        a run's).
 
         Raises:
             DataError: when a file is missing or damaged, or the hub has no such model.

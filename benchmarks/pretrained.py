@@ -113,13 +113,11 @@ def main() -> None:
         return
     rows = []
     for shape in args.only or SHAPES:
-        runs = [
-            ("train", "fp32"),
-            ("train", "bf16"),
-            ("generate", "fp32"),
-            ("generate-int8", "fp32"),
-        ]
+        runs = [("train", "fp32"), ("train", "bf16"), ("train-lora", "fp32")]
+        runs += [("train-lora", "bf16"), ("generate", "fp32"), ("generate-int8", "fp32")]
         for what, precision in runs:
+            if args.what and what not in args.what:
+                continue
             out = subprocess.run(
                 [sys.executable, __file__, "--one", shape, what, precision, "--steps",
                  str(args.steps), "--batch", str(args.batch), "--context", str(args.context),
