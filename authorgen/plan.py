@@ -327,12 +327,13 @@ def choose(
     return Plan(model, train, reasons, speeds)
 
 
-def overfit_warning(params: int, tokens: int) -> str | None:
+def overfit_warning(params: int, tokens: int, fine_tune: bool = False) -> str | None:
     """A warning when a model has far more weights than its corpus has tokens."""
     if params <= 20 * tokens:
         return None
+    helps = "fewer steps" if fine_tune else "a smaller model (e.g. --preset tiny)"
     return (
         f"the model has {params:,} parameters for {tokens:,} training tokens: it will likely "
-        "memorise the text. The best weights by validation are kept; a smaller model "
-        "(e.g. --preset tiny) or more works in the corpus would help"
+        f"memorise the text. The best weights by validation are kept; {helps} or more works "
+        "in the corpus would help"
     )

@@ -98,7 +98,7 @@ def build_trainer(
     model.to(device)
     amp = check_precision(model, train_config.precision, device)
     params = count_parameters(model)
-    warning = plan.overfit_warning(params, len(data.train.ids))
+    warning = plan.overfit_warning(params, len(data.train.ids), base is not None)
     record = RunRecord(
         name=Path(run_dir).name,
         created=utc_now(),
