@@ -136,6 +136,12 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, copied out of its map: no file of a loaded model
+    stays mapped (Windows could not replace it; run_folder.py)."""
+    return {k: v.clone() for k, v in load_file(str(path)).items()}
+
+
 def save_weights(run_dir: Path, model) -> None:
     """The best-so-far weights, as safetensors (adapters merged in: lora.py)."""
     weights = merged(_weights(model))
@@ -400,8 +406,7 @@ def load_run(
     folder = existing_dir(run_dir / "last") if last else run_dir
     stored = (folder or run_dir / "last") / WEIGHTS
     try:
-        # copies, so that no file of the run stays mapped (Windows could not replace it)
-        weights = merged({k: v.clone() for k, v in load_file(str(stored)).items()})
+        weights = merged(read_weights(stored))
         model = build_model(model_config, weights)
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise DataError(f"cannot load {stored} ({first_line(exc)}); train the run again") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from authorgen import checkpoint
 from authorgen.base import Base
 from authorgen.config import ModelConfig, TrainConfig, TrainOptions
 from authorgen.devices import cpu_has_bf16, free_memory
@@ -117,7 +118,6 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
         DataError: when there are none, or they cannot be read.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
@@ -129,7 +129,7 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
             files = ["model.safetensors"]
         tensors = {}
         for name in files:
-            tensors.update({k: v.clone() for k, v in load_file(str(folder / name)).items()})
+            tensors.update(checkpoint.read_weights(folder / name))
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise DataError(
             f"{folder} has no readable weights ({exc}); it needs model.safetensors "

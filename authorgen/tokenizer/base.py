@@ -3,8 +3,11 @@ shape of the incremental decoder each one gives for generation."""
 
 from __future__ import annotations
 
+import codecs
+import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -14,6 +17,9 @@ from authorgen.files import atomic_write_json
 
 UNK_TEXT = "\ufffd"  # how <unk> decodes: the Unicode replacement character
 FILENAME = "tokenizer.json"
+# the bytes that may follow a UTF-8 lead byte where not every continuation byte may (RFC 3629:
+# no overlong forms, no surrogates, nothing past U+10FFFF)
+SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
 
 
 class Decoder(Protocol):
@@ -59,3 +65,44 @@ class BaseTokenizer:
     def fingerprint(self) -> str:
         """A hash of what `save` writes: equal fingerprints encode alike."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+class ByteStream:
+    """What the decoders of tokenizers whose tokens stand for bytes share: an incremental UTF-8
+    decoder that prints only whole characters, flushed at the end, copied to try a token."""
+
+    def __init__(self):
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def flush(self) -> str:
+        return self.utf8.decode(b"", final=True)
+
+    def clone(self):
+        """An independent copy, to try a token without committing to it."""
+        other = copy.copy(self)
+        other.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        other.utf8.setstate(self.utf8.getstate())
+        return other
+
+
+class BytePieceTokenizer(BaseTokenizer):
+    """A tokenizer whose every token stands for bytes (`piece_bytes`): any text has tokens."""
+
+    piece_bytes: list[bytes]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.piece_bytes)
+
+    def unknown(self, text: str) -> list[str]:
+        return []  # bytes spell every text
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self.piece_bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def first_token_chars(self, text: str) -> int:
+        ids = self.encode(text[:64])
+        if not ids:
+            return 0
+        first = self.piece_bytes[ids[0]]
+        return len(text.encode()[: len(first)].decode("utf-8", errors="ignore"))

@@ -10,23 +10,17 @@ are never sampled.
 
 from __future__ import annotations
 
-import codecs
-import copy
 import hashlib
 import json
-from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-import numpy as np
-
 from authorgen.errors import UsageError
 from authorgen.files import atomic_write, atomic_write_json
-from authorgen.tokenizer.base import FILENAME, BaseTokenizer
+from authorgen.tokenizer.base import FILENAME, SECOND_BYTE, BytePieceTokenizer, ByteStream
 
 HF_FILENAME = "pretrained-tokenizer.json"  # the model's tokenizer.json, as it came
 CONTINUATION = (0x80, 0xBF)
-SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
 
 
 @cache
@@ -60,12 +54,12 @@ def _after(data: bytes, needed: int, next_range: tuple) -> tuple[int, tuple, boo
     return needed, next_range, valid
 
 
-class ByteDecoder:
+class ByteDecoder(ByteStream):
     """Turns ids into text, holding back the bytes of a character not yet whole."""
 
     def __init__(self, tokenizer: PretrainedTokenizer):
+        super().__init__()
         self.tok = tokenizer
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.state = (0, CONTINUATION)
 
     def push(self, token_id: int) -> str:
@@ -76,17 +70,8 @@ class ByteDecoder:
     def banned(self) -> list[int]:
         return self.tok.banned_in(self.state)
 
-    def flush(self) -> str:
-        return self.utf8.decode(b"", final=True)
 
-    def clone(self) -> ByteDecoder:
-        other = copy.copy(self)
-        other.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        other.utf8.setstate(self.utf8.getstate())
-        return other
-
-
-class PretrainedTokenizer(BaseTokenizer):
+class PretrainedTokenizer(BytePieceTokenizer):
     """A Hugging Face byte-level BPE tokenizer, for a model with `vocab_size` embedding rows."""
 
     kind = "pretrained"
@@ -117,10 +102,6 @@ class PretrainedTokenizer(BaseTokenizer):
         self.special_ids = [i for i in range(size) if not self.piece_bytes[i]]
         self._banned: dict[tuple, list[int]] = {}
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.piece_bytes)
-
     def banned_in(self, state: tuple) -> list[int]:
         """The ids that would break UTF-8 after a text in `state` (`_after`), cached."""
         if state not in self._banned:
@@ -131,15 +112,6 @@ class PretrainedTokenizer(BaseTokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
-
-    def encode_array(self, text: str) -> np.ndarray:
-        return np.array(self.encode(text), dtype=np.int64)
-
-    def unknown(self, text: str) -> list[str]:
-        return []
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return b"".join(self.piece_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
     def decoder(self, prefix: str = "") -> ByteDecoder:
         return ByteDecoder(self)
@@ -154,13 +126,6 @@ class PretrainedTokenizer(BaseTokenizer):
         while at > 0 and text[at - 1].isspace():
             at = text.rfind("\n", 0, at - 1)
         return max(at, 0)
-
-    def first_token_chars(self, text: str) -> int:
-        ids = self.encode(text[:64])
-        if not ids:
-            return 0
-        first = self.piece_bytes[ids[0]]
-        return len(text.encode()[: len(first)].decode("utf-8", errors="ignore"))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "file": HF_FILENAME, "vocab_size": self.vocab_size}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
-import copy
 import hashlib
 import io
 import os
@@ -13,17 +11,23 @@ from pathlib import Path
 
 from authorgen.errors import DataError, UsageError
 from authorgen.files import atomic_write, atomic_write_json
-from authorgen.tokenizer.base import FILENAME, UNK_TEXT, BaseTokenizer
+from authorgen.tokenizer.base import (
+    FILENAME,
+    SECOND_BYTE,
+    UNK_TEXT,
+    BytePieceTokenizer,
+    ByteStream,
+)
 
 SPM_FILENAME = "tokenizer.model"
 
 
-class PieceDecoder:
+class PieceDecoder(ByteStream):
     """Maps pieces to bytes and prints only whole characters."""
 
     def __init__(self, tokenizer: SentencePieceTokenizer):
+        super().__init__()
         self.tok = tokenizer
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.needed = 0  # continuation bytes still due for the character begun
         self.next_range = (0x80, 0xBF)  # the bytes the next continuation byte may be
 
@@ -51,22 +55,11 @@ class PieceDecoder:
             return self.tok.banned_except_continuations(*self.next_range)
         return self.tok.bad_starts
 
-    def flush(self) -> str:
-        return self.utf8.decode(b"", final=True)
 
-    def clone(self) -> PieceDecoder:
-        """An independent copy, to try a token without committing to it."""
-        other = copy.copy(self)
-        other.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        other.utf8.setstate(self.utf8.getstate())
-        return other
-
-
-SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
 META = "\u2581"  # sentencepiece's visible space, which a text may also contain literally
 
 
-class SentencePieceTokenizer(BaseTokenizer):
+class SentencePieceTokenizer(BytePieceTokenizer):
     """A sentencepiece BPE or unigram model that round-trips any text exactly."""
 
     def __init__(self, kind: str, proto: bytes):
@@ -148,10 +141,6 @@ class SentencePieceTokenizer(BaseTokenizer):
             raise DataError(f"sentencepiece could not train on this text ({exc})") from None
         return cls(kind, model.getvalue())
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.piece_bytes)
-
     def encode(self, text: str) -> list[int]:
         if META not in text:
             return self.sp.encode(text)
@@ -163,12 +152,6 @@ class SentencePieceTokenizer(BaseTokenizer):
                 ids += self.sp.encode(part)
         return ids
 
-    def unknown(self, text: str) -> list[str]:
-        return []  # byte fallback: every text has pieces
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return b"".join(self.piece_bytes[i] for i in ids).decode("utf-8", errors="replace")
-
     def decoder(self, prefix: str = "") -> PieceDecoder:
         return PieceDecoder(self)
 
@@ -177,13 +160,6 @@ class SentencePieceTokenizer(BaseTokenizer):
 
     def safe_cut(self, text: str) -> int:
         return text.rfind("\n") + 1  # the newline is a piece of its own
-
-    def first_token_chars(self, text: str) -> int:
-        ids = self.encode(text[:64])
-        if not ids:
-            return 0
-        first = self.piece_bytes[ids[0]]
-        return len(text.encode()[: len(first)].decode("utf-8", errors="ignore"))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "model": SPM_FILENAME, "vocab_size": self.vocab_size}
