@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,20 @@ def hf_model(request, tmp_path_factory):
     return (folder, *hf_folder(request.param, folder))
 
 
+def _fetch_alice(home: Path) -> None:
+    done = run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
+                   "--name", "alice", "-q", home=home)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def _as_is(home: Path, folder: Path):
+    """Run `as-is` of the model in `folder` as it is (--steps 0) on Alice."""
+    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
+                   home=home)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return made
+
+
 def test_the_logits_equal_transformers_and_the_cache_equals_a_full_pass(hf_model):
     folder, reference, tok = hf_model
     ours, config = load_pretrained(folder)
@@ -47,11 +62,8 @@ def test_the_logits_equal_transformers_and_the_cache_equals_a_full_pass(hf_model
 
 def test_greedy_text_through_generate_equals_transformers(hf_model, home):
     folder, reference, tok = hf_model
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
-    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
-                   home=home)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    _fetch_alice(home)
+    made = _as_is(home, folder)
     assert made.stdout.strip() == "as-is" and "pretrained" in made.stderr
     greedy = ("--temperature", "0", "--no-ngrams", "--any-words", "--length", "120", "--json")
     done = run_cli("generate", "as-is", "--prompt", "Alice was", *greedy, home=home)
@@ -71,8 +83,7 @@ def test_greedy_text_through_generate_equals_transformers(hf_model, home):
 
 def test_fine_tuning_a_few_steps_lowers_the_validation_loss(hf_model, home):
     folder = hf_model[0]
-    text = data_file("pg11-alices-adventures-in-wonderland.txt")
-    assert run_cli("fetch", str(text), "--name", "alice", "-q", home=home).returncode == 0
+    _fetch_alice(home)
     losses = []
     for steps in ("0", "40"):
         args = ("--steps", steps, "--lr", "3e-3", "--context", "64")
@@ -105,8 +116,7 @@ def test_a_model_folder_that_cannot_be_used_is_one_line(home, tmp_path, change, 
     else:
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, **change}))
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    _fetch_alice(home)
     done = run_cli("train", "alice", "--from", str(folder), "--steps", "0", home=home)
     assert done.returncode == code and done.stderr.count("\n") == 1, done.stderr
     assert says in done.stderr and "Traceback" not in done.stderr
@@ -141,8 +151,7 @@ def test_a_fine_tune_that_cannot_fit_in_memory_is_refused_before_it_starts(
 ):
     import authorgen.pretrained
 
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    _fetch_alice(home)
     monkeypatch.setattr(authorgen.pretrained, "free_memory", lambda device: 5 << 20)  # 5 MiB
     done = run_in_process("train", "alice", "--from", str(hf_model[0]), "--steps", "5", home=home)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
@@ -163,8 +172,7 @@ def test_a_model_by_hub_id_is_downloaded_once_then_found_offline(hf_model, home)
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     files["README.md"] = b"---\nlicense: apache-2.0\n---\n# A tiny model for tests\n"
     env = {"HF_HOME": str(home / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    _fetch_alice(home)
     train = ("train", "alice", "--from", repo, "--steps", "0", "--name")
     with LocalHub({repo: files}) as hub:
         env["HF_ENDPOINT"] = hub.url
@@ -202,11 +210,8 @@ def test_the_run_serves_through_the_api_with_its_lineage(hf_model, home):
     from serving import Server
 
     folder = hf_model[0]
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
-    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
-                   home=home)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    _fetch_alice(home)
+    _as_is(home, folder)
     cli = run_cli("generate", "as-is", "--prompt", "Alice was", "--temperature", "0",
                   "--no-ngrams", "--any-words", "--length", "80", "--json", home=home)  # fmt: skip
     body = {"model": "as-is", "prompt": "Alice was", "temperature": 0, "ngrams": False}
@@ -226,11 +231,8 @@ def test_known_words_and_the_ngram_mix_work_on_its_tokens(hf_model, home):
     from authorgen.known_words import ROOT
 
     folder = hf_model[0]
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
-    made = run_cli("train", "alice", "--from", str(folder), "--steps", "0", "--name", "as-is",
-                   home=home)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    _fetch_alice(home)
+    _as_is(home, folder)
     args = ("generate", "as-is", "--length", "300", "-n", "3", "--seed", "1", "--json")
     for extra, invented in ((("--no-ngrams",), False), (("--any-words", "--no-ngrams"), True)):
         done = run_cli(*args, *extra, home=home)
@@ -260,8 +262,7 @@ def test_a_fine_tune_of_a_pretrained_model_resumes_bit_for_bit(hf_model, home):
     from helpers import StopAt
 
     folder = hf_model[0]
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    _fetch_alice(home)
     corpora, checkpoints = home / "corpora", home / "checkpoints"
     settings = TrainOptions(steps=16, eval_every=8, context=32, batch_size=4, device="cpu")
     whole = train_corpus(corpora, checkpoints, "alice", settings, run_name="whole",
@@ -307,8 +308,7 @@ def test_adapters_fine_tune_and_are_chosen_when_every_weight_would_not_fit(
     import authorgen.pretrained
 
     folder = hf_model[0]
-    assert run_cli("fetch", str(data_file("pg11-alices-adventures-in-wonderland.txt")),
-                   "--name", "alice", "-q", home=home).returncode == 0  # fmt: skip
+    _fetch_alice(home)
     small = ("--batch-size", "4", "--context", "64")
     asked = run_cli("train", "alice", "--from", str(folder), "--lora", "8", "--steps", "60",
                     "--lr", "1e-2", *small, "--name", "adapted", home=home)  # fmt: skip
