@@ -208,7 +208,9 @@ class Base:
         target = model.state_dict()
         with torch.no_grad():
             for name, tensor in self.weights.items():
-                if tensor.shape != target[name].shape:  # rows per token of the vocabulary
+                if name == "positions.weight":  # learned (GPT-2): those of the run's context
+                    tensor = tensor[: target[name].shape[0]]
+                elif tensor.shape != target[name].shape:  # rows per token of the vocabulary
                     rows = tensor[source.clamp(min=0)].clone()
                     rows[source < 0] = tensor.mean(dim=0)
                     tensor = rows

@@ -7,6 +7,8 @@ transformer with a `Variant` (`models/transformer.py`), and its weights are mapp
 - Llama (`llama`, as SmolLM2): RMSNorm, a SwiGLU MLP, grouped-query attention, no biases.
 - GPT-NeoX (`gpt_neox`, as Pythia): rotary angles on part of each head, a parallel residual,
   biases, LayerNorm with a bias, an output layer of its own.
+- GPT-2 (`gpt2`): learned positions, LayerNorm with a bias, biases, GELU's tanh approximation,
+  and weights stored as Conv1D (input by output: transposed here).
 
 Anything else, or an option of a family that the model does not have (RoPE scaling, a head
 size other than width / heads, biases on some layers only), is refused in one line naming it.
@@ -29,7 +31,15 @@ from authorgen.errors import DataError, UsageError
 from authorgen.files import slugify
 from authorgen.plan import Plan, activation_bytes
 
-FAMILIES = ("llama", "gpt_neox")
+FAMILIES = ("llama", "gpt_neox", "gpt2")
+# GPT-2's config names its shapes its own way
+GPT2_NAMES = {
+    "hidden_size": "n_embd",
+    "num_attention_heads": "n_head",
+    "num_hidden_layers": "n_layer",
+    "max_position_embeddings": "n_positions",
+    "intermediate_size": "n_inner",
+}
 
 
 def read_hf_config(folder: Path) -> dict:
@@ -72,6 +82,9 @@ def model_config(hf: dict, context: int | None = None) -> ModelConfig:
         raise UsageError(
             f"architecture {family!r} is not supported; supported: {', '.join(FAMILIES)}"
         )
+    if family == "gpt2":
+        hf = {ours: hf.get(theirs) for ours, theirs in GPT2_NAMES.items()} | hf
+        hf["intermediate_size"] = hf["intermediate_size"] or 4 * hf["hidden_size"]
     width, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim", width // heads) != width // heads:
         raise UsageError(f"head size other than width / heads ({hf['head_dim']}) unsupported")
@@ -86,6 +99,20 @@ def model_config(hf: dict, context: int | None = None) -> ModelConfig:
             "mlp": "swiglu",
             "tied": bool(hf.get("tie_word_embeddings", False)),
         }
+    elif family == "gpt2":
+        activation = hf.get("activation_function", "gelu_new")
+        if activation not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise UsageError(f"a GPT-2 with activation {activation!r} is not supported")
+        if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx"):
+            raise UsageError("a GPT-2 with attention scaled other than by 1/sqrt(head size)")
+        variant = {
+            "norm_bias": True,
+            "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+            "bias": True,
+            "mlp": "gelu" if activation == "gelu" else "gelu_tanh",
+            "tied": bool(hf.get("tie_word_embeddings", True)),
+            "positions": "learned",
+        }
     else:
         if hf.get("hidden_act", "gelu") != "gelu" or hf.get("attention_bias", True) is False:
             raise UsageError("a GPT-NeoX without biases or with another activation than GELU")
@@ -96,7 +123,8 @@ def model_config(hf: dict, context: int | None = None) -> ModelConfig:
             "parallel": bool(hf.get("use_parallel_residual", True)),
             "tied": bool(hf.get("tie_word_embeddings", False)),
         }
-    variant.update(rotary_fraction=fraction, rope_theta=theta)
+    if family != "gpt2":
+        variant.update(rotary_fraction=fraction, rope_theta=theta)
     longest = hf.get("max_position_embeddings") or 2048
     return ModelConfig(
         model="transformer",
@@ -144,15 +172,18 @@ def map_weights(hf: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.T
     Raises:
         DataError: when one is missing.
     """
-    layers, heads = hf["num_hidden_layers"], hf["num_attention_heads"]
+    family = hf["model_type"]
+    layers = hf.get("n_layer") if family == "gpt2" else hf["num_hidden_layers"]
     try:
-        if hf["model_type"] == "llama":
+        if family == "llama":
             mapped = _llama(tensors, layers)
+        elif family == "gpt2":
+            mapped = _gpt2(tensors, layers)
         else:
-            mapped = _neox(tensors, layers, heads)
+            mapped = _neox(tensors, layers, hf["num_attention_heads"])
     except KeyError as exc:
         raise DataError(f"the weights lack {exc.args[0]}; the folder is incomplete") from None
-    if hf.get("tie_word_embeddings"):
+    if hf.get("tie_word_embeddings", family == "gpt2"):
         mapped.pop("head.weight", None)  # some folders keep a copy of the embedding
     return mapped
 
@@ -173,6 +204,32 @@ def _llama(t: dict, layers: int) -> dict:
             out[f"{us}mlp.{ours}.weight"] = t[f"{hf}mlp.{theirs}_proj.weight"]
         out[us + "norm1.weight"] = t[hf + "input_layernorm.weight"]
         out[us + "norm2.weight"] = t[hf + "post_attention_layernorm.weight"]
+    return out
+
+
+def _gpt2(t: dict, layers: int) -> dict:
+    # saved by GPT2LMHeadModel under "transformer.", by GPT2Model (OpenAI's upload) without
+    t = {k.removeprefix("transformer."): v for k, v in t.items()}
+    out = {"embedding.weight": t["wte.weight"], "positions.weight": t["wpe.weight"]}
+    if "lm_head.weight" in t:
+        out["head.weight"] = t["lm_head.weight"]
+    names = {
+        "norm1": "ln_1",
+        "norm2": "ln_2",
+        "attention.qkv": "attn.c_attn",
+        "attention.out": "attn.c_proj",
+        "mlp.fc": "mlp.c_fc",
+        "mlp.proj": "mlp.c_proj",
+    }
+    for i in range(layers):
+        for ours, theirs in names.items():
+            for kind in ("weight", "bias"):
+                tensor = t[f"h.{i}.{theirs}.{kind}"]
+                # Conv1D keeps (inputs, outputs): nn.Linear's transpose
+                conv = kind == "weight" and not ours.startswith("norm")
+                out[f"blocks.{i}.{ours}.{kind}"] = tensor.t().contiguous() if conv else tensor
+    for kind in ("weight", "bias"):
+        out[f"norm.{kind}"] = t[f"ln_f.{kind}"]
     return out
 
 

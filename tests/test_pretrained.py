@@ -24,11 +24,16 @@ from tiny_hf import ALICE, hf_folder, random_model, tokenizer
 POLISH = "Zażółć gęślą jaźń — “cudzysłów”, 𝔘nicode i emoji 🙂.\n"
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt_neox"])
+@pytest.fixture(scope="module", params=["llama", "gpt_neox", "gpt2"])
 def hf_model(request, tmp_path_factory):
-    """(folder, the transformers model, its tokenizer): a tiny model's Hugging Face folder."""
-    folder = tmp_path_factory.mktemp(request.param)
+    """(folder, the transformers model, its tokenizer): a tiny model's Hugging Face folder,
+    named after its family."""
+    folder = tmp_path_factory.mktemp(f"{request.param}-")
     return (folder, *hf_folder(request.param, folder))
+
+
+def _family(folder: Path) -> str:
+    return folder.name.rsplit("-", 1)[0]
 
 
 def _fetch_alice(home: Path) -> None:
@@ -60,6 +65,55 @@ def test_the_logits_equal_transformers_and_the_cache_equals_a_full_pass(hf_model
     assert config.context == 128 and config.variant is not None
 
 
+def _windows(reference, ids: list[int], start: int, context: int) -> torch.Tensor:
+    """transformers' logits (len - start, V) of the tokens after each of ids[start - 1:], each
+    read in its window of learned positions: when a window is full, the next begins with its
+    last half."""
+    window, logits = 0, []
+    for t in range(start - 1, len(ids) - 1):
+        if t - window == context:
+            window = t - context // 2
+        logits.append(reference(torch.tensor([ids[window : t + 1]])).logits[0, -1])
+    return torch.stack(logits)
+
+
+def test_learned_positions_read_past_the_tables_end_single_and_batched(tmp_path):
+    """GPT-2's positions end at its table's end (here 128): a text read further starts a new
+    window with its last 64 tokens, alone, in the engine's batch (rows joined at different
+    times reach the end at different steps), and when validating in chunks."""
+    reference, tok = hf_folder("gpt2", tmp_path)
+    ours = load_pretrained(tmp_path)[0].eval()
+    a, b = tok.encode(ALICE[5000:7000]).ids[:300], tok.encode(ALICE[9000:11000]).ids[:300]
+    with torch.no_grad():
+        expected_a, expected_b = _windows(reference, a, 100, 128), _windows(reference, b, 30, 128)
+        _, cache = ours(torch.tensor([a[:99]]))  # one text, a token at a time
+        alone = [ours(torch.tensor([[i]]), cache)[0][0, -1] for i in a[99:-1]]
+        assert (torch.stack(alone) - expected_a).abs().max() < 1e-4
+        # in a batch: a (twice), then b joins 40 steps later; one copy of a leaves at step 150
+        batch = ours.join(None, ours.prefill(torch.tensor([a[:99]]))[1], copies=2)
+        texts, rows = {0: a, 1: a, 2: b}, [0, 1]  # the texts in the batch's rows, in order
+        got = {row: [] for row in texts}
+        for step in range(200):
+            if step == 40:
+                batch = ours.join(batch, ours.prefill(torch.tensor([b[:29]]), batch)[1])
+                rows.append(2)
+            if step == 150:
+                batch, rows = ours.keep(batch, torch.tensor([0, 2])), [0, 2]
+            # each row is fed its text's next token: a's 99th at step 0, b's 29th at step 40
+            fed = [texts[r][step + 99 if r < 2 else step - 11] for r in rows]
+            logits = ours(torch.tensor(fed)[:, None], batch)[0][:, -1]
+            for row, scores in zip(rows, logits, strict=True):
+                got[row].append(scores)
+        for row, expected in ((0, expected_a), (1, expected_a[:150]), (2, expected_b[:160])):
+            assert len(got[row]) == len(expected)
+            assert (torch.stack(got[row]) - expected).abs().max() < 1e-4
+        # validation feeds 64 tokens at a time, each from 64 to 127 tokens before it
+        chunked, _ = ours(torch.tensor([a]))
+        full = reference(torch.tensor([a[:128]])).logits[0]
+        later = [reference(torch.tensor([a[i - 64 : i + 64]])).logits[0, 64:] for i in (128, 192)]
+        assert (chunked[0, :256] - torch.cat([full, *later])).abs().max() < 1e-4
+
+
 def test_greedy_text_through_generate_equals_transformers(hf_model, home):
     folder, reference, tok = hf_model
     _fetch_alice(home)
@@ -77,7 +131,7 @@ def test_greedy_text_through_generate_equals_transformers(hf_model, home):
     batch = run_cli("generate", "as-is", "--prompt", "Alice was", "-n", "3", *greedy, home=home)
     assert [json.loads(line)["text"] for line in batch.stdout.splitlines()] == [text] * 3
     config = json.loads((home / "checkpoints" / "as-is" / "config.json").read_text())
-    assert config["base"]["pretrained"]["family"] == hf_model[0].name.rstrip("0123456789")
+    assert config["base"]["pretrained"]["family"] == _family(folder)
     assert config["tokenizer"]["kind"] == "pretrained"
 
 
@@ -99,7 +153,7 @@ def test_fine_tuning_a_few_steps_lowers_the_validation_loss(hf_model, home):
 @pytest.mark.parametrize(
     ("change", "code", "says"),
     [
-        ({"model_type": "gpt2"}, 2, "architecture 'gpt2' is not supported"),
+        ({"model_type": "gpt_bigcode"}, 2, "architecture 'gpt_bigcode' is not supported"),
         ({"rope_scaling": {"rope_type": "llama3"}}, 2, "RoPE scaling 'llama3'"),
         ({"head_dim": 8}, 2, "head size other than width / heads (8)"),
         (None, 4, "has no readable weights"),
@@ -223,7 +277,7 @@ def test_the_run_serves_through_the_api_with_its_lineage(hf_model, home):
     text = json.loads(cli.stdout)["text"]
     assert [c["text"] for c in answer["choices"]] == [text, text]
     pretrained = described["base"]["pretrained"]
-    assert pretrained["family"] == folder.name.rstrip("0123456789") and "source" not in pretrained
+    assert pretrained["family"] == _family(folder) and "source" not in pretrained
 
 
 def test_known_words_and_the_ngram_mix_work_on_its_tokens(hf_model, home):

@@ -43,6 +43,11 @@ def random_model(family: str, vocab: int):
             rope_theta=100_000.0,
         )  # fmt: skip
         return transformers.LlamaForCausalLM(config)
+    if family == "gpt2":  # learned positions, Conv1D weights, GELU tanh, tied output
+        gpt2 = {"vocab_size": vocab, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128}
+        config = transformers.GPT2Config(**gpt2, initializer_range=0.3, bos_token_id=0,
+                                         eos_token_id=0)  # fmt: skip
+        return transformers.GPT2LMHeadModel(config)
     config = transformers.GPTNeoXConfig(**shapes, intermediate_size=128, rotary_pct=0.25)
     return transformers.GPTNeoXForCausalLM(config)  # partial rotary, parallel residual, biases
 

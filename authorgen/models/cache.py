@@ -2,6 +2,11 @@
 text (`KVCache`, positions in order or a ring) or for a batch of texts begun at different times
 (`BatchCache`, the server's engine). Attention sees only how far apart two tokens are (RoPE), so
 both may slide past the training context and place a text anywhere.
+
+Learned positions (GPT-2) are a table of `context` vectors, so a row's position in its own window
+(`window_positions`: its position less its `origin`) must stay below `context`. The caches keep
+each row's last ids (`record`), and a row about to pass the table's end starts a new window: the
+model reads its last tokens again from position 0 (`full_rows`, `last_ids`, `restart`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class KVCache:
         self.base = 0  # position of slot 0 of the ring
         self.filled = 0  # ring slots in use
         self._keep = 0  # cached positions the current step attends to, before its own
+        self.origin = position  # where the window of learned positions began
+        self.ids: torch.Tensor | None = None  # (B, <= context) the last ids (learned positions)
 
     @property
     def length(self) -> int:
@@ -69,6 +76,29 @@ class KVCache:
         self.position += steps
         if self.ring:
             self.filled = min(self.filled + steps, self.context)
+
+    def window_positions(self, T: int, device) -> torch.Tensor:
+        """(1, T): the positions of the next T tokens in the window."""
+        start = self.position - self.origin
+        return torch.arange(start, start + T, device=device)[None]
+
+    def record(self, idx: torch.Tensor) -> None:
+        """Keep the ids idx (B, T) of the step, the last `context` of them."""
+        ids = idx if self.ids is None else torch.cat((self.ids, idx), dim=1)
+        self.ids = ids[:, -self.context :]
+
+    def full_rows(self, T: int) -> slice | None:
+        """Every row (a slice) when T more tokens would pass the window's end, else None."""
+        return slice(None) if self.position - self.origin + T > self.context else None
+
+    def last_ids(self, rows: slice, kept: int) -> torch.Tensor:
+        return self.ids[rows, self.ids.shape[1] - kept :]
+
+    def restart(self, rows: slice, window: KVCache) -> None:
+        """Become `window`, the cache of the last ids read again from position 0."""
+        use_ring = self.use_ring
+        vars(self).update(vars(window))
+        self.use_ring = use_ring
 
     def _arrange(self, T: int) -> None:
         """Before a step of T tokens: a ring for one token, positions in order for more, and
@@ -128,6 +158,8 @@ class BatchCache:
         self.values: list[torch.Tensor] = []
         self.valid: torch.Tensor | None = None  # (B, context)
         self._mask: torch.Tensor | None = None
+        self.origins: torch.Tensor | None = None  # (B,) where each row's window began
+        self.ids: torch.Tensor | None = None  # (B, context) each slot's id (learned positions)
 
     def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write one position's k, v (B, H, 1, D) of `layer` in its slot; return the buffers
@@ -146,27 +178,81 @@ class BatchCache:
     def join(self, row: KVCache, copies: int) -> None:
         """Add `copies` rows holding the last context - 1 positions of `row`, a one-text cache
         (positions in order) that ends at this batch's position."""
+        valid, origins, ids, keys, values = self._rows(row, copies)
+        if self.valid is None:
+            self.valid, self.origins, self.ids, self.keys, self.values = (
+                valid,
+                origins,
+                ids,
+                keys,
+                values,
+            )
+            return
+        self.valid, self.origins = (
+            torch.cat((self.valid, valid)),
+            torch.cat((self.origins, origins)),
+        )
+        if ids is not None:
+            self.ids = torch.cat((self.ids, ids))
+        for mine, theirs in ((self.keys, keys), (self.values, values)):
+            for layer, buffer in enumerate(theirs):
+                mine[layer] = torch.cat((mine[layer], buffer))
+
+    def _rows(self, row: KVCache, copies: int):
+        """valid (copies, context), origins (copies,), ids (copies, context) or None, and the
+        keys and values per layer (copies, H, context, D) of `copies` rows of `row`."""
         kept = min(row.length, self.context - 1)
         device = row.keys[0].device
         positions = range(self.position - kept, self.position)
         slots = torch.tensor([p % self.context for p in positions], device=device)
         valid = torch.zeros(copies, self.context, dtype=torch.bool, device=device)
         valid[:, slots] = True
-        self.valid = valid if self.valid is None else torch.cat((self.valid, valid))
-        for mine, theirs in ((self.keys, row.keys), (self.values, row.values)):
-            for layer, cached in enumerate(theirs):
+        origins = torch.full((copies,), row.origin, device=device)
+        ids = None
+        if row.ids is not None:
+            ids = torch.zeros(copies, self.context, dtype=row.ids.dtype, device=device)
+            ids[:, slots] = row.ids[:, row.ids.shape[1] - kept :]
+        keys, values = [], []
+        for mine, theirs in ((keys, row.keys), (values, row.values)):
+            for cached in theirs:
                 _, H, S, D = cached.shape
                 buffer = cached.new_zeros(copies, H, self.context, D)  # (copies, H, context, D)
                 buffer[:, :, slots] = cached[:, :, S - kept :]
-                if layer == len(mine):
-                    mine.append(buffer)
-                else:
-                    mine[layer] = torch.cat((mine[layer], buffer))
+                mine.append(buffer)
+        return valid, origins, ids, keys, values
+
+    def window_positions(self, T: int, device) -> torch.Tensor:
+        """(B, 1): each row's position of the next token in its window (T is 1)."""
+        return (self.position - self.origins)[:, None].to(device)
+
+    def record(self, idx: torch.Tensor) -> None:
+        self.ids[:, self.position % self.context] = idx[:, 0]
+
+    def full_rows(self, T: int) -> torch.Tensor | None:
+        """The rows whose next T tokens would pass their window's end, or None."""
+        full = (self.position - self.origins + T > self.context).nonzero().flatten()
+        return full if len(full) else None
+
+    def last_ids(self, rows: torch.Tensor, kept: int) -> torch.Tensor:
+        """(R, kept): the last `kept` ids of the `rows`, oldest first."""
+        slots = torch.arange(self.position - kept, self.position) % self.context
+        return self.ids[rows][:, slots.to(self.ids.device)]
+
+    def restart(self, rows: torch.Tensor, window: KVCache) -> None:
+        """The `rows` become the rows of `window`, their last ids read again from position 0."""
+        valid, origins, ids, keys, values = self._rows(window, len(rows))
+        self.valid[rows], self.origins[rows], self.ids[rows] = valid, origins, ids
+        for mine, theirs in ((self.keys, keys), (self.values, values)):
+            for layer, buffer in enumerate(theirs):
+                mine[layer][rows] = buffer
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the batch's `rows` (ids, in order)."""
         rows = rows.to(self.valid.device)
         self.valid = self.valid.index_select(0, rows)
+        self.origins = self.origins.index_select(0, rows)
+        if self.ids is not None:
+            self.ids = self.ids.index_select(0, rows)
         for layers in (self.keys, self.values):
             for i, buffer in enumerate(layers):
                 layers[i] = buffer.index_select(0, rows)

@@ -39,16 +39,18 @@ class Variant:
     norm: str = "layer"  # layer (LayerNorm) | rms (RMSNorm)
     norm_bias: bool = False
     norm_eps: float = 1e-5
-    mlp: str = "gelu"  # gelu (exact) | swiglu (down(silu(gate(x)) * up(x)))
+    mlp: str = "gelu"  # gelu (exact) | gelu_tanh (GPT-2's) | swiglu (down(silu(gate(x)) * up(x)))
     bias: bool = False  # the attention's and the MLP's linear layers have biases
     rotary_fraction: float = 1.0  # the share of each head's dimensions rotated (NeoX: 0.25)
     rope_theta: float = 10_000.0
     parallel: bool = False  # x + attention(norm1(x)) + mlp(norm2(x)) (GPT-NeoX)
     tied: bool = True  # the output layer is the embedding matrix
+    positions: str = "rotary"  # rotary | learned (GPT-2: a table of `context` vectors, added)
 
     def __post_init__(self) -> None:
-        if self.norm not in ("layer", "rms") or self.mlp not in ("gelu", "swiglu"):
-            raise ValueError(f"unknown norm {self.norm!r} or MLP {self.mlp!r}")
+        known = self.norm in ("layer", "rms") and self.positions in ("rotary", "learned")
+        if not known or self.mlp not in ("gelu", "gelu_tanh", "swiglu"):
+            raise ValueError(f"unknown norm, MLP or positions in {self}")
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,8 @@ class Attention(nn.Module):
         # (B, T, E + 2 G D) -> queries (B, H, T, D), keys and values (B, G, T, D) per head
         q, k, v = self.qkv(x).split((E, G * D, G * D), dim=-1)
         q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))
-        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
+        if cos.shape[-1]:  # rotary positions (learned ones were added to the input)
+            q, k = rotary(q, cos, sin), rotary(k, cos, sin)
         k, v, mask = cache.attend(layer, k, v)  # (B, G, S, D), S = cached kept + T
         if G != H:  # each group of H / G query heads shares one head of keys and values
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
@@ -164,7 +167,7 @@ class MLP(nn.Module):
         # SwiGLU: a second projection gates the first through SiLU
         swiglu = variant.mlp == "swiglu"
         self.gate = nn.Linear(config.embedding_dim, config.mlp_dim, bias=False) if swiglu else None
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate="tanh" if variant.mlp == "gelu_tanh" else "none")
         self.proj = nn.Linear(config.mlp_dim, config.embedding_dim, bias=variant.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +224,11 @@ class TransformerLanguageModel(nn.Module):
         self.head = (
             None if variant.tied else nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
         )
-        rotated = int(config.embedding_dim // config.heads * variant.rotary_fraction)
+        # learned positions (GPT-2): one vector per position of the window, added to the input
+        learned = variant.positions == "learned"
+        self.positions = nn.Embedding(config.context, config.embedding_dim) if learned else None
+        fraction = 0.0 if learned else variant.rotary_fraction
+        rotated = int(config.embedding_dim // config.heads * fraction)
         # computed on the CPU even when the model is built on the meta device to be loaded
         steps = torch.arange(0, rotated, 2, dtype=torch.float64, device="cpu")
         inv_freq = 1.0 / (variant.rope_theta ** (steps / rotated))
@@ -269,14 +276,41 @@ class TransformerLanguageModel(nn.Module):
                 logits.append(piece)
             return (logits[-1] if last else torch.cat(logits, dim=1)), state
         cache = state if state is not None else KVCache(self.context, ring=self.ring_cache)
+        if self.positions is not None and state is not None:
+            self._reread(cache, T)
+        return self._step(idx, cache, last)
+
+    def _step(self, idx: torch.Tensor, cache, last: bool) -> tuple[torch.Tensor, KVCache]:
+        """The forward pass of idx (B, T), T <= context, after the `cache`."""
+        T = idx.shape[1]
         cos, sin = self._angles(cache.position, T, idx.device)
-        x = self.dropout(self.embedding(idx))  # (B, T, E)
+        x = self.embedding(idx)  # (B, T, E)
+        if self.positions is not None:  # each row's own positions in its window: (B or 1, T)
+            x = x + self.positions(cache.window_positions(T, idx.device))
+            cache.record(idx)
+        x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, cache, layer)
         cache.advance(T)
         x = x[:, -1:] if last else x
         head = self.embedding.weight if self.head is None else self.head.weight  # tied or not
         return F.linear(self.norm(x), head), cache  # (B, T, V)
+
+    def _reread(self, cache: KVCache | BatchCache, T: int) -> None:
+        """Learned positions end at the table's end (`context`): a row whose next T tokens
+        would pass it reads its last tokens again, from position 0 of a new window (half the
+        context, or what leaves room for the T), and goes on from there."""
+        rows = cache.full_rows(T)
+        if rows is None:
+            return
+        kept = min(self.context // 2, self.context - T)
+        ids = cache.last_ids(rows, kept)  # (R, kept)
+        window = KVCache(self.context, position=cache.position - kept, ring=False)
+        if kept:
+            self._step(ids, window, last=True)
+        else:
+            window.ids = ids
+        cache.restart(rows, window)
 
     def int8_weights(self) -> TransformerLanguageModel:
         """Generation only: the blocks' linear layers with int8 weights (`Int8Linear`), which a
