@@ -310,7 +310,11 @@ def open_base(ref: str, checkpoints_dir: Path) -> Base:
         return PretrainedBase.open(ref)
     try:
         return Base.open(ref, checkpoints_dir)
-    except DataError:
+    except DataError as exc:
+        if "/" not in ref and not (checkpoints_dir / ref).exists():
+            raise DataError(
+                f"{exc}; a model on the hub is OWNER/NAME, as openai-community/gpt2"
+            ) from None
         if not HUB_ID.match(ref) or Path(ref).exists():
             raise
     try:

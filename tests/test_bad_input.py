@@ -171,6 +171,7 @@ CASES = [
     ([*TRAIN, "--context", "10000000", "--force"], 4, "too few for --context"),
     ([*TRAIN, "--context", "10000000", "--name", "big"], 4, "too few for --context"),
     (["train", "nobook", "--steps", "5"], 4, "no corpus named 'nobook'"),
+    ([*TRAIN, "--from", "gpt2"], 4, "a model on the hub is OWNER/NAME, as openai-community/gpt2"),
     (["generate", "no-such-run"], 4, "no run named 'no-such-run'"),
     (["serve", "no-such-run"], 4, "no run named 'no-such-run'"),
     (["serve", "book-lstm", "cut-config"], 4, "damaged"),

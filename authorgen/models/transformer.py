@@ -5,13 +5,15 @@
 
 - Positions are rotary embeddings (RoPE, Su et al. 2021) applied to queries and keys, so
   attention depends only on how far apart two tokens are. No learned position table: the model
-  can slide over a text longer than its training context.
+  can slide over a text longer than its training context. (GPT-2's learned table is a
+  `Variant`: a text read past its end starts a new window, `_reread`.)
 - Attention is `F.scaled_dot_product_attention` (flash / memory-efficient kernels where the
   device has them).
 - The output head reuses the embedding matrix (tied embeddings, Press & Wolf 2017).
-- Pretrained families (Llama, GPT-NeoX: `pretrained.py`) are the same model with a `Variant`:
-  RMSNorm, a SwiGLU MLP, grouped-query attention, rotary angles on part of each head, a
-  parallel residual, biases, an output layer of its own. The defaults are authorgen's own.
+- Pretrained families (Llama, GPT-NeoX, GPT-2: `pretrained.py`) are the same model with a
+  `Variant`: RMSNorm, a SwiGLU MLP, grouped-query attention, rotary angles on part of each
+  head, learned positions, a parallel residual, biases, an output layer of its own. The
+  defaults are authorgen's own.
 - The "state" of the shared model interface is a `KVCache`: `model(idx, state)` attends to the
   cached keys and values as well as the new tokens', so generation costs one token's work per
   step. The cache spans at most `context` positions: older ones slide out, so a token sees at
