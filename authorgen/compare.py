@@ -11,13 +11,14 @@ from pathlib import Path
 
 from authorgen.callbacks import Callback
 from authorgen.charts import compare_chart
-from authorgen.checkpoint import CONFIG, load_run, read_config, read_metrics, resolve_run
+from authorgen.checkpoint import CONFIG, load_run, read_metrics
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.devices import resolve_device
 from authorgen.errors import UsageError
 from authorgen.evaluate import own_texts, sample_report, style_candidates
 from authorgen.files import check_name
 from authorgen.losses import bits
+from authorgen.pretrained import open_base
 from authorgen.train import train_corpus
 
 DEFAULT_TIME_S = 120.0  # each run's budget when none is given
@@ -54,18 +55,20 @@ def chars_seen(rows: list[dict], tokens_per_char: float) -> list[tuple[float, fl
 @dataclass
 class Candidate:
     """One run of a comparison: a model and tokenizer from scratch, or a fine-tune of a base
-    run (with `as_is`: the base as it is, `--steps 0`)."""
+    (a run, a pretrained model's folder or hub id; `base_name`, its short name) (with `as_is`:
+    the base as it is, `--steps 0`)."""
 
     model: str
     tokenizer: str
     base: str | None = None
     as_is: bool = False
+    base_name: str = ""
 
     @property
     def label(self) -> str:
         if self.base is None:
             return f"{self.model} {self.tokenizer}"
-        return f"{self.base} as it is" if self.as_is else f"from {self.base}"
+        return f"{self.base_name} as it is" if self.as_is else f"from {self.base_name}"
 
     def options(self, shared: TrainOptions) -> TrainOptions:
         """The comparison's options as this run takes them."""
@@ -76,7 +79,7 @@ class Candidate:
     def run_name(self, corpus: str) -> str:
         if self.base is None:
             return f"{corpus}-compare-{self.model}-{self.tokenizer}"
-        return f"{corpus}-compare-{self.base}" + ("-as-is" if self.as_is else "-tuned")
+        return f"{corpus}-compare-{self.base_name}" + ("-as-is" if self.as_is else "-tuned")
 
 
 def compare_models(
@@ -95,8 +98,9 @@ def compare_models(
     on_start: Callable[[int, int, str], None] | None = None,
 ) -> tuple[list[dict], Path]:
     """Train every model x tokenizer on `corpus` with the same `options` (see `budget`), and
-    for each of `bases` (runs) a fine-tune of it with that budget and the base as it is; judge
-    each, draw the chart; returns the leaderboard rows (best first) and the chart's path.
+    for each of `bases` (runs, pretrained models) a fine-tune of it with that budget and the
+    base as it is; judge each, draw the chart; returns the leaderboard rows (best first) and the
+    chart's path.
 
     Runs are named CORPUS-compare-MODEL-TOKENIZER, CORPUS-compare-BASE-tuned and
     CORPUS-compare-BASE-as-is; existing ones are replaced only with `force`.
@@ -104,12 +108,17 @@ def compare_models(
 
     Raises:
         UsageError: when a run of the comparison exists already and `force` is not set.
+        DataError, SourceError: when a base cannot be opened (before anything is trained).
     """
     check_name(corpus, "corpus")
     combos = [Candidate(m, t) for m in models for t in tokenizers]
-    for base in bases:
-        kind = read_config(resolve_run(base, checkpoints_dir))["tokenizer"]["kind"]
-        combos += [Candidate("", kind, base), Candidate("", kind, base, as_is=True)]
+    for ref in bases:
+        base = open_base(ref, checkpoints_dir)
+        kind = base.config["tokenizer"]["kind"]
+        combos += [
+            Candidate("", kind, ref, as_is=as_is, base_name=base.name) for as_is in (False, True)
+        ]
+        del base  # its weights: the fine-tune reads them again
     existing = [
         c.run_name(corpus)
         for c in combos

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from authorgen.pretrained import load_pretrained
+from authorgen.families import load_pretrained
 from authorgen.tokenizer.pretrained import PretrainedTokenizer
 from helpers import data_file, run_cli, run_in_process
 from texts import FRENCH
@@ -258,6 +258,30 @@ def test_a_model_by_hub_id_is_downloaded_once_then_found_offline(hf_model, home)
     missing = run_cli(*train[:3], "tests/other", "--steps", "0", home=home, env=env)
     assert missing.returncode == 3 and missing.stderr.count("\n") == 1, missing.stderr
     assert "not in the cache and the hub cannot be reached" in missing.stderr
+
+
+def test_compare_puts_a_pretrained_model_as_it_is_and_fine_tuned_beside_scratch(home, tmp_path):
+    folder = tmp_path / "tiny-gpt2"
+    folder.mkdir()
+    hf_folder("gpt2", folder)
+    _fetch_alice(home)
+    compare = ("compare", "alice", "--models", "lstm", "--steps", "3", "--samples", "0")
+    missing = run_cli(*compare, "--from", "nope", home=home)
+    assert missing.returncode == 4 and missing.stderr.count("\n") == 1, missing.stderr
+    assert not (home / "checkpoints" / "alice-compare-lstm-char").exists()  # refused first
+    done = run_cli(*compare, "--from", str(folder), "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    rows = {r["run"]: r for r in json.loads(done.stdout)}
+    assert set(rows) == {
+        "alice-compare-lstm-char",
+        "alice-compare-tiny-gpt2-tuned",
+        "alice-compare-tiny-gpt2-as-is",
+    }
+    assert [rows[f"alice-compare-tiny-gpt2-{k}"]["steps"] for k in ("tuned", "as-is")] == [3, 0]
+    tuned = rows["alice-compare-tiny-gpt2-tuned"]
+    assert tuned["base"] == str(folder) and tuned["tokenizer"] == "pretrained"
+    config = json.loads((home / "checkpoints" / tuned["run"] / "config.json").read_text())
+    assert config["base"]["pretrained"]["family"] == "gpt2"
 
 
 def test_the_run_serves_through_the_api_with_its_lineage(hf_model, home):

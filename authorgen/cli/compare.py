@@ -60,9 +60,10 @@ def compare(
         list[str] | None,
         typer.Option(
             "--from",
-            metavar="RUN",
-            help="Also fine-tune this run on the corpus with the same budget, and judge it as "
-            "it is (train --from RUN --steps 0); repeat for several.",
+            metavar="BASE",
+            help="Also fine-tune this base (a run, or a pretrained model: a Hugging Face folder "
+            "or hub id) on the corpus with the same budget, and judge it as it is (train --from "
+            "BASE --steps 0); repeat for several.",
             show_default=False,
         ),
     ] = None,

@@ -10,7 +10,7 @@
 - Attention is `F.scaled_dot_product_attention` (flash / memory-efficient kernels where the
   device has them).
 - The output head reuses the embedding matrix (tied embeddings, Press & Wolf 2017).
-- Pretrained families (Llama, GPT-NeoX, GPT-2: `pretrained.py`) are the same model with a
+- Pretrained families (Llama, GPT-NeoX, GPT-2: `families.py`) are the same model with a
   `Variant`: RMSNorm, a SwiGLU MLP, grouped-query attention, rotary angles on part of each
   head, learned positions, a parallel residual, biases, an output layer of its own. The
   defaults are authorgen's own.
