@@ -14,16 +14,27 @@ import torch.nn.functional as F
 
 from authorgen.data import IGNORE, eval_streams
 
+# The most logits one forward pass of validation holds: 64 streams of 128 tokens over GPT-2's
+# 50,257 tokens would take 1.6 GB (and as much again for the loss), more than its fine-tune's
+# training step. Past this, the streams are fed in groups, each with its own state.
+EVAL_LOGITS_BYTES = 256 << 20
+
 
 def _streamed(model, ids, device: torch.device, n_streams: int):
     """The text as `n_streams` contiguous streams fed `model.eval_chunk` tokens at a time, the
-    state carried along: (logits (S, w, V), targets (S, w)) per chunk. An RNN predicts each
-    token from everything before it in its stream, a transformer from the `context - 1` tokens
-    before it at most (its KV cache slides)."""
-    state = None
-    for x, y in eval_streams(ids, n_streams, model.eval_chunk):
-        logits, state = model(x.to(device), state)
-        yield logits, y.to(device)
+    state carried along: (chunk number, logits (s, w, V), targets (s, w)) for each group of s
+    streams of each chunk, in order. An RNN predicts each token from everything before it in
+    its stream, a transformer from the `context - 1` tokens before it at most (its KV cache
+    slides). Streams are independent, so groups give every stream the numbers it would have
+    in one batch."""
+    per_stream = 4 * model.eval_chunk * model.config.vocab_size
+    group = max(1, EVAL_LOGITS_BYTES // per_stream)
+    states = {}
+    for chunk, (x, y) in enumerate(eval_streams(ids, n_streams, model.eval_chunk)):
+        for start in range(0, x.shape[0], group):
+            rows = slice(start, start + group)
+            logits, states[start] = model(x[rows].to(device), states.get(start))
+            yield chunk, logits, y[rows].to(device)
 
 
 @torch.no_grad()
@@ -39,9 +50,9 @@ def total_nll(
     probabilities of its tokens (`in_order` puts them in the text's order)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, chunks = 0.0, 0, []
     try:
-        for logits, y in _streamed(model, ids, device, n_streams):
+        for chunk, logits, y in _streamed(model, ids, device, n_streams):
             total += F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)).float(),
                 y.reshape(-1),
@@ -50,10 +61,20 @@ def total_nll(
             ).item()
             count += int((y != IGNORE).sum())
             if probabilities is not None:
-                probabilities.append(_chunk_probabilities(logits, y))
+                _append(chunks, chunk, _chunk_probabilities(logits, y))
     finally:
         model.train(was_training)
+    if probabilities is not None:
+        probabilities.extend(chunks)
     return total, count
+
+
+def _append(chunks: list[np.ndarray], chunk: int, group: np.ndarray) -> None:
+    """Put a group's probabilities (s, w) below the others of its chunk in `chunks`."""
+    if chunk == len(chunks):
+        chunks.append(group)
+    else:
+        chunks[chunk] = np.concatenate((chunks[chunk], group))
 
 
 def _chunk_probabilities(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -72,9 +93,9 @@ def token_probabilities(model, ids, device: torch.device, n_streams: int = 64) -
     """The model's probability of each token of `ids` after the first, in order, from the same
     streams as `total_nll` (so the mean of their -log is its loss). For an evaluation mode
     model."""
-    chunks = [
-        _chunk_probabilities(logits, y) for logits, y in _streamed(model, ids, device, n_streams)
-    ]
+    chunks = []
+    for chunk, logits, y in _streamed(model, ids, device, n_streams):
+        _append(chunks, chunk, _chunk_probabilities(logits, y))
     return in_order(chunks, ids)
 
 

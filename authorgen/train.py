@@ -89,6 +89,7 @@ def build_trainer(
     if base is not None:
         base.load_into(model, data.tokenizer)
         callback.on_message(base.describe(data.tokenizer))
+        base.weights.clear()  # the model has them: no second copy through training
     if train_config.lora:
         trained = lora.add_adapters(model, train_config.lora)
         callback.on_message(

@@ -148,6 +148,30 @@ def test_validation_loss_of_a_uniform_model_is_log_vocab_per_char():
     assert validation_loss(model, ids, 998, "cpu") == pytest.approx(math.log(10) / 2)
 
 
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_validation_in_groups_of_streams_gives_the_numbers_of_one_batch(model, monkeypatch):
+    """A large vocabulary's validation feeds its streams in groups (`EVAL_LOGITS_BYTES`): the
+    loss and each token's probability, in the text's order, are those of one batch."""
+    import authorgen.losses as losses
+
+    torch.manual_seed(0)
+    sizes = {"heads": 2, "context": 16} if model == "transformer" else {"hidden": 16}
+    config = ModelConfig(model=model, vocab_size=40, embedding_dim=16, layers=2, **sizes)
+    net = build_model(config).eval()
+    ids = np.random.default_rng(0).integers(0, 40, 700)
+    whole_p = losses.token_probabilities(net, ids, torch.device("cpu"), n_streams=8)
+    whole = losses.total_nll(net, ids, torch.device("cpu"), n_streams=8)
+    # 3 streams' logits at most in each pass: groups of 3, 3 and 2
+    monkeypatch.setattr(losses, "EVAL_LOGITS_BYTES", 3 * 4 * net.eval_chunk * 40)
+    kept = []
+    grouped = losses.total_nll(net, ids, torch.device("cpu"), n_streams=8, probabilities=kept)
+    grouped_p = losses.token_probabilities(net, ids, torch.device("cpu"), n_streams=8)
+    assert grouped[1] == whole[1] == 699 and grouped[0] == pytest.approx(whole[0], rel=1e-6)
+    assert np.allclose(grouped_p, whole_p, rtol=1e-5) and len(grouped_p) == 699
+    assert np.allclose(losses.in_order(kept, ids), whole_p, rtol=1e-5)
+    assert not np.allclose(grouped_p[1:], grouped_p[:-1])  # not all the same number
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     config = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert learning_rate(config, 0, 0.0) == pytest.approx(0.1)
