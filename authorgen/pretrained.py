@@ -145,7 +145,9 @@ class PretrainedBase(Base):
             model = replace(model, dropout=asked["dropout"])
         train = dict(FINETUNE)
         train["context"] = min(asked.get("context", train["context"]), model.context)
-        if device_type == "cpu" and asked.get("precision", "auto") == "auto" and cpu_has_bf16():
+        if asked.get("precision") == "auto":  # what the command line passes when not given
+            asked.pop("precision")
+        if device_type == "cpu" and "precision" not in asked and cpu_has_bf16():
             train["precision"] = "bf16"
         names = {f.name for f in fields(TrainConfig)}
         train.update({k: v for k, v in asked.items() if k in names and k != "context"})

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from authorgen.devices import cpu_has_bf16
 from authorgen.families import load_pretrained
 from authorgen.tokenizer.pretrained import PretrainedTokenizer
 from helpers import data_file, run_cli, run_in_process
@@ -147,6 +148,8 @@ def test_fine_tuning_a_few_steps_lowers_the_validation_loss(hf_model, home):
         config = json.loads((home / "checkpoints" / f"s{steps}" / "config.json").read_text())
         losses.append(config["best"]["val_loss"])
         assert config["train"]["context"] == 64
+        # the plan's precision, --precision not given: bf16 where this CPU has it
+        assert config["train"]["precision"] == ("bf16" if cpu_has_bf16() else "auto")
     assert losses[1] < losses[0] - 0.2
 
 
