@@ -3,10 +3,12 @@ the time of a fine-tuning step and its peak memory, every weight trained or low-
 of rank 8 (train-lora), and generation's tokens/s with fp32 and int8 weights, on this
 machine.
 
-Shapes: SmolLM2-135M (Llama: 30 layers, 576 wide, 9 heads sharing 3 of keys and values, MLP
-1536, 49,152 tokens) and Pythia-160M (GPT-NeoX: 12 layers, 768 wide, 12 heads, MLP 3072,
-50,304 tokens; GPT-2 small's size). Each measurement runs in a fresh process, so its peak
-memory (max RSS) is its own.
+Shapes: GPT-2 small (124M: 12 layers, 768 wide, 12 heads, MLP 3072, learned positions,
+50,257 tokens), SmolLM2-135M (Llama: 30 layers, 576 wide, 9 heads sharing 3 of keys and
+values, MLP 1536, 49,152 tokens) and Pythia-160M (GPT-NeoX: 12 layers, 768 wide, 12 heads,
+MLP 3072, 50,304 tokens, an output layer of its own). Generation with learned positions
+(GPT-2) past the context reads the last half-context again: `--tokens 400` measures that.
+Each measurement runs in a fresh process, so its peak memory (max RSS) is its own.
 
     python benchmarks/pretrained.py                  # every shape, fp32 and bf16
     python benchmarks/pretrained.py --only smollm2-135m --steps 3
@@ -25,6 +27,10 @@ import sys
 import time
 
 SHAPES = {
+    "gpt2-124m": {
+        "vocab_size": 50_257, "embedding_dim": 768, "layers": 12, "heads": 12, "mlp_dim": 3072,
+        "variant": {"norm_bias": True, "bias": True, "mlp": "gelu_tanh", "positions": "learned"},
+    },
     "smollm2-135m": {
         "vocab_size": 49_152, "embedding_dim": 576, "layers": 30, "heads": 9, "mlp_dim": 1536,
         "variant": {"kv_heads": 3, "norm": "rms", "norm_eps": 1e-5, "mlp": "swiglu",

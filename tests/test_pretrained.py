@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -405,8 +406,15 @@ def test_adapters_fine_tune_and_are_chosen_when_every_weight_would_not_fit(
     assert configs["adapted"]["best"]["val_loss"] < configs["as-is"]["best"]["val_loss"] - 0.1
     made = run_cli("generate", "adapted", "--length", "50", "--json", home=home)
     assert made.returncode == 0 and len(json.loads(made.stdout)["text"]) == 50
-    # 1 MiB free: every weight trained would not fit at this size, adapters do
-    monkeypatch.setattr(authorgen.pretrained, "free_memory", lambda device: 1 << 20)
+    # free memory between what adapters need and what every weight needs at this size
+    from authorgen.config import TrainConfig
+
+    base = authorgen.pretrained.PretrainedBase.open(str(folder))
+    sizes = TrainConfig(batch_size=1, context=16, steps=2, precision="bf16")
+    every, adapters = (sum(base.memory(base.model_config, replace(sizes, lora=r))) for r in (0, 8))
+    assert adapters < every
+    free = (adapters + every) // 2
+    monkeypatch.setattr(authorgen.pretrained, "free_memory", lambda device: free)
     done = run_in_process("train", "alice", "--from", str(folder), "--steps", "2", "--batch-size",
                           "1", "--context", "16", "--name", "chosen", home=home)  # fmt: skip
     assert done.returncode == 0, done.stderr
