@@ -190,7 +190,7 @@ class PretrainedBase(Base):
         (PyTorch, the data, the weights' bf16 copies: `PROGRAM_BYTES_PER_WEIGHT`).
 
         Against the peaks measured at GPT-2's and SmolLM2's sizes in bf16 (benchmarks/README.md)
-        it is 9% under to 21% over; without the program's share it was up to 35% under."""
+        it is 11% under to 19% over; without the program's share it was up to 35% under."""
         params = sum(t.numel() for t in self.weights.values())
         shape = {f: getattr(model, f) for f in ("model", "embedding_dim", "layers", "heads")}
         shape.update(mlp_dim=model.mlp_dim, context=train.context, batch_size=train.batch_size)
