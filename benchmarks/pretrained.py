@@ -1,7 +1,7 @@
 """Pretrained models at their real sizes (issue 30), with random weights of the right shapes:
 the time of a fine-tuning step and its peak memory, every weight trained or low-rank adapters
-of rank 8 (train-lora), and generation's tokens/s with fp32 and int8 weights, on this
-machine.
+of rank 8 (train-lora), and generation's tokens/s with fp32 and int8 weights, and with
+adapters kept and applied rather than merged (generate-lora), on this machine.
 
 Shapes: GPT-2 small (124M: 12 layers, 768 wide, 12 heads, MLP 3072, learned positions,
 50,257 tokens), SmolLM2-135M (Llama: 30 layers, 576 wide, 9 heads sharing 3 of keys and
@@ -82,6 +82,10 @@ def measure(shape: str, what: str, precision: str, batch: int, context: int, ste
                    tokens_per_s=round(batch * context / step))  # fmt: skip
     else:
         model.eval()
+        if what == "generate-lora":  # adapters of rank 8 kept beside the weights, applied
+            from authorgen.lora import add_adapters
+
+            add_adapters(model, 8)
         if what == "generate-int8":
             model.int8_weights()
         prompt = torch.randint(0, config.vocab_size, (1, 32))
@@ -121,6 +125,7 @@ def main() -> None:
     for shape in args.only or SHAPES:
         runs = [("train", "fp32"), ("train", "bf16"), ("train-lora", "fp32")]
         runs += [("train-lora", "bf16"), ("generate", "fp32"), ("generate-int8", "fp32")]
+        runs.append(("generate-lora", "fp32"))
         for what, precision in runs:
             if args.what and what not in args.what:
                 continue
