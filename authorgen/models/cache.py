@@ -178,20 +178,13 @@ class BatchCache:
     def join(self, row: KVCache, copies: int) -> None:
         """Add `copies` rows holding the last context - 1 positions of `row`, a one-text cache
         (positions in order) that ends at this batch's position."""
-        valid, origins, ids, keys, values = self._rows(row, copies)
+        new = self._rows(row, copies)
         if self.valid is None:
-            self.valid, self.origins, self.ids, self.keys, self.values = (
-                valid,
-                origins,
-                ids,
-                keys,
-                values,
-            )
+            self.valid, self.origins, self.ids, self.keys, self.values = new
             return
-        self.valid, self.origins = (
-            torch.cat((self.valid, valid)),
-            torch.cat((self.origins, origins)),
-        )
+        valid, origins, ids, keys, values = new
+        self.valid = torch.cat((self.valid, valid))
+        self.origins = torch.cat((self.origins, origins))
         if ids is not None:
             self.ids = torch.cat((self.ids, ids))
         for mine, theirs in ((self.keys, keys), (self.values, values)):
