@@ -79,6 +79,23 @@ def _windows(reference, ids: list[int], start: int, context: int) -> torch.Tenso
     return torch.stack(logits)
 
 
+def test_gpt2_weights_saved_without_the_transformer_prefix_read_the_same(tmp_path):
+    """OpenAI's upload (`openai-community/gpt2`) names its weights as GPT2Model does, without
+    GPT2LMHeadModel's "transformer." prefix, and keeps the attention's causal mask beside them."""
+    from safetensors.torch import load_file, save_file
+
+    reference, tok = hf_folder("gpt2", tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    renamed = {k.removeprefix("transformer."): v for k, v in weights.items()}
+    renamed["h.0.attn.bias"] = torch.ones(1, 1, 128, 128).tril()  # the old mask buffer
+    assert renamed.keys() != weights.keys()
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    ours = load_pretrained(tmp_path)[0].eval()
+    ids = torch.tensor([tok.encode(ALICE[2000:2400]).ids[:80]])
+    with torch.no_grad():
+        assert (ours(ids)[0] - reference(ids).logits).abs().max() < 1e-4
+
+
 def test_learned_positions_read_past_the_tables_end_single_and_batched(tmp_path):
     """GPT-2's positions end at its table's end (here 128): a text read further starts a new
     window with its last 64 tokens, alone, in the engine's batch (rows joined at different
