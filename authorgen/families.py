@@ -69,6 +69,7 @@ def model_config(hf: dict, context: int | None = None) -> ModelConfig:
     model's, capped by `context`.
 
     Raises:
+        DataError: when a size is missing.
         UsageError: naming the architecture or option that is not supported.
     """
     family = hf.get("model_type")
@@ -78,7 +79,11 @@ def model_config(hf: dict, context: int | None = None) -> ModelConfig:
         )
     if family == "gpt2":
         hf = {ours: hf.get(theirs) for ours, theirs in GPT2_NAMES.items()} | hf
-        hf["intermediate_size"] = hf["intermediate_size"] or 4 * hf["hidden_size"]
+        hf["intermediate_size"] = hf["intermediate_size"] or 4 * (hf["hidden_size"] or 0)
+    sizes = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size")
+    for key in (*sizes, "intermediate_size"):
+        if not isinstance(hf.get(key), int) or hf[key] < 1:
+            raise DataError(f"config.json has no valid {key} ({hf.get(key)!r}); is it damaged?")
     width, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim", width // heads) != width // heads:
         raise UsageError(f"head size other than width / heads ({hf['head_dim']}) unsupported")

@@ -177,6 +177,7 @@ def test_fine_tuning_a_few_steps_lowers_the_validation_loss(hf_model, home):
         ({"model_type": "gpt_bigcode"}, 2, "architecture 'gpt_bigcode' is not supported"),
         ({"rope_scaling": {"rope_type": "llama3"}}, 2, "RoPE scaling 'llama3'"),
         ({"head_dim": 8}, 2, "head size other than width / heads (8)"),
+        ({"num_hidden_layers": None}, 4, "config.json has no valid num_hidden_layers (None)"),
         (None, 4, "has no readable weights"),
     ],
 )
