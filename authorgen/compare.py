@@ -5,17 +5,19 @@ character, and drawn on one chart of validation bpc against characters seen.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from authorgen.callbacks import Callback
 from authorgen.charts import compare_chart
-from authorgen.checkpoint import CONFIG, load_run, read_metrics
+from authorgen.checkpoint import CONFIG, load_run, read_config, read_metrics, resolve_run
 from authorgen.config import SampleConfig, TokenizerConfig, TrainConfig, TrainOptions
 from authorgen.devices import resolve_device
-from authorgen.errors import UsageError
+from authorgen.errors import DataError, UsageError
 from authorgen.evaluate import own_texts, sample_report, style_candidates
+from authorgen.families import is_hf_folder
 from authorgen.files import check_name
 from authorgen.losses import bits
 from authorgen.pretrained import open_base
@@ -82,6 +84,18 @@ class Candidate:
         return f"{corpus}-compare-{self.base_name}" + ("-as-is" if self.as_is else "-tuned")
 
 
+def _base_name_and_kind(ref: str, checkpoints_dir: Path) -> tuple[str, str]:
+    """The short name and tokenizer kind of a base, known before anything trains: a run's from
+    its config.json (its weights are not read here), a pretrained model's by opening it (so a
+    missing one is refused now, and a hub model is in the cache for its fine-tune)."""
+    if not is_hf_folder(Path(ref)):
+        with contextlib.suppress(DataError):
+            path = resolve_run(ref, checkpoints_dir)
+            return path.name, read_config(path)["tokenizer"]["kind"]
+    base = open_base(ref, checkpoints_dir)
+    return base.name, base.config["tokenizer"]["kind"]
+
+
 def compare_models(
     corpora_dir: Path,
     checkpoints_dir: Path,
@@ -113,12 +127,9 @@ def compare_models(
     check_name(corpus, "corpus")
     combos = [Candidate(m, t) for m in models for t in tokenizers]
     for ref in bases:
-        base = open_base(ref, checkpoints_dir)
-        kind = base.config["tokenizer"]["kind"]
-        combos += [
-            Candidate("", kind, ref, as_is=as_is, base_name=base.name) for as_is in (False, True)
-        ]
-        del base  # its weights: the fine-tune reads them again
+        name, kind = _base_name_and_kind(ref, checkpoints_dir)
+        for as_is in (False, True):
+            combos.append(Candidate("", kind, ref, as_is=as_is, base_name=name))
     existing = [
         c.run_name(corpus)
         for c in combos
